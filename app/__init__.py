@@ -1,0 +1,1 @@
+"""Lumen web application: pages, JSON API and DICOMweb. Never imports torch."""

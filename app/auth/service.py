@@ -1,0 +1,104 @@
+"""Users, password hashing (argon2 via pwdlib), browser sessions and API bearer tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from pwdlib import PasswordHash
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.tables import AuthSession, Role, User
+
+_password_hash = PasswordHash.recommended()
+
+
+class AuthError(Exception):
+    """Credentials or a token were refused; the message is safe to show."""
+
+
+class UserExistsError(ValueError):
+    """A user with this email exists already."""
+
+
+def hash_password(password: str) -> str:
+    return _password_hash.hash(password)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything Lumen writes is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def create_user(
+    session: Session, *, email: str, password: str, role: Role, full_name: str = "", specialty: str = ""
+) -> User:
+    """Create a user; refuses a duplicate email and passwords under 8 characters."""
+    email = email.strip().lower()
+    if "@" not in email:
+        raise ValueError(f"not an email address: {email!r}")
+    if len(password) < 8:
+        raise ValueError("the password must have at least 8 characters")
+    if session.scalar(select(User).where(User.email == email)):
+        raise UserExistsError(f"a user with email {email} exists already")
+    user = User(
+        email=email, password_hash=hash_password(password), role=role, full_name=full_name, specialty=specialty
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, *, email: str, password: str) -> User:
+    """The active user with these credentials, or AuthError. Rehashes outdated hashes."""
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None or not user.is_active:
+        # Spend the same time as a real check so that emails cannot be probed by timing.
+        _password_hash.verify(password, _DUMMY_HASH)
+        raise AuthError("wrong email or password")
+    valid, new_hash = _password_hash.verify_and_update(password, user.password_hash)
+    if not valid:
+        raise AuthError("wrong email or password")
+    if new_hash:
+        user.password_hash = new_hash
+    return user
+
+
+def issue_token(session: Session, *, user: User, kind: str, hours: int) -> tuple[str, AuthSession]:
+    """Create a session row for a cookie or bearer token; returns the clear token (shown once)."""
+    token = secrets.token_urlsafe(32)
+    row = AuthSession(
+        user_id=user.id,
+        token_sha256=_digest(token),
+        kind=kind,
+        csrf_token=secrets.token_urlsafe(24),
+        expires_at=datetime.now(UTC) + timedelta(hours=hours),
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def resolve_token(session: Session, *, token: str, kind: str) -> AuthSession | None:
+    """The live session row of this token, or None if unknown, expired or revoked."""
+    row = session.scalar(
+        select(AuthSession).where(AuthSession.token_sha256 == _digest(token), AuthSession.kind == kind)
+    )
+    if row is None or row.revoked_at is not None or _aware(row.expires_at) <= datetime.now(UTC):
+        return None
+    if not row.user.is_active:
+        return None
+    return row
+
+
+def revoke(session: Session, *, auth_session: AuthSession) -> None:
+    auth_session.revoked_at = datetime.now(UTC)
+
+
+_DUMMY_HASH = hash_password("lumen-timing-equaliser")

@@ -1,0 +1,194 @@
+"""The `lumen` command: serve, worker, migrate, create-user, import, train, models, sweep, load-demo."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.config import get_settings
+
+logger = logging.getLogger("lumen")
+
+DEMO_EMAIL = "demo@lumen.local"
+DEMO_PASSWORD = "lumen-demo"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+
+
+def _cmd_migrate(_args: argparse.Namespace) -> int:
+    from app.migrations import upgrade
+
+    upgrade("head")
+    print(f"database at {get_settings().sqlalchemy_url.split('@')[-1]} is up to date")
+    return 0
+
+
+def _cmd_create_user(args: argparse.Namespace) -> int:
+    from app.auth import service as auth_service
+    from app.db import session_scope
+    from app.tables import Role
+
+    password = os.environ.get("LUMEN_PASSWORD") or getpass.getpass(f"password for {args.email}: ")
+    try:
+        with session_scope() as session:
+            user = auth_service.create_user(
+                session, email=args.email, password=password, role=Role(args.role), full_name=args.name
+            )
+            print(f"created {user.role} {user.email} (id {user.id})")
+    except ValueError as exc:
+        print(f"lumen create-user: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from app.ingest import service as ingest_service
+
+    paths = [p for raw in args.paths for p in _expand(Path(raw))]
+    if not paths:
+        print("lumen import: no files found in the given paths", file=sys.stderr)
+        return 2
+    failures = 0
+    for path in paths:
+        outcome = ingest_service.import_path(path)
+        print(f"{path}: {outcome}")
+        failures += outcome.startswith("refused")
+    return 1 if failures else 0
+
+
+def _expand(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if path.is_file():
+        return [path]
+    print(f"lumen import: {path} does not exist", file=sys.stderr)
+    return []
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from app.jobs import models_sync
+
+    if args.action == "list":
+        for line in models_sync.describe_models():
+            print(line)
+        return 0
+    problems = models_sync.validate_models(args.path)
+    for line in problems:
+        print(line)
+    return 1 if any(line.startswith("INVALID") for line in problems) else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from models import training  # torch is imported only by this subcommand
+
+    report = training.run_recipe(args.recipe, out_dir=args.out, data=args.data, seed=args.seed)
+    print(report)
+    return 0
+
+
+def _cmd_sweep(_args: argparse.Namespace) -> int:
+    from app.jobs.sweeper import sweep_once
+
+    print(f"re-sent jobs: {sweep_once()}")
+    return 0
+
+
+def _cmd_load_demo(_args: argparse.Namespace) -> int:
+    from app import demo
+
+    for line in demo.load(demo_dir=DEMO_DIR, email=DEMO_EMAIL, password=DEMO_PASSWORD):
+        print(line)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from workers.celery_app import celery_app
+
+    argv = ["worker", "--queues", args.queues, "--concurrency", str(args.concurrency), "--loglevel", "INFO"]
+    if get_settings().embedded:
+        # The filesystem transport has no remote control; solo pool keeps the one process real and simple.
+        argv += ["--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    celery_app.worker_main(argv)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    worker = None
+    if settings.embedded and not args.no_worker:
+        from app.migrations import upgrade
+
+        upgrade("head")
+        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "gpu,cpu"])
+        logger.info("embedded worker started (pid %s)", worker.pid)
+    print(f"Lumen is at http://{args.host}:{args.port}/  (sign in: {DEMO_EMAIL} / {DEMO_PASSWORD})", flush=True)
+    try:
+        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lumen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="API and pages (in the embedded default, also a worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    serve.set_defaults(func=_cmd_serve)
+
+    worker = sub.add_parser("worker", help="a Celery worker")
+    worker.add_argument("--queues", default="gpu,cpu")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.set_defaults(func=_cmd_worker)
+
+    sub.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(func=_cmd_migrate)
+
+    create_user = sub.add_parser("create-user", help="add a user (password from LUMEN_PASSWORD or a prompt)")
+    create_user.add_argument("email")
+    create_user.add_argument("--role", choices=["admin", "coordinator", "reader"], required=True)
+    create_user.add_argument("--name", default="")
+    create_user.set_defaults(func=_cmd_create_user)
+
+    importer = sub.add_parser("import", help="import DICOM / PNG / JPEG files or folders")
+    importer.add_argument("paths", nargs="+")
+    importer.set_defaults(func=_cmd_import)
+
+    train = sub.add_parser("train", help="train a reference model from its recipe")
+    train.add_argument("recipe")
+    train.add_argument("--out", type=Path, default=None, help="model folder to write (default: models/zoo)")
+    train.add_argument("--data", type=Path, default=None, help="dataset file (default: the recipe's)")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_cmd_train)
+
+    models = sub.add_parser("models", help="list or validate model folders")
+    models.add_argument("action", choices=["list", "validate"])
+    models.add_argument("path", nargs="?", type=Path, default=None)
+    models.set_defaults(func=_cmd_models)
+
+    sub.add_parser("sweep", help="re-send jobs the broker lost").set_defaults(func=_cmd_sweep)
+    sub.add_parser("load-demo", help="demo models, user and studies").set_defaults(func=_cmd_load_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""One typed settings object, read from the environment (or `.env`) through get_settings()."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "lumen-development-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Every setting of Lumen. Unset database and broker mean the embedded default."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: str = Field("development", alias="LUMEN_ENV")
+    data_dir: Path = Field(Path("var"), alias="LUMEN_DATA_DIR")
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    broker_url: str | None = Field(None, alias="BROKER_URL")
+    secret_key: str = Field(DEV_SECRET_KEY, alias="LUMEN_SECRET_KEY")
+    models_dir: Path | None = Field(None, alias="LUMEN_MODELS_DIR")
+    inference_queue: str = Field("gpu", alias="LUMEN_INFERENCE_QUEUE")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, alias="LUMEN_MAX_UPLOAD_BYTES")
+    max_job_attempts: int = Field(3, alias="LUMEN_MAX_JOB_ATTEMPTS")
+    stale_job_seconds: int = Field(120, alias="LUMEN_STALE_JOB_SECONDS")
+    sweep_interval_seconds: int = Field(30, alias="LUMEN_SWEEP_INTERVAL_SECONDS")
+    session_hours: int = Field(12, alias="LUMEN_SESSION_HOURS")
+    token_hours: int = Field(24, alias="LUMEN_TOKEN_HOURS")
+    secure_cookies: bool = Field(False, alias="LUMEN_SECURE_COOKIES")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key == DEV_SECRET_KEY or len(self.secret_key) < 32:
+                raise ValueError("LUMEN_SECRET_KEY must be set to 32+ random characters in production")
+            if not self.secure_cookies:
+                raise ValueError("LUMEN_SECURE_COOKIES must be true in production (HTTPS only)")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external database is configured (SQLite + filesystem broker)."""
+        return self.database_url is None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            # Plain postgres URLs mean psycopg 3, the driver Lumen installs.
+            url = self.database_url
+            for prefix in ("postgresql://", "postgres://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix):]
+            return url
+        return f"sqlite:///{(self.data_dir / 'lumen.db').resolve()}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def blob_dir(self) -> Path:
+        return (self.data_dir / "blobs").resolve()
+
+    @property
+    def model_dirs(self) -> list[Path]:
+        """Where model folders (card + weights) are looked up: the shipped ones, then the user's."""
+        shipped = Path(__file__).resolve().parent.parent / "models" / "zoo"
+        return [shipped] + ([self.models_dir] if self.models_dir else [])
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,43 @@
+"""The sweeper: every few seconds, re-send jobs that the broker lost. Runs inside `lumen serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs import service as jobs_service
+
+logger = logging.getLogger(__name__)
+
+
+def sweep_once() -> list[int]:
+    """One pass of the sweeper in its own unit of work; returns the re-sent job ids."""
+    with session_scope() as session:
+        return jobs_service.resend_stale(session)
+
+
+async def _loop(interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(sweep_once)
+        except Exception:
+            logger.exception("sweeper pass failed; trying again in %s s", interval)
+
+
+@asynccontextmanager
+async def running_in_background(*, enabled: bool) -> AsyncIterator[None]:
+    if not enabled:
+        yield
+        return
+    task = asyncio.create_task(_loop(get_settings().sweep_interval_seconds))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,45 @@
+"""create_app(): routers, static files, error handlers. No logic here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from app.auth import pages as auth_pages
+from app.auth import router as auth_router
+from app.auth.dependencies import LoginRequired
+from app.jobs import router as jobs_router
+from app.jobs import sweeper
+from app.predictions import router as predictions_router
+from app.studies import router as studies_router
+from app.viewer import pages as viewer_pages
+from app.viewer import router as viewer_router
+
+_STATIC = Path(__file__).resolve().parent / "static"
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with sweeper.running_in_background(enabled=app.state.run_sweeper):
+        yield
+
+
+def create_app(*, run_sweeper: bool = True) -> FastAPI:
+    app = FastAPI(title="Lumen", version="0.1.0", lifespan=_lifespan)
+    app.state.run_sweeper = run_sweeper
+    for module in (auth_router, studies_router, jobs_router, predictions_router, viewer_router):
+        app.include_router(module.router, prefix="/api")
+    for module in (auth_pages, viewer_pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    @app.exception_handler(LoginRequired)
+    async def _to_login(request: Request, _exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    return app

@@ -1,0 +1,1 @@
+"""Celery workers: load a job, its pixels and its model, call `models/`, store the results."""
