@@ -23,8 +23,11 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 def _cmd_migrate(_args: argparse.Namespace) -> int:
     from app.migrations import upgrade
 
+    from app.jobs import models_sync
+
     upgrade("head")
     print(f"database at {get_settings().sqlalchemy_url.split('@')[-1]} is up to date")
+    print(f"active models: {models_sync.sync_now()}")
     return 0
 
 
@@ -73,6 +76,9 @@ def _expand(path: Path) -> list[Path]:
 def _cmd_models(args: argparse.Namespace) -> int:
     from app.jobs import models_sync
 
+    if args.action == "sync":
+        print(f"active models: {models_sync.sync_now()}")
+        return 0
     if args.action == "list":
         for line in models_sync.describe_models():
             print(line)
@@ -175,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     models = sub.add_parser("models", help="list or validate model folders")
-    models.add_argument("action", choices=["list", "validate"])
+    models.add_argument("action", choices=["list", "validate", "sync"])
     models.add_argument("path", nargs="?", type=Path, default=None)
     models.set_defaults(func=_cmd_models)
 

@@ -1,3 +1,21 @@
-from fastapi import APIRouter
+"""Job routes: state, progress and error of one job."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from app.auth.dependencies import CanRead
+from app.db import DbSession
+from app.jobs import service as jobs_service
+from app.jobs.schemas import JobOut
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: int, session: DbSession, _user: CanRead) -> JobOut:
+    """One job's state, progress (0-100) and error text."""
+    try:
+        return JobOut.model_validate(jobs_service.get_job(session, job_id=job_id))
+    except jobs_service.JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc

@@ -1,0 +1,86 @@
+"""Model folders (card + weights) -> `ai_models` rows, and the `lumen models` listing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import session_scope
+from app.tables import AiModel
+from models.card import CardError, ModelCard, discover_cards, load_card
+
+
+def sync_models(session: Session) -> list[AiModel]:
+    """Register or refresh every valid model folder; a model whose folder is gone is deactivated."""
+    cards, _invalid = discover_cards(get_settings().model_dirs)
+    rows = {(row.name, row.version): row for row in session.scalars(select(AiModel))}
+    present: set[tuple[str, str]] = set()
+    for card in cards:
+        key = (card.name, card.version)
+        present.add(key)
+        row = rows.get(key) or AiModel(name=card.name, version=card.version)
+        row.task = card.task
+        row.labels = list(card.labels)
+        row.modalities = list(card.modalities)
+        row.input_spec = dict(card.as_dict().get("input", {}))
+        row.weights_sha256 = card.weights_sha256
+        row.calibration_temperature = card.calibration_temperature
+        row.uncertainty_threshold = card.uncertainty_threshold
+        row.card = card.as_dict()
+        row.is_active = True
+        session.add(row)
+    for key, row in rows.items():
+        if key not in present:
+            row.is_active = False
+    session.flush()
+    return list(session.scalars(select(AiModel).where(AiModel.is_active.is_(True)).order_by(AiModel.id)))
+
+
+def describe_models() -> list[str]:
+    """One line per installed model with its measured test metrics, then the invalid folders."""
+    cards, invalid = discover_cards(get_settings().model_dirs)
+    lines = [_describe(card) for card in cards] or ["no models installed"]
+    lines += [f"INVALID {folder}: {reason}" for folder, reason in invalid]
+    return lines
+
+
+def _describe(card: ModelCard) -> str:
+    metrics = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in _flat(card.metrics))
+    return f"{card.name} {card.version}  [{card.task}; {'/'.join(card.modalities)}]  {metrics}  ({card.folder})"
+
+
+def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:  # type: ignore[type-arg]
+    items: list[tuple[str, object]] = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            items += _flat(value, f"{prefix}{key}.")
+        elif isinstance(value, int | float | str):
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def validate_models(path: Path | None) -> list[str]:
+    """Check one model folder (or all installed ones): card fields and the weights' sha256."""
+    from models.registry import verify_weights  # reads files only; no torch import on this path
+
+    folders = [path] if path else [card.folder for card in discover_cards(get_settings().model_dirs)[0]]
+    lines = []
+    for folder in folders:
+        try:
+            card = load_card(folder)
+            verify_weights(card)
+            lines.append(f"OK {card.name} {card.version} ({folder})")
+        except CardError as exc:
+            lines.append(f"INVALID {folder}: {exc}")
+    if path is None:
+        lines += [f"INVALID {folder}: {reason}" for folder, reason in discover_cards(get_settings().model_dirs)[1]]
+    return lines
+
+
+def sync_now() -> int:
+    """Sync in its own unit of work; returns the number of active models."""
+    with session_scope() as session:
+        return len(sync_models(session))

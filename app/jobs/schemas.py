@@ -1,0 +1,28 @@
+"""Job state as the API shows it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from app.tables import JobState
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    study_id: int
+    instance_id: int | None
+    model_id: int
+    methods: list[str]
+    queue: str
+    state: JobState
+    progress: int
+    attempts: int
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timings: dict[str, float]
