@@ -1,3 +1,58 @@
-from fastapi import APIRouter
+"""Viewer pages: the worklist and the study page."""
 
-router = APIRouter()
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+
+from app.audit import service as audit_service
+from app.auth.dependencies import Caller, PageCaller
+from app.db import DbSession
+from app.tables import Role
+from app.viewer import service as viewer_service
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["pages"])
+templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+
+_UPLOADERS = {Role.admin, Role.coordinator}
+
+
+def _context(caller: Caller, **values: Any) -> dict[str, Any]:
+    # Every signed-in page shows who is signed in and carries the session's CSRF token for forms and fetch().
+    return {"caller": caller, "csrf_token": caller.auth_session.csrf_token, **values}
+
+
+@router.get("/", include_in_schema=False)
+def worklist_page(request: Request, caller: PageCaller, session: DbSession) -> Response:
+    """The worklist: newest studies first with their AI state; an upload form for coordinators and admins."""
+    worklist = viewer_service.list_worklist(session)
+    context = _context(caller, worklist=worklist, can_upload=caller.user.role in _UPLOADERS)
+    return templates.TemplateResponse(request, "viewer/worklist.html", context)
+
+
+@router.get("/studies/{study_id}", include_in_schema=False)
+def study_page(request: Request, study_id: int, caller: PageCaller, session: DbSession) -> Response:
+    """One study: its images, the AI prediction and heatmap overlays, and the state of its jobs."""
+    try:
+        view = viewer_service.get_study_view(session, study_id=study_id)
+    except viewer_service.NotFound:
+        context = _context(caller, what=f"Study {study_id}")
+        return templates.TemplateResponse(
+            request, "viewer/not_found.html", context, status_code=status.HTTP_404_NOT_FOUND
+        )
+    audit_service.record(
+        session,
+        action="view",
+        user_id=caller.user.id,
+        object_type="study",
+        object_id=study_id,
+        ip=request.client.host if request.client else "",
+    )
+    return templates.TemplateResponse(request, "viewer/study.html", _context(caller, study=view))

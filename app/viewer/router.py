@@ -1,3 +1,91 @@
-from fastapi import APIRouter
+"""Viewer JSON API: the worklist for live updates, instance frames and heatmaps as PNG."""
 
-router = APIRouter()
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+
+from app.auth.dependencies import CanRead
+from app.db import DbSession
+from app.ingest import pixels as ingest_pixels
+from app.viewer import images
+from app.viewer import service as viewer_service
+from app.viewer.dependencies import HeatmapOr404, InstanceOr404
+from app.viewer.schemas import Worklist, WorklistRow
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["viewer"])
+
+# Pixels of a patient: the browser may keep them, shared caches may not.
+_CACHE_CONTROL = "private, max-age=3600"
+_PNG_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"image/png": {}}},
+    304: {"description": "not modified"},
+    404: {"description": "no such object or frame"},
+    422: {"description": "the stored pixels cannot be decoded"},
+}
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    sent = request.headers.get("if-none-match", "")
+    return etag in {tag.strip() for tag in sent.split(",")} or sent.strip() == "*"
+
+
+def _png_response(request: Request, *, etag: str, render: Callable[[], bytes]) -> Response:
+    headers = {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
+    if _not_modified(request, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    try:
+        body = render()
+    except images.FrameOutOfRange as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except ingest_pixels.PixelDecodeError as exc:
+        # The stored file cannot be decoded (ingest checks this; a missing decoder may still refuse a frame).
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return Response(body, media_type="image/png", headers=headers)
+
+
+@router.get("/worklist", response_model=Worklist)
+def worklist(_user: CanRead, session: DbSession) -> Worklist:
+    """The newest studies with their AI state; the worklist page polls it while jobs run."""
+    return viewer_service.list_worklist(session)
+
+
+@router.get("/worklist/{study_id}", response_model=WorklistRow)
+def worklist_row(_user: CanRead, study_id: int, session: DbSession) -> WorklistRow:
+    """One study's worklist row; the study page polls it while its jobs run."""
+    try:
+        return viewer_service.worklist_row(session, study_id=study_id)
+    except viewer_service.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.get("/instances/{instance_id}/image.png", responses=_PNG_RESPONSES, response_class=Response)
+def instance_image(
+    request: Request,
+    _user: CanRead,
+    instance: InstanceOr404,
+    frame: Annotated[int, Query(ge=0)] = 0,
+    max_size: Annotated[int | None, Query(ge=16, le=8192)] = None,
+) -> Response:
+    """One frame of an instance as a display PNG (windowed); `max_size` downscales for a fast preview."""
+    etag = images.instance_etag(instance, frame=frame, max_size=max_size)
+    return _png_response(
+        request, etag=etag, render=lambda: images.instance_png(instance=instance, frame=frame, max_size=max_size)
+    )
+
+
+@router.get("/heatmaps/{heatmap_id}.png", responses=_PNG_RESPONSES, response_class=Response)
+def heatmap_image(
+    request: Request,
+    _user: CanRead,
+    heatmap: HeatmapOr404,
+    frame: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """A heatmap coloured for overlay (RGBA, alpha from magnitude), normalised for display only."""
+    etag = images.heatmap_etag(heatmap, frame=frame)
+    return _png_response(request, etag=etag, render=lambda: images.heatmap_png(heatmap, frame=frame))

@@ -1,0 +1,84 @@
+"""Pydantic shapes of the worklist and the study page, kept apart from the ORM rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class WorklistRow(BaseModel):
+    """One study on the worklist with the state of its AI jobs."""
+
+    id: int
+    patient_name: str
+    patient_id: str
+    study_date: str
+    description: str
+    modality: str
+    instances: int
+    ai_state: str  # AiState: no_model | queued | running | done | failed
+    ai_progress: int
+    ai_error: str
+    ai_label: str | None
+    uploaded_at: datetime
+
+
+class Worklist(BaseModel):
+    studies: list[WorklistRow]
+    active: bool  # True while any study is queued or running: the page keeps polling
+
+
+class LabelProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class HeatmapView(BaseModel):
+    id: int
+    method: str
+    target_class: int
+    target_label: str
+
+
+class PredictionView(BaseModel):
+    id: int
+    label: str
+    probabilities: list[LabelProbability]
+    model_name: str
+    model_version: str
+    predictive_entropy: float | None
+    referral: bool
+    heatmaps: list[HeatmapView]
+
+
+class InstanceView(BaseModel):
+    id: int
+    series_description: str
+    modality: str
+    number: int | None
+    frames: int
+    rows: int
+    columns: int
+    prediction: PredictionView | None
+
+
+class JobView(BaseModel):
+    id: int
+    instance_id: int | None
+    model_name: str
+    model_version: str
+    state: str
+    progress: int
+    error: str
+
+
+class StudyView(BaseModel):
+    """Everything the study page shows."""
+
+    summary: WorklistRow
+    patient_birth_date: str
+    accession_number: str
+    study_instance_uid: str
+    instances: list[InstanceView]
+    jobs: list[JobView]

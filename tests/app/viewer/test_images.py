@@ -1,0 +1,110 @@
+"""GET /api/instances/{id}/image.png and GET /api/heatmaps/{id}.png."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.tables import JobState
+from app.viewer.images import colorize
+from tests.app.viewer import factories
+from tests.conftest import FIXTURES
+from tests.e2e.helpers import fresh_dicom
+
+
+def _png(response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_uploaded_dicom_renders(app_client, auth_headers):
+    """A real JPEG 2000 chest radiograph (MONOCHROME1) through the real upload, then rendered."""
+    data = fresh_dicom(FIXTURES / "dicom" / "RG1_J2KI.dcm")
+    admin = auth_headers("admin")
+    upload = app_client.post(
+        "/api/studies", files={"files": ("RG1_J2KI.dcm", data, "application/dicom")}, headers=admin
+    )
+    assert upload.status_code == 201, upload.text
+    instance = upload.json()["instances"][0]
+    reader = auth_headers("reader")
+    image = _png(app_client.get(f"/api/instances/{instance['id']}/image.png", headers=reader))
+    assert image.size == (instance["columns"], instance["rows"])
+    assert image.mode == "L"
+    pixels = np.asarray(image)
+    assert int(pixels.max()) - int(pixels.min()) > 150 and pixels.std() > 20  # windowed: a real picture
+    preview = _png(app_client.get(f"/api/instances/{instance['id']}/image.png?max_size=256", headers=reader))
+    assert max(preview.size) == 256
+
+
+def test_stored_instance_png_with_cache_headers(app_client, auth_headers, db_session):
+    data, header = factories.ct_small()
+    stored = factories.insert_study(
+        db_session, data=data, source_format="dicom", rows=header.Rows, columns=header.Columns, modality="CT"
+    )
+    db_session.commit()
+    headers = auth_headers("reader")
+    url = f"/api/instances/{stored.instance_id}/image.png"
+    response = app_client.get(url, headers=headers)
+    assert _png(response).size == (128, 128)
+    assert response.headers["cache-control"] == "private, max-age=3600"
+    etag = response.headers["etag"]
+    again = app_client.get(url, headers={**headers, "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    small = app_client.get(f"{url}?max_size=32", headers=headers)
+    assert _png(small).size == (32, 32)
+    assert small.headers["etag"] != etag
+
+
+def test_instance_png_errors(app_client, auth_headers, db_session):
+    png = factories.png_bytes(width=40, height=30)
+    stored = factories.insert_study(db_session, data=png, source_format="png", rows=30, columns=40)
+    db_session.commit()
+    url = f"/api/instances/{stored.instance_id}/image.png"
+    assert app_client.get(url).status_code == 401
+    headers = auth_headers("reader")
+    assert _png(app_client.get(url, headers=headers)).size == (40, 30)
+    assert app_client.get(f"{url}?frame=1", headers=headers).status_code == 404
+    assert app_client.get(f"{url}?max_size=1", headers=headers).status_code == 422
+    assert app_client.get("/api/instances/999999/image.png", headers=headers).status_code == 404
+
+
+def test_heatmap_png_colours_magnitude_for_display(app_client, auth_headers, db_session):
+    stored = factories.done_study(db_session)
+    job = factories.add_job(db_session, stored, state=JobState.done, progress=100)
+    raw = np.zeros((8, 8), dtype=np.float16)
+    raw[2, 3] = 4.0  # the peak
+    raw[5, 5] = -2.0  # a negative attribution: half the peak's magnitude
+    _, heatmap = factories.add_prediction(db_session, job, heatmap=raw)
+    db_session.commit()
+    headers = auth_headers("reader")
+    response = app_client.get(f"/api/heatmaps/{heatmap.id}.png", headers=headers)
+    image = _png(response)
+    assert image.mode == "RGBA" and image.size == (8, 8)
+    rgba = np.asarray(image)
+    assert tuple(rgba[2, 3]) == (128, 0, 0, 220)
+    assert rgba[5, 5, 3] == 110
+    assert rgba[0, 0, 3] == 0
+    assert response.headers["cache-control"] == "private, max-age=3600"
+    assert app_client.get("/api/heatmaps/999999.png", headers=headers).status_code == 404
+    assert app_client.get(f"/api/heatmaps/{heatmap.id}.png").status_code == 401
+
+
+def test_heatmap_of_a_volume_is_served_slice_by_slice(app_client, auth_headers, db_session):
+    stored = factories.done_study(db_session)
+    job = factories.add_job(db_session, stored, state=JobState.done, progress=100)
+    _, heatmap = factories.add_prediction(db_session, job, heatmap=factories.blob_heatmap((1, 1, 3, 12, 10)))
+    db_session.commit()
+    headers = auth_headers("reader")
+    assert _png(app_client.get(f"/api/heatmaps/{heatmap.id}.png?frame=2", headers=headers)).size == (10, 12)
+    assert app_client.get(f"/api/heatmaps/{heatmap.id}.png?frame=3", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-3])
+def test_colorize_flat_maps(value):
+    rgba = colorize(np.full((4, 4), value, dtype=np.float32))
+    assert rgba.shape == (4, 4, 4) and rgba.dtype == np.uint8
+    assert (rgba[..., 3] == (0 if value == 0 else 220)).all()
