@@ -1,3 +1,66 @@
-from fastapi import APIRouter
+"""Studies JSON API: upload DICOM / PNG / JPEG files, the worklist, one study."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile, status
+
+from app.auth.dependencies import CanRead, CanUpload
+from app.db import DbSession
+from app.ingest import service as ingest_service
+from app.ingest.errors import IngestError
+from app.studies import service as studies_service
+from app.studies.schemas import StudyOut, StudySummary, UploadOut
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "no files, or an empty file"},
+    409: {"description": "a different file with a stored SOPInstanceUID"},
+    413: {"description": "larger than the upload limit"},
+    415: {"description": "not DICOM, PNG or JPEG"},
+    422: {"description": "unreadable header, no image, or undecodable pixels"},
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut, responses=_UPLOAD_ERRORS)
+def upload_studies(
+    request: Request,
+    session: DbSession,
+    user: CanUpload,
+    files: Annotated[list[UploadFile] | None, File(description="DICOM, PNG or JPEG files")] = None,
+    modality: Annotated[str | None, Form(description="modality of PNG/JPEG images (default OP)")] = None,
+) -> UploadOut:
+    """Store the files (all or none) and plan AI jobs; the first study touched, and all of them."""
+    try:
+        result = ingest_service.ingest_upload(
+            session,
+            files=[(upload.filename, upload.file) for upload in files or []],
+            user_id=user.id,
+            modality=modality,
+            ip=request.client.host if request.client else "",
+        )
+    except IngestError as exc:
+        raise HTTPException(exc.status, exc.reason) from exc
+    return studies_service.upload_out(result)
+
+
+@router.get("", response_model=list[StudySummary])
+def list_studies(
+    session: DbSession,
+    _user: CanRead,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[StudySummary]:
+    """Studies newest first, with their number of instances."""
+    return studies_service.list_studies(session, limit=limit, offset=offset)
+
+
+@router.get("/{study_id}", response_model=StudyOut, responses={404: {"description": "no such study"}})
+def get_study(study_id: int, session: DbSession, _user: CanRead) -> StudyOut:
+    """One study with all its instances and job ids."""
+    try:
+        return studies_service.study_detail(session, study_id=study_id)
+    except studies_service.StudyNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc

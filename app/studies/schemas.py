@@ -1,0 +1,50 @@
+"""Studies API shapes: what an upload returns, a study's detail and the worklist rows. No PHI here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class InstanceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    sop_instance_uid: str
+    modality: str
+    source_format: str
+    rows: int
+    columns: int
+    frames: int
+    photometric: str
+    duplicate: bool = False
+
+
+class StudyOut(BaseModel):
+    """A study with instances (of this upload, for POST; all of them, for GET) and job ids."""
+
+    id: int
+    study_instance_uid: str
+    modality: str
+    description: str
+    study_date: str
+    created_at: datetime
+    instances: list[InstanceOut]
+    job_ids: list[int]
+
+
+class UploadOut(StudyOut):
+    """The first study of the upload, plus every study the upload touched (itself included)."""
+
+    studies: list[StudyOut]
+
+
+class StudySummary(BaseModel):
+    id: int
+    study_instance_uid: str
+    modality: str
+    description: str
+    study_date: str
+    created_at: datetime
+    instance_count: int
