@@ -21,9 +21,8 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 
 def _cmd_migrate(_args: argparse.Namespace) -> int:
-    from app.migrations import upgrade
-
     from app.jobs import models_sync
+    from app.migrations import upgrade
 
     upgrade("head")
     print(f"database at {get_settings().sqlalchemy_url.split('@')[-1]} is up to date")
@@ -92,7 +91,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from models import training  # torch is imported only by this subcommand
 
-    report = training.run_recipe(args.recipe, out_dir=args.out, data=args.data, seed=args.seed)
+    try:
+        report = training.run_recipe(args.recipe, out_dir=args.out, data=args.data, seed=args.seed)
+    except (training.TrainingDataError, ValueError) as exc:
+        print(f"lumen train: {exc}", file=sys.stderr)
+        return 2
     print(report)
     return 0
 
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a reference model from its recipe")
     train.add_argument("recipe")
-    train.add_argument("--out", type=Path, default=None, help="model folder to write (default: models/zoo)")
+    train.add_argument("--out", type=Path, default=None, help="model folder to write (default: models/zoo/RECIPE)")
     train.add_argument("--data", type=Path, default=None, help="dataset file (default: the recipe's)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_cmd_train)

@@ -8,7 +8,7 @@ from functools import lru_cache
 import torch
 
 from app.config import get_settings
-from models.card import ModelCard, discover_cards
+from models.card import ModelCard, scan_cards
 from models.registry import load_model
 
 _lock = threading.Lock()
@@ -24,8 +24,7 @@ def device() -> torch.device:
 
 
 def find_card(name: str, version: str) -> ModelCard:
-    cards, _invalid = discover_cards(get_settings().model_dirs)
-    for card in cards:
+    for card in scan_cards(get_settings().model_dirs).cards:
         if card.name == name and card.version == version:
             return card
     raise ModelUnavailable(f"model {name} {version} is not installed on this worker")

@@ -177,7 +177,9 @@ def _store(
 def _record_failure(work: JobWork, exc: Exception) -> str:
     retry = not isinstance(exc, PermanentJobError) and work.attempts < get_settings().max_job_attempts
     reason = str(exc) if isinstance(exc, PermanentJobError) else f"{type(exc).__name__}: {exc}"
-    logger.warning("job %s attempt %s failed (%s): %s", work.job_id, work.attempts, "retry" if retry else "final", reason)
+    logger.warning(
+        "job %s attempt %s failed (%s): %s", work.job_id, work.attempts, "retry" if retry else "final", reason
+    )
     with session_scope() as session:
         jobs_service.mark_failed(session, job_id=work.job_id, error=reason, retry=retry)
     return Outcome.retry if retry else Outcome.failed

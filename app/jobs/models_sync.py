@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import session_scope
 from app.tables import AiModel
-from models.card import CardError, ModelCard, discover_cards, load_card
+from models.card import CardError, ModelCard, load_card, scan_cards
 
 
 def sync_models(session: Session) -> list[AiModel]:
     """Register or refresh every valid model folder; a model whose folder is gone is deactivated."""
-    cards, _invalid = discover_cards(get_settings().model_dirs)
+    cards = scan_cards(get_settings().model_dirs).cards
     rows = {(row.name, row.version): row for row in session.scalars(select(AiModel))}
     present: set[tuple[str, str]] = set()
     for card in cards:
@@ -41,9 +41,9 @@ def sync_models(session: Session) -> list[AiModel]:
 
 def describe_models() -> list[str]:
     """One line per installed model with its measured test metrics, then the invalid folders."""
-    cards, invalid = discover_cards(get_settings().model_dirs)
-    lines = [_describe(card) for card in cards] or ["no models installed"]
-    lines += [f"INVALID {folder}: {reason}" for folder, reason in invalid]
+    scan = scan_cards(get_settings().model_dirs)
+    lines = [_describe(card) for card in scan.cards] or ["no models installed"]
+    lines += [f"INVALID {folder}: {reason}" for folder, reason in scan.invalid.items()]
     return lines
 
 
@@ -64,19 +64,18 @@ def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:  # type:
 
 def validate_models(path: Path | None) -> list[str]:
     """Check one model folder (or all installed ones): card fields and the weights' sha256."""
-    from models.registry import verify_weights  # reads files only; no torch import on this path
-
-    folders = [path] if path else [card.folder for card in discover_cards(get_settings().model_dirs)[0]]
+    scan = scan_cards(get_settings().model_dirs)
+    folders = [path] if path else [card.folder for card in scan.cards]
     lines = []
     for folder in folders:
         try:
             card = load_card(folder)
-            verify_weights(card)
+            card.verify_weights()
             lines.append(f"OK {card.name} {card.version} ({folder})")
         except CardError as exc:
             lines.append(f"INVALID {folder}: {exc}")
     if path is None:
-        lines += [f"INVALID {folder}: {reason}" for folder, reason in discover_cards(get_settings().model_dirs)[1]]
+        lines += [f"INVALID {folder}: {reason}" for folder, reason in scan.invalid.items()]
     return lines
 
 

@@ -1,0 +1,112 @@
+"""Pixels -> network input, as a model card's `input` spec says.
+
+`prepare(image, card)` takes an image as decoded from its file, either (H, W) grayscale (float32 from DICOM,
+any range) or (H, W, 3) uint8 RGB (JPEG/PNG, DICOM OP/SC), and returns the (1, C, h, w) float32 tensor the
+network expects. Steps, in order:
+
+1. scale to [0, 1]: uint8 RGB by /255 (the range photographs are taken in); anything else (grayscale
+   floats, 16-bit pixels) by min-max over the image, as there is no fixed range to trust;
+2. optional crop (`input.crop`): "fundus" crops a fundus photograph to the bounding box of the fundus
+   (thresholding the dark background) and pads it to a square with black, keeping its aspect ratio;
+   RetinaMNIST images (MedMNIST v2) are fundus-centred squares with little border, while a full
+   photograph such as IDRiD's 4288x2848 has wide black margins that would shrink the fundus to a few pixels;
+3. colour: RGB -> grayscale by ITU-R BT.601 luma, grayscale -> RGB by repeating the channel;
+4. resize to `input.size` with antialiased bilinear interpolation (area-like when downscaling, so a
+   3000-px photograph does not alias down to 28 px);
+5. normalise each channel: (x - mean) / std.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.card import ModelCard
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# A fundus pixel is brighter than this fraction of the image's bright level (99th percentile); the
+# background of fundus cameras is near black, with JPEG noise of a few grey levels.
+_FUNDUS_THRESHOLD = 0.1
+_FUNDUS_MIN_LEVEL = 0.03
+# A row or column belongs to the fundus when this fraction of its pixels does: stray bright pixels
+# (noise, burnt-in text) do not widen the box.
+_FUNDUS_MIN_FRACTION = 0.01
+
+
+def prepare(image: np.ndarray, card: ModelCard, *, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The network input for one 2D image.
+
+    Args:
+        image: (H, W) grayscale (any numeric dtype) or (H, W, 3) RGB (uint8, or any dtype: min-max scaled).
+        card: the model's card; its `input` gives colour, size, crop, mean and std.
+        device: where the returned tensor lives.
+
+    Returns:
+        (1, C, h, w) float32, C = `card.input.channels`, (h, w) = `card.input.size`.
+
+    Raises:
+        ValueError: the image is not (H, W) or (H, W, 3), is empty, or the card asks for a 3D input.
+    """
+    spec = card.input
+    if len(spec.size) != 2:
+        raise ValueError(f"prepare() makes 2D inputs; model {card.name!r} takes size {list(spec.size)}")
+    pixels = to_unit_range(image)
+    if spec.crop == "fundus":
+        pixels = crop_fundus(pixels)
+    pixels = convert_colour(pixels, spec.colour)
+    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+    x = F.interpolate(x, size=tuple(spec.size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return ((x - mean) / std).to(device)
+
+
+def to_unit_range(image: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3) pixels -> (H, W, 1) or (H, W, 3) float32 in [0, 1] (see the module's step 1)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"expected an (H, W) grayscale or (H, W, 3) RGB image, got shape {image.shape}")
+    if image.size == 0:
+        raise ValueError("the image is empty")
+    if image.ndim == 3 and image.dtype == np.uint8:
+        pixels = image.astype(np.float32) / 255.0
+    else:
+        pixels = image.astype(np.float32)
+        low, high = float(pixels.min()), float(pixels.max())
+        # A constant image carries no contrast: map it to zeros rather than divide by zero.
+        pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+def crop_fundus(pixels: np.ndarray) -> np.ndarray:
+    """Crop (H, W, C) [0, 1] pixels to the fundus's bounding box and pad it to a centred square with black.
+
+    Returns the pixels unchanged when no fundus is found (an all-dark image).
+    """
+    level = pixels.max(axis=2)
+    threshold = max(_FUNDUS_MIN_LEVEL, _FUNDUS_THRESHOLD * float(np.quantile(level, 0.99)))
+    mask = level > threshold
+    rows = np.flatnonzero(mask.mean(axis=1) > _FUNDUS_MIN_FRACTION)
+    cols = np.flatnonzero(mask.mean(axis=0) > _FUNDUS_MIN_FRACTION)
+    if rows.size == 0 or cols.size == 0:
+        return pixels
+    box = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    height, width, channels = box.shape
+    side = max(height, width)
+    square = np.zeros((side, side, channels), dtype=pixels.dtype)
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top : top + height, left : left + width] = box
+    return square
+
+
+def convert_colour(pixels: np.ndarray, colour: str) -> np.ndarray:
+    """(H, W, 1|3) -> (H, W, 3) for "rgb" or (H, W, 1) for "grayscale"."""
+    channels = pixels.shape[2]
+    if colour == "rgb":
+        return pixels if channels == 3 else np.repeat(pixels, 3, axis=2)
+    if colour == "grayscale":
+        return pixels if channels == 1 else (pixels @ _LUMA)[:, :, None]
+    raise ValueError(f"unknown colour {colour!r}")

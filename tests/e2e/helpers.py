@@ -1,0 +1,55 @@
+"""Helpers for end-to-end tests: fresh copies of real demo files, free ports, waiting for a condition."""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pydicom
+from PIL import Image
+from pydicom.uid import generate_uid
+
+DEMO = Path(__file__).resolve().parents[2] / "demo"
+T = TypeVar("T")
+
+
+def fresh_dicom(path: Path) -> bytes:
+    """The real file with new Study/Series/SOP UIDs (pixel data untouched), so dedupe does not apply."""
+    dataset = pydicom.dcmread(path)
+    dataset.StudyInstanceUID = generate_uid()
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def fresh_jpeg(path: Path, *, max_side: int = 1024) -> bytes:
+    """The real photograph re-encoded (smaller), so that its sha256 is new."""
+    image = Image.open(path).convert("RGB")
+    image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -1,0 +1,82 @@
+"""The embedded default, as `make run` starts it: no DATABASE_URL or BROKER_URL, SQLite and kombu's
+filesystem broker under LUMEN_DATA_DIR, and `lumen serve` starting a real worker process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.helpers import DEMO, free_port, fresh_jpeg, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _embedded_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "BROKER_URL"}}
+    env["LUMEN_DATA_DIR"] = str(data_dir)
+    env["LUMEN_ENV"] = "development"
+    return env
+
+
+def _lumen(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=180)
+
+
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    data_dir = tmp_path_factory.mktemp("embedded")
+    env = _embedded_env(data_dir)
+    migrated = _lumen(env, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "active models: " in migrated.stdout and "active models: 0" not in migrated.stdout
+    created = _lumen({**env, "LUMEN_PASSWORD": "embedded-pass-1"}, "create-user", "e@example.org",
+                     "--role", "coordinator")
+    assert created.returncode == 0, created.stderr
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _up(base), timeout=60, what="lumen serve to answer")
+    yield base, data_dir
+    server.terminate()
+    server.wait(timeout=60)
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/login", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_upload_is_predicted_by_the_embedded_worker(embedded_server, test_output) -> None:
+    base, data_dir = embedded_server
+    assert (data_dir / "lumen.db").is_file()
+    token = httpx.post(f"{base}/api/auth/token", data={"username": "e@example.org", "password": "embedded-pass-1"})
+    assert token.status_code == 200, token.text
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+    started = time.monotonic()
+    upload = httpx.post(f"{base}/api/studies", headers=headers, timeout=60,
+                        files=[("files", ("fundus.jpg", fresh_jpeg(next(DEMO.glob("*.jpg"))), "image/jpeg"))])
+    assert upload.status_code == 201, upload.text
+    [job_id] = upload.json()["job_ids"]
+    job = wait_for(
+        lambda: (lambda j: j if j["state"] in ("done", "failed") else None)(
+            httpx.get(f"{base}/api/jobs/{job_id}", headers=headers).json()),
+        timeout=180, what="the embedded worker to finish the job",
+    )
+    elapsed = time.monotonic() - started
+    assert (job["state"], job["error"]) == ("done", "")
+    instance_id = upload.json()["instances"][0]["id"]
+    prediction = httpx.get(f"{base}/api/instances/{instance_id}/prediction", headers=headers).json()
+    assert [h["method"] for h in prediction["heatmaps"]] == ["gradcam"]
+    (test_output / "embedded_timing.txt").write_text(f"upload to done (embedded, SQLite): {elapsed:.2f} s\n")

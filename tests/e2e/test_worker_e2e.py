@@ -1,0 +1,101 @@
+"""End to end on Postgres + Redis: upload through the API, a real Celery worker process predicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from app.db import session_scope
+from app.jobs import models_sync
+from app.tables import Heatmap, Instance
+from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[subprocess.Popen]:
+    """A real `lumen worker` process on the test database and Redis."""
+    models_sync.sync_now()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--queues", "gpu,cpu"],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    yield process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _done_prediction(client, headers, instance_id: int):
+    response = client.get(f"/api/instances/{instance_id}/prediction", headers=headers)
+    return response.json() if response.status_code == 200 else None
+
+
+def test_fundus_dicom_and_jpeg_get_a_stored_prediction_and_heatmap(
+    worker, app_client, auth_headers, test_output
+) -> None:
+    headers = auth_headers("admin")
+    files = [
+        ("files", ("IDRiD_01_OP.dcm", fresh_dicom(DEMO / "IDRiD_01_OP_jpegbaseline.dcm"), "application/dicom")),
+    ]
+    started = time.monotonic()
+    dicom_upload = app_client.post("/api/studies", files=files, headers=headers)
+    assert dicom_upload.status_code == 201, dicom_upload.text
+    jpeg = fresh_jpeg(next(DEMO.glob("*.jpg")))
+    jpeg_upload = app_client.post(
+        "/api/studies", files=[("files", ("fundus.jpg", jpeg, "image/jpeg"))], headers=headers
+    )
+    assert jpeg_upload.status_code == 201, jpeg_upload.text
+
+    timings = {}
+    for name, upload in (("dicom_op", dicom_upload.json()), ("jpeg", jpeg_upload.json())):
+        [instance] = upload["instances"]
+        assert instance["modality"] == "OP"
+        assert len(upload["job_ids"]) == 1
+        prediction = wait_for(
+            lambda instance=instance: _done_prediction(app_client, headers, instance["id"]),
+            timeout=120, what=f"the worker's prediction for {name}",
+        )
+        timings[f"{name}_upload_to_prediction_s"] = round(time.monotonic() - started, 2)
+        job = app_client.get(f"/api/jobs/{upload['job_ids'][0]}", headers=headers).json()
+        assert (job["state"], job["progress"], job["error"]) == ("done", 100, "")
+        assert len(prediction["probabilities"]) == len(prediction["labels"]) == 5
+        assert abs(sum(prediction["probabilities"]) - 1) < 1e-4
+        assert prediction["label"] == prediction["labels"][int(np.argmax(prediction["probabilities"]))]
+        assert [h["method"] for h in prediction["heatmaps"]] == ["gradcam"]
+        with session_scope() as session:
+            heatmap = session.get(Heatmap, prediction["heatmaps"][0]["id"])
+            array = np.frombuffer(heatmap.data, dtype=np.float16).reshape(heatmap.shape)
+            assert array.ndim == 2 and np.isfinite(array).all()
+            assert float(array.max()) == pytest.approx(heatmap.value_max, rel=1e-2, abs=1e-3)
+    (test_output / "e2e_timings.json").write_text(json.dumps(timings, indent=2))
+
+
+def test_a_radiograph_is_stored_and_decoded_but_gets_no_prediction(worker, app_client, auth_headers) -> None:
+    headers = auth_headers("admin")
+    upload = app_client.post(
+        "/api/studies",
+        files=[("files", ("RG1_J2KI.dcm", fresh_dicom(DEMO / "RG1_J2KI.dcm"), "application/dicom"))],
+        headers=headers,
+    )
+    assert upload.status_code == 201, upload.text
+    body = upload.json()
+    [instance] = body["instances"]
+    assert (instance["modality"], instance["rows"], instance["columns"]) == ("CR", 1955, 1841)
+    assert instance["photometric"] == "MONOCHROME1"
+    assert body["job_ids"] == []
+    response = app_client.get(f"/api/instances/{instance['id']}/prediction", headers=headers)
+    assert response.status_code == 404
+    with session_scope() as session:
+        stored = session.scalar(select(Instance).where(Instance.id == instance["id"]))
+        assert stored.transfer_syntax_uid == "1.2.840.10008.1.2.4.91"  # JPEG 2000

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from models.card import InputSpec, load_card
+from models.preprocessing import crop_fundus, prepare
+
+
+@pytest.fixture
+def card(make_model_folder):
+    return load_card(make_model_folder())
+
+
+def _with(card, **spec):
+    return dataclasses.replace(card, input=dataclasses.replace(card.input, **spec))
+
+
+def _gray_card(card):
+    return _with(card, channels=1, colour="grayscale", mean=(0.5,), std=(0.25,))
+
+
+def test_rgb_uint8_to_rgb(card):
+    image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    x = prepare(image, card)
+    assert x.shape == (1, 3, 16, 16) and x.dtype == torch.float32
+
+
+def test_grayscale_float_to_rgb_and_gray(card):
+    image = np.random.default_rng(0).normal(500, 200, (64, 48)).astype(np.float32)
+    rgb = prepare(image, card)
+    gray = prepare(image, _gray_card(card))
+    assert rgb.shape == (1, 3, 16, 16) and gray.shape == (1, 1, 16, 16)
+    assert torch.equal(rgb[:, 0], rgb[:, 1]) and torch.allclose(rgb[:, :1], gray)
+
+
+def test_rgb_to_grayscale(card):
+    image = np.full((20, 20, 3), 255, dtype=np.uint8)
+    x = prepare(image, _gray_card(card))
+    assert x.shape == (1, 1, 16, 16) and torch.allclose(x, torch.full_like(x, (1.0 - 0.5) / 0.25))
+
+
+def test_scaling_and_normalisation(card):
+    # min-max for grayscale: a ramp spans [0, 1] whatever its range.
+    ramp = np.tile(np.linspace(-1000, 3000, 16, dtype=np.float32), (16, 1))
+    x = prepare(ramp, _gray_card(card))
+    assert x.min().item() == pytest.approx(-2.0) and x.max().item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("shape", [(10, 10, 4), (10,), (2, 10, 10, 3), (0, 5)])
+def test_wrong_input_shape(card, shape):
+    with pytest.raises(ValueError):
+        prepare(np.zeros(shape, dtype=np.uint8), card)
+
+
+def test_3d_card_is_refused(card):
+    with pytest.raises(ValueError, match="2D inputs"):
+        prepare(np.zeros((8, 8), np.float32), _with(card, size=(4, 8, 8)))
+
+
+def test_fundus_crop_finds_the_disc_and_keeps_it_round():
+    height, width = 300, 450
+    yy, xx = np.mgrid[:height, :width]
+    disc = (yy - 150) ** 2 + (xx - 200) ** 2 < 120**2
+    pixels = np.zeros((height, width, 3), np.float32)
+    pixels[disc] = (0.8, 0.4, 0.2)
+    pixels += np.random.default_rng(0).uniform(0, 0.02, pixels.shape).astype(np.float32)  # sensor noise
+    cropped = crop_fundus(pixels)
+    assert cropped.shape[0] == cropped.shape[1]
+    assert abs(cropped.shape[0] - 240) <= 2
+
+
+def test_fundus_crop_in_prepare(card):
+    fundus_card = _with(card, crop="fundus")
+    image = np.zeros((200, 400, 3), np.uint8)
+    image[50:150, 150:250] = 200
+    x = prepare(image, fundus_card)
+    # The bright square fills the whole input after the crop.
+    assert torch.allclose(x, torch.full_like(x, (200 / 255 - 0.5) / 0.25), atol=1e-5)
+    assert isinstance(fundus_card.input, InputSpec)

@@ -1,0 +1,74 @@
+"""The worker's pipeline without Celery: real model, real pixels, real Postgres."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import numpy as np
+import pytest
+from pydicom.uid import generate_uid
+
+from app.db import session_scope
+from app.jobs import models_sync
+from app.jobs import service as jobs_service
+from app.storage import get_blob_store
+from app.tables import AiModel, Instance, Job, JobState, Prediction, Series, Study
+from tests.e2e.helpers import DEMO, fresh_jpeg
+from workers import pipeline
+
+
+def _job_for_blob(data: bytes) -> int:
+    """A stored fundus photograph and a job for the DR model (not sent: the test runs it directly)."""
+    models_sync.sync_now()
+    sha = hashlib.sha256(data).hexdigest()
+    key = get_blob_store().put(sha, data)
+    with session_scope() as session:
+        model = jobs_service.model_for_modality(session, modality="OP")
+        assert isinstance(model, AiModel)
+        study = Study(study_instance_uid=generate_uid(), modality="OP")
+        series = Series(study=study, series_instance_uid=generate_uid(), modality="OP")
+        instance = Instance(series=series, sop_instance_uid=generate_uid(), source_format="jpeg", modality="OP",
+                            rows=1, columns=1, samples_per_pixel=3, storage_key=key, sha256=sha,
+                            size_bytes=len(data))
+        job = Job(study=study, instance=instance, model_id=model.id, methods=["gradcam"], queue="gpu")
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def test_a_job_stores_probabilities_entropy_and_a_gradcam_map() -> None:
+    job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=512))
+    assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.progress, job.attempts) == (JobState.done, 100, 1)
+        assert {"decode_s", "predict_s", "gradcam_s", "total_s"} <= set(job.timings)
+        [prediction] = session.query(Prediction).filter_by(job_id=job_id).all()
+        probabilities = np.array(prediction.probabilities)
+        assert probabilities.sum() == pytest.approx(1, abs=1e-5)
+        expected_entropy = -(probabilities * np.log(probabilities)).sum()
+        assert prediction.predictive_entropy == pytest.approx(expected_entropy, rel=1e-5)
+        [heatmap] = prediction.heatmaps
+        assert heatmap.method == "gradcam" and heatmap.target_class == prediction.label_index
+        card_size = job.model.card["input"]["size"]
+        assert heatmap.shape == list(card_size)
+
+
+def test_a_finished_job_redelivered_does_nothing() -> None:
+    job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=256))
+    assert pipeline.run_job(job_id, worker="first") == pipeline.Outcome.done
+    assert pipeline.run_job(job_id, worker="redelivered") == pipeline.Outcome.skipped
+    with session_scope() as session:
+        assert session.query(Prediction).filter_by(job_id=job_id).count() == 1
+        assert session.get(Job, job_id).worker == "first"
+
+
+def test_unreadable_pixels_fail_the_job_at_once_with_the_reason() -> None:
+    job_id = _job_for_blob(b"\xff\xd8\xff\xe0 a damaged JPEG " + secrets.token_bytes(16))
+    assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.failed
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job.state == JobState.failed and job.attempts == 1
+        assert job.error.startswith("cannot read the image")
+        assert session.query(Prediction).filter_by(job_id=job_id).count() == 0
