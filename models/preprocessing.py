@@ -18,6 +18,8 @@ network expects. Steps, in order:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,21 @@ _FUNDUS_MIN_LEVEL = 0.03
 _FUNDUS_MIN_FRACTION = 0.01
 
 
+@dataclass(frozen=True)
+class InputRegion:
+    """Where the network's input grid lies on the original image, in image pixels.
+
+    The input covers rows [top, top + height) and columns [left, left + width); with the fundus crop's
+    black padding the region may reach outside the image (negative top, or past the last row).
+    """
+
+    image_shape: tuple[int, int]
+    top: int
+    left: int
+    height: int
+    width: int
+
+
 def prepare(image: np.ndarray, card: ModelCard, *, device: str | torch.device = "cpu") -> torch.Tensor:
     """The network input for one 2D image.
 
@@ -48,18 +65,54 @@ def prepare(image: np.ndarray, card: ModelCard, *, device: str | torch.device = 
     Raises:
         ValueError: the image is not (H, W) or (H, W, 3), is empty, or the card asks for a 3D input.
     """
+    return prepare_with_region(image, card, device=device)[0]
+
+
+def prepare_with_region(
+    image: np.ndarray, card: ModelCard, *, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, InputRegion]:
+    """`prepare`, and the region of the image the input covers (to map attributions back onto the image)."""
     spec = card.input
     if len(spec.size) != 2:
         raise ValueError(f"prepare() makes 2D inputs; model {card.name!r} takes size {list(spec.size)}")
     pixels = to_unit_range(image)
+    image_shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+    region = InputRegion(image_shape, 0, 0, *image_shape)
     if spec.crop == "fundus":
-        pixels = crop_fundus(pixels)
+        pixels, region = crop_fundus_with_region(pixels)
     pixels = convert_colour(pixels, spec.colour)
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
     x = F.interpolate(x, size=tuple(spec.size), mode="bilinear", antialias=True, align_corners=False)
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return ((x - mean) / std).to(device)
+    return ((x - mean) / std).to(device), region
+
+
+def to_image_space(attribution: torch.Tensor, region: InputRegion, *, max_side: int = 512) -> torch.Tensor:
+    """Resample a map over the network input onto the original image's frame.
+
+    Args:
+        attribution: (B, 1, h, w) over the network input.
+        region: where that input lies on the image (from `prepare_with_region`).
+        max_side: the longer side of the result; the image's aspect ratio is kept.
+
+    Returns:
+        (B, 1, H', W') aligned with the whole image (zero where the input did not cover it), raw values
+        resampled bilinearly: a display can stretch it over the image as it is.
+    """
+    rows, cols = region.image_shape
+    scale = min(1.0, max_side / max(rows, cols))
+    out_rows, out_cols = max(1, round(rows * scale)), max(1, round(cols * scale))
+    top, left = round(region.top * scale), round(region.left * scale)
+    height, width = max(1, round(region.height * scale)), max(1, round(region.width * scale))
+    resized = F.interpolate(attribution.float(), size=(height, width), mode="bilinear", align_corners=False)
+    canvas = attribution.new_zeros((attribution.shape[0], 1, out_rows, out_cols), dtype=torch.float32)
+    # Paste the part of the region that falls inside the image.
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + height, out_rows), min(left + width, out_cols)
+    if y1 > y0 and x1 > x0:
+        canvas[:, :, y0:y1, x0:x1] = resized[:, :, y0 - top : y1 - top, x0 - left : x1 - left]
+    return canvas
 
 
 def to_unit_range(image: np.ndarray) -> np.ndarray:
@@ -86,20 +139,27 @@ def crop_fundus(pixels: np.ndarray) -> np.ndarray:
 
     Returns the pixels unchanged when no fundus is found (an all-dark image).
     """
+    return crop_fundus_with_region(pixels)[0]
+
+
+def crop_fundus_with_region(pixels: np.ndarray) -> tuple[np.ndarray, InputRegion]:
+    """`crop_fundus`, and where the padded square lies on the image."""
+    image_shape = (int(pixels.shape[0]), int(pixels.shape[1]))
     level = pixels.max(axis=2)
     threshold = max(_FUNDUS_MIN_LEVEL, _FUNDUS_THRESHOLD * float(np.quantile(level, 0.99)))
     mask = level > threshold
     rows = np.flatnonzero(mask.mean(axis=1) > _FUNDUS_MIN_FRACTION)
     cols = np.flatnonzero(mask.mean(axis=0) > _FUNDUS_MIN_FRACTION)
     if rows.size == 0 or cols.size == 0:
-        return pixels
+        return pixels, InputRegion(image_shape, 0, 0, *image_shape)
     box = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width, channels = box.shape
     side = max(height, width)
     square = np.zeros((side, side, channels), dtype=pixels.dtype)
     top, left = (side - height) // 2, (side - width) // 2
     square[top : top + height, left : left + width] = box
-    return square
+    region = InputRegion(image_shape, int(rows[0]) - top, int(cols[0]) - left, side, side)
+    return square, region
 
 
 def convert_colour(pixels: np.ndarray, colour: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from app.storage import get_blob_store
 from app.tables import Heatmap, Job, JobState, Prediction
 from models.explain.registry import get_explainer
 from models.inference import predict
-from models.preprocessing import prepare
+from models.preprocessing import prepare_with_region, to_image_space
 from workers import model_cache
 
 logger = logging.getLogger(__name__)
@@ -107,22 +107,30 @@ def _compute_and_store(work: JobWork) -> None:
 
     mark = time.perf_counter()
     device = next(model.parameters()).device
-    x = prepare(image, card).to(device)
+    x, region = prepare_with_region(image, card, device=device)
     probabilities = predict(model, x, temperature=card.calibration_temperature)[0].cpu()
     timings["predict_s"] = time.perf_counter() - mark
     _progress(work.job_id, 60)
 
     target = int(torch.argmax(probabilities))
     maps: dict[str, tuple[np.ndarray, float]] = {}
+    parameters = {"input_size": list(card.input.size), "region": _region_list(region)}
     for method in work.methods:
         mark = time.perf_counter()
         explainer = get_explainer(method, model, card)
         attribution = explainer.explain(x, torch.tensor([target], device=device))
-        maps[method] = (attribution[0, 0].detach().cpu().numpy(), time.perf_counter() - mark)
+        # Stored in the image's own frame (aspect kept, at most 512 px) so that any viewer can overlay it.
+        on_image = to_image_space(attribution.detach(), region)
+        maps[method] = (on_image[0, 0].cpu().numpy(), time.perf_counter() - mark)
         timings[f"{method}_s"] = maps[method][1]
     _progress(work.job_id, 90)
     timings["total_s"] = time.perf_counter() - started
-    _store(work, probabilities.tolist(), target, card.labels, card.uncertainty_threshold, maps, timings)
+    _store(work, probabilities.tolist(), target, card.labels, card.uncertainty_threshold, maps, parameters, timings)
+
+
+def _region_list(region) -> list[int]:  # type: ignore[no-untyped-def]
+    """[top, left, height, width] of the image area the network saw, for the heatmap's provenance."""
+    return [region.top, region.left, region.height, region.width]
 
 
 def predictive_entropy(probabilities: list[float]) -> float:
@@ -137,6 +145,7 @@ def _store(
     labels: list[str],
     threshold: float | None,
     maps: dict[str, tuple[np.ndarray, float]],
+    parameters: dict[str, list[int]],
     timings: dict[str, float],
 ) -> None:
     entropy = predictive_entropy(probabilities)
@@ -161,7 +170,7 @@ def _store(
                 Heatmap(
                     method=method,
                     target_class=target,
-                    parameters={},
+                    parameters=dict(parameters),
                     shape=list(stored.shape),
                     dtype="float16",
                     data=stored.tobytes(),

@@ -81,3 +81,31 @@ def test_fundus_crop_in_prepare(card):
     # The bright square fills the whole input after the crop.
     assert torch.allclose(x, torch.full_like(x, (200 / 255 - 0.5) / 0.25), atol=1e-5)
     assert isinstance(fundus_card.input, InputSpec)
+
+
+def test_region_and_to_image_space_put_the_map_back_where_the_fundus_is() -> None:
+    from models.preprocessing import crop_fundus_with_region, to_image_space
+
+    image = np.zeros((300, 500, 3), dtype=np.float32)
+    image[50:250, 100:400] = 0.8  # the "fundus": 200 rows x 300 columns, off centre
+    square, region = crop_fundus_with_region(image)
+    assert square.shape == (300, 300, 3)
+    # The padded square covers rows -50+50=0..300 and columns 100..400 of the image.
+    assert (region.top, region.left, region.height, region.width) == (0, 100, 300, 300)
+    mapped = to_image_space(torch.ones(1, 1, 28, 28), region, max_side=500)
+    assert mapped.shape == (1, 1, 300, 500)
+    assert torch.all(mapped[0, 0, :, 100:400] == 1)
+    assert torch.all(mapped[0, 0, :, :100] == 0) and torch.all(mapped[0, 0, :, 400:] == 0)
+
+
+def test_to_image_space_keeps_aspect_and_clips_padding_outside_the_image() -> None:
+    from models.preprocessing import InputRegion, to_image_space
+
+    # A square input whose region reaches 100 px above and below a 200 x 1000 image.
+    region = InputRegion((200, 1000), -100, 300, 400, 400)
+    attribution = torch.zeros(1, 1, 4, 4)
+    attribution[0, 0, 1:3, :] = 2.0  # the middle half of the input: the image rows
+    mapped = to_image_space(attribution, region, max_side=500)
+    assert mapped.shape == (1, 1, 100, 500)
+    assert mapped[0, 0, 50, 250].item() == pytest.approx(2.0)
+    assert torch.all(mapped[0, 0, :, :150] == 0)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.uid import generate_uid
 
 from app.db import session_scope
@@ -38,7 +40,9 @@ def _job_for_blob(data: bytes) -> int:
 
 
 def test_a_job_stores_probabilities_entropy_and_a_gradcam_map() -> None:
-    job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=512))
+    photo = fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=512)
+    width, height = Image.open(io.BytesIO(photo)).size
+    job_id = _job_for_blob(photo)
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
     with session_scope() as session:
         job = session.get(Job, job_id)
@@ -51,8 +55,9 @@ def test_a_job_stores_probabilities_entropy_and_a_gradcam_map() -> None:
         assert prediction.predictive_entropy == pytest.approx(expected_entropy, rel=1e-5)
         [heatmap] = prediction.heatmaps
         assert heatmap.method == "gradcam" and heatmap.target_class == prediction.label_index
-        card_size = job.model.card["input"]["size"]
-        assert heatmap.shape == list(card_size)
+        # Stored in the photograph's frame (at most 512 px), not the 28 px network input.
+        assert heatmap.shape == [height, width]
+        assert heatmap.parameters["input_size"] == job.model.card["input"]["size"]
 
 
 def test_a_finished_job_redelivered_does_nothing() -> None:
