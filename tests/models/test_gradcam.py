@@ -76,4 +76,4 @@ def test_registry_uses_the_cards_target_layer(make_model_folder):
     explainer = get_explainer("gradcam", model, card)
     assert explainer.name == "gradcam" and explainer.layer is model.features.relu_final
     with pytest.raises(ValueError, match="unknown explainer"):
-        get_explainer("lime", model, card)
+        get_explainer("not_a_method", model, card)
