@@ -72,4 +72,6 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": the session commits (and queued tasks are sent) before the response goes out, so a
+# client that follows a redirect or polls a job id at once always finds the committed rows.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]

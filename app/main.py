@@ -16,6 +16,8 @@ from app.auth.dependencies import LoginRequired
 from app.jobs import router as jobs_router
 from app.jobs import sweeper
 from app.predictions import router as predictions_router
+from app.reading import pages as reading_pages
+from app.reading import router as reading_router
 from app.studies import router as studies_router
 from app.viewer import pages as viewer_pages
 from app.viewer import router as viewer_router
@@ -32,9 +34,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(*, run_sweeper: bool = True) -> FastAPI:
     app = FastAPI(title="Lumen", version="0.1.0", lifespan=_lifespan)
     app.state.run_sweeper = run_sweeper
-    for module in (auth_router, studies_router, jobs_router, predictions_router, viewer_router):
+    for module in (auth_router, studies_router, jobs_router, predictions_router, viewer_router, reading_router):
         app.include_router(module.router, prefix="/api")
-    for module in (auth_pages, viewer_pages):
+    for module in (auth_pages, viewer_pages, reading_pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 

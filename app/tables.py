@@ -255,3 +255,71 @@ class Heatmap(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     prediction: Mapped[Prediction] = relationship(back_populates="heatmaps")
+
+
+class ReadState(StrEnum):
+    draft = "draft"
+    submitted = "submitted"
+
+
+class Read(Base):
+    """One reader's grading of a study (or one of its images): a draft autosaved, then submitted once.
+
+    `answers` keeps the whole form; the typed columns repeat what analyses filter on.
+    """
+
+    __tablename__ = "reads"
+    __table_args__ = (UniqueConstraint("reader_id", "client_id", name="uq_reads_reader_client"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"))
+    # Reader studies will point reads at their assignments; no foreign key until that table exists.
+    assignment_id: Mapped[int | None] = mapped_column(Integer)
+    client_id: Mapped[str] = mapped_column(String(64))
+    form: Mapped[str] = mapped_column(String(16))  # dr | finding
+    state: Mapped[ReadState] = mapped_column(_enum(ReadState, "read_state"), default=ReadState.draft)
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dr_grade: Mapped[int | None] = mapped_column(Integer)  # ICDR 0-4
+    dme: Mapped[bool | None] = mapped_column()
+    confidence: Mapped[int | None] = mapped_column(Integer)  # 1-5
+    finding: Mapped[str | None] = mapped_column(String(64))
+    time_spent_seconds: Mapped[float | None] = mapped_column(Float)
+    assisted: Mapped[bool] = mapped_column(default=False)
+    assistance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what was visible at submit
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AssistanceEvent(Base):
+    """What assistance a reader saw and when: shown, hidden, method or opacity changed..."""
+
+    __tablename__ = "assistance_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"))
+    read_id: Mapped[int | None] = mapped_column(ForeignKey("reads.id", ondelete="SET NULL"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    client_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ExplanationRating(Base):
+    """A reader's Likert answers (1-5) about one heatmap, with a comment."""
+
+    __tablename__ = "explanation_ratings"
+    __table_args__ = (UniqueConstraint("reader_id", "client_id", name="uq_explanation_ratings_reader_client"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    heatmap_id: Mapped[int] = mapped_column(ForeignKey("heatmaps.id", ondelete="CASCADE"), index=True)
+    method: Mapped[str] = mapped_column(String(64))
+    answers: Mapped[dict[str, int]] = mapped_column(JSON)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    client_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

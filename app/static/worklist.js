@@ -1,4 +1,5 @@
-// Worklist: live AI progress (polls /api/worklist every 2 s while a study is queued or running) and upload.
+// Worklist: live AI progress (polls /api/worklist every 2 s while a study is queued or running), upload,
+// filter (text, modality, AI state), sort by column, keyboard navigation (j/k or arrows, Enter to read).
 import { el, renderAiState } from "./ai_state.js";
 
 const POLL_MS = 2000;
@@ -15,6 +16,7 @@ function formatUtc(iso) {
 function buildRow(row) {
   const tr = el("tr");
   tr.dataset.studyId = String(row.id);
+  tr.dataset.uploaded = row.uploaded_at;
   const patient = el("td");
   const link = el("a", "patient", row.patient_name || "Anonymous");
   link.href = `/studies/${row.id}`;
@@ -28,9 +30,27 @@ function buildRow(row) {
     modality,
     el("td", "num", String(row.instances)),
     el("td", "ai"),
+    el("td", "referral"),
     el("td", "when", formatUtc(row.uploaded_at)),
+    readCell(row.id),
   );
   return tr;
+}
+
+function readCell(id) {
+  const cell = el("td");
+  const link = el("a", "read-link", "Read");
+  link.href = `/studies/${id}/read`;
+  cell.append(link);
+  return cell;
+}
+
+function renderReferral(tr, referral) {
+  tr.dataset.referral = String(referral);
+  const cell = tr.querySelector("td.referral");
+  const badge = el("span", "badge badge-refer", "refer");
+  badge.title = "The model is unsure: read carefully";
+  cell.replaceChildren(...(referral ? [badge] : []));
 }
 
 function update(worklist) {
@@ -45,8 +65,11 @@ function update(worklist) {
     const cell = tr.querySelector("td.ai");
     if (cell.dataset.state !== row.ai_state || row.ai_state === "running") renderAiState(cell, row);
     tr.dataset.aiState = row.ai_state;
+    renderReferral(tr, row.ai_referral);
     previous = tr;
   }
+  applySort();
+  applyFilter();
   const count = worklist.studies.length;
   document.getElementById("study-count").textContent = `${count} stud${count === 1 ? "y" : "ies"}`;
   document.getElementById("worklist-empty").hidden = count > 0;
@@ -113,6 +136,110 @@ async function upload(event) {
   }
 }
 
+// Filtering, sorting and the keyboard work on the rows in the page; polling keeps them current.
+const filters = {
+  text: document.getElementById("filter-text"),
+  modality: document.getElementById("filter-modality"),
+  state: document.getElementById("filter-state"),
+};
+let sort = { key: "uploaded", direction: -1 };
+
+function rows() {
+  return [...body.querySelectorAll("tr")];
+}
+
+function applyFilter() {
+  const text = filters.text.value.trim().toLowerCase();
+  const modality = filters.modality.value;
+  const state = filters.state.value;
+  for (const tr of rows()) {
+    const cells = tr.querySelectorAll("td");
+    const matches =
+      (!text || tr.textContent.toLowerCase().includes(text)) &&
+      (!modality || cells[3].textContent.trim().split("/").includes(modality)) &&
+      (!state || (state === "referral" ? tr.dataset.referral === "true" : tr.dataset.aiState === state));
+    tr.hidden = !matches;
+  }
+  const selected = body.querySelector("tr.selected");
+  if (selected?.hidden) selected.classList.remove("selected");
+}
+
+const SORT_VALUES = {
+  patient: (tr) => tr.querySelector("td").textContent.trim().toLowerCase(),
+  date: (tr) => tr.children[1].textContent.trim(),
+  description: (tr) => tr.children[2].textContent.trim().toLowerCase(),
+  modality: (tr) => tr.children[3].textContent.trim(),
+  images: (tr) => Number(tr.children[4].textContent),
+  ai: (tr) => `${tr.dataset.aiState} ${tr.children[5].textContent.trim()}`,
+  referral: (tr) => (tr.dataset.referral === "true" ? 1 : 0),
+  uploaded: (tr) => tr.dataset.uploaded ?? "",
+};
+
+function applySort() {
+  const value = SORT_VALUES[sort.key];
+  const sorted = rows().sort((a, b) => {
+    const x = value(a);
+    const y = value(b);
+    return (x < y ? -1 : x > y ? 1 : 0) * sort.direction || Number(b.dataset.studyId) - Number(a.dataset.studyId);
+  });
+  body.append(...sorted);
+  for (const th of table.querySelectorAll("thead th")) {
+    const key = th.querySelector("button.sort")?.dataset.key;
+    if (key) th.setAttribute("aria-sort", key === sort.key ? (sort.direction > 0 ? "ascending" : "descending") : "none");
+  }
+}
+
+function select(tr) {
+  body.querySelector("tr.selected")?.classList.remove("selected");
+  if (!tr) return;
+  tr.classList.add("selected");
+  tr.scrollIntoView({ block: "nearest" });
+}
+
+function move(step) {
+  const visible = rows().filter((tr) => !tr.hidden);
+  if (!visible.length) return;
+  const at = visible.indexOf(body.querySelector("tr.selected"));
+  select(visible[Math.min(visible.length - 1, Math.max(0, at < 0 ? 0 : at + step))]);
+}
+
+function onKey(event) {
+  const target = event.target;
+  if (event.altKey || event.ctrlKey || event.metaKey) return;
+  if (target.tagName === "INPUT" || target.tagName === "SELECT" || target.tagName === "TEXTAREA") {
+    if (event.key === "Escape") target.blur();
+    return;
+  }
+  const actions = {
+    j: () => move(1),
+    ArrowDown: () => move(1),
+    k: () => move(-1),
+    ArrowUp: () => move(-1),
+    "/": () => filters.text.focus(),
+    Enter: () => {
+      const tr = body.querySelector("tr.selected");
+      if (tr) window.location.assign(`/studies/${tr.dataset.studyId}/read`);
+    },
+  };
+  const action = actions[event.key];
+  if (!action || (event.key === "Enter" && !body.querySelector("tr.selected"))) return;
+  event.preventDefault();
+  action();
+}
+
+for (const input of Object.values(filters)) input.addEventListener("input", applyFilter);
+for (const button of table.querySelectorAll("button.sort")) {
+  button.addEventListener("click", () => {
+    const key = button.dataset.key;
+    sort = { key, direction: sort.key === key ? -sort.direction : key === "uploaded" ? -1 : 1 };
+    applySort();
+  });
+}
+body.addEventListener("click", (event) => {
+  const tr = event.target.closest("tr");
+  if (tr && !event.target.closest("a")) select(tr);
+});
+document.addEventListener("keydown", onKey);
 document.getElementById("upload-form")?.addEventListener("submit", upload);
 for (const tr of body.querySelectorAll("tr")) tr.querySelector("td.ai").dataset.state = tr.dataset.aiState;
 schedule(table.dataset.active === "true");

@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 from app.ingest import pixels as ingest_pixels
-from app.storage import get_blob_store
 from app.tables import Heatmap, Instance
+from app.viewer import frames as viewer_frames
 
 # A jet-like ramp (position, r, g, b): the colour scale readers of GradCAM figures are used to.
 _RAMP = np.array(
@@ -49,8 +49,7 @@ def instance_png(*, instance: Instance, frame: int, max_size: int | None) -> byt
     """One frame of the instance as display PNG (windowed, 8 bit), downscaled to fit max_size if given."""
     if not 0 <= frame < max(instance.frames, 1):
         raise FrameOutOfRange(f"instance {instance.id} has {instance.frames} frame(s), not frame {frame}")
-    data = get_blob_store().get(instance.storage_key)
-    array = ingest_pixels.load_frame(data, instance.source_format, frame)
+    array = viewer_frames.decoded_frame(instance, frame=frame).array
     display = np.asarray(
         ingest_pixels.to_display(
             array,

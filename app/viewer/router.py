@@ -1,17 +1,18 @@
-"""Viewer JSON API: the worklist for live updates, instance frames and heatmaps as PNG."""
+"""Viewer JSON API: the worklist for live updates, instance frames and heatmaps as PNG or raw arrays."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from app.auth.dependencies import CanRead
 from app.db import DbSession
 from app.ingest import pixels as ingest_pixels
-from app.viewer import images
+from app.viewer import images, raw
 from app.viewer import service as viewer_service
 from app.viewer.dependencies import HeatmapOr404, InstanceOr404
 from app.viewer.schemas import Worklist, WorklistRow
@@ -22,6 +23,14 @@ router = APIRouter(tags=["viewer"])
 
 # Pixels of a patient: the browser may keep them, shared caches may not.
 _CACHE_CONTROL = "private, max-age=3600"
+META_HEADER = "X-Lumen-Meta"  # JSON: shape, dtype, value mapping, presets
+T = TypeVar("T")
+_RAW_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": f"raw array; its shape in {META_HEADER}"},
+    304: {"description": "not modified"},
+    404: {"description": "no such object or frame"},
+    422: {"description": "a colour image, or pixels that cannot be decoded"},
+}
 _PNG_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"image/png": {}}},
     304: {"description": "not modified"},
@@ -35,18 +44,33 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in {tag.strip() for tag in sent.split(",")} or sent.strip() == "*"
 
 
+def _render(render: Callable[[], T]) -> T:
+    try:
+        return render()
+    except images.FrameOutOfRange as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except (ingest_pixels.PixelDecodeError, raw.NotGrayscale) as exc:
+        # The stored file cannot be decoded (ingest checks this; a missing decoder may still refuse a frame).
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
 def _png_response(request: Request, *, etag: str, render: Callable[[], bytes]) -> Response:
     headers = {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
     if _not_modified(request, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    try:
-        body = render()
-    except images.FrameOutOfRange as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except ingest_pixels.PixelDecodeError as exc:
-        # The stored file cannot be decoded (ingest checks this; a missing decoder may still refuse a frame).
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    return Response(body, media_type="image/png", headers=headers)
+    return Response(_render(render), media_type="image/png", headers=headers)
+
+
+def _raw_response(request: Request, *, etag: str, render: Callable[[], raw.RawFrame]) -> Response:
+    if _not_modified(request, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    frame = _render(render)
+    headers = {
+        "ETag": etag,
+        "Cache-Control": _CACHE_CONTROL,
+        META_HEADER: json.dumps(frame.meta, separators=(",", ":")),
+    }
+    return Response(frame.body, media_type="application/octet-stream", headers=headers)
 
 
 @router.get("/worklist", response_model=Worklist)
@@ -89,3 +113,27 @@ def heatmap_image(
     """A heatmap coloured for overlay (RGBA, alpha from magnitude), normalised for display only."""
     etag = images.heatmap_etag(heatmap, frame=frame)
     return _png_response(request, etag=etag, render=lambda: images.heatmap_png(heatmap, frame=frame))
+
+
+@router.get("/instances/{instance_id}/pixels", responses=_RAW_RESPONSES, response_class=Response)
+def instance_pixels(
+    request: Request,
+    _user: CanRead,
+    instance: InstanceOr404,
+    frame: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """A grayscale frame as little-endian uint16 (value = stored * scale + offset), for windowing in the browser."""
+    etag = images.instance_etag(instance, frame=frame, max_size=None).replace('"', '"raw-', 1)
+    return _raw_response(request, etag=etag, render=lambda: raw.raw_frame(instance, frame=frame))
+
+
+@router.get("/heatmaps/{heatmap_id}/data", responses=_RAW_RESPONSES, response_class=Response)
+def heatmap_data(
+    request: Request,
+    _user: CanRead,
+    heatmap: HeatmapOr404,
+    frame: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """A heatmap's raw attribution as stored (float16, little-endian), coloured in the browser."""
+    etag = images.heatmap_etag(heatmap, frame=frame).replace('"', '"data-', 1)
+    return _raw_response(request, etag=etag, render=lambda: raw.heatmap_data(heatmap, frame=frame))

@@ -21,6 +21,7 @@ class WorklistRow(BaseModel):
     ai_progress: int
     ai_error: str
     ai_label: str | None
+    ai_referral: bool = False  # some prediction of the study is above its model's uncertainty threshold
     uploaded_at: datetime
 
 

@@ -43,6 +43,16 @@ def _instance_counts(session: Session, *, study_ids: Sequence[int]) -> dict[int,
     return {study_id: count for study_id, count in rows}
 
 
+def _referrals(session: Session, *, study_ids: Sequence[int]) -> set[int]:
+    rows = session.scalars(
+        select(Job.study_id)
+        .join(Prediction, Prediction.job_id == Job.id)
+        .where(Job.study_id.in_(study_ids), Prediction.referral.is_(True))
+        .distinct()
+    )
+    return set(rows)
+
+
 def _predicted_labels(session: Session, *, study_ids: Sequence[int]) -> dict[int, str]:
     rows = session.execute(
         select(Job.study_id, Prediction.label)
@@ -61,6 +71,7 @@ def _rows(session: Session, *, studies: Sequence[Study]) -> list[WorklistRow]:
     ids = [study.id for study in studies]
     counts = _instance_counts(session, study_ids=ids)
     labels = _predicted_labels(session, study_ids=ids)
+    referrals = _referrals(session, study_ids=ids)
     rows = []
     for study in studies:
         summary = jobs_service.summarise(list(study.jobs))
@@ -77,6 +88,7 @@ def _rows(session: Session, *, studies: Sequence[Study]) -> list[WorklistRow]:
                 ai_progress=summary.progress,
                 ai_error=summary.error,
                 ai_label=labels.get(study.id) if summary.state == AiState.done.value else None,
+                ai_referral=study.id in referrals,
                 uploaded_at=study.created_at,
             )
         )

@@ -1,0 +1,205 @@
+"""Pydantic shapes of reads, explanation ratings and assistance events, kept apart from the ORM rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.reading import config
+from app.viewer.schemas import LabelProbability, WorklistRow
+
+Likert = Annotated[int, Field(ge=1, le=5)]
+AssistanceEventName = Literal[config.ASSISTANCE_EVENTS]  # type: ignore[valid-type]
+_FINDING_KEYS = tuple(key for key, _ in config.FINDINGS)
+_QUESTION_KEYS = tuple(key for key, _ in config.RATING_QUESTIONS)
+
+
+class ReadAnswers(BaseModel):
+    """The answers of either form; a draft may leave any of them empty."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dr_grade: int | None = Field(None, ge=0, le=4, description="ICDR grade: 0 none ... 4 PDR")
+    dme: bool | None = Field(None, description="referable diabetic macular edema")
+    finding: str | None = Field(None, max_length=64)
+    confidence: Likert | None = None
+    note: str | None = Field(None, max_length=2000)
+
+    @field_validator("finding")
+    @classmethod
+    def _known_finding(cls, value: str | None) -> str | None:
+        if value is not None and value not in _FINDING_KEYS:
+            raise ValueError(f"unknown finding {value!r}; the findings are {', '.join(_FINDING_KEYS)}")
+        return value
+
+
+class AssistanceState(BaseModel):
+    """What assistance was on screen (at submit, or with an event)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    visible: bool
+    method: str | None = Field(None, max_length=64)
+    opacity: float | None = Field(None, ge=0, le=1)
+    colormap: str | None = Field(None, max_length=32)
+    threshold: float | None = Field(None, ge=0, le=1)
+    grid: bool = False
+
+
+class ReadIn(BaseModel):
+    """A draft to save or a read to submit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study_id: int
+    instance_id: int | None = None
+    answers: ReadAnswers = Field(default_factory=ReadAnswers)
+    time_spent_seconds: float | None = Field(None, ge=0, le=7 * 24 * 3600)
+    assistance: AssistanceState | None = None
+
+
+class ReadOut(BaseModel):
+    id: int
+    client_id: str
+    study_id: int
+    instance_id: int | None
+    assignment_id: int | None
+    form: str
+    state: str
+    answers: dict[str, Any]
+    dr_grade: int | None
+    dme: bool | None
+    confidence: int | None
+    finding: str | None
+    time_spent_seconds: float | None
+    assisted: bool
+    assistance: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+
+
+class RatingIn(BaseModel):
+    """Likert answers (1-5) about one heatmap; `client_id` makes a resend harmless."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: UUID
+    heatmap_id: int
+    answers: dict[str, Likert] = Field(min_length=1)
+    comment: str = Field("", max_length=4000)
+
+    @field_validator("answers")
+    @classmethod
+    def _known_questions(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(_QUESTION_KEYS))
+        if unknown:
+            raise ValueError(f"unknown question(s) {', '.join(unknown)}; the questions are {', '.join(_QUESTION_KEYS)}")
+        return value
+
+
+class RatingOut(BaseModel):
+    id: int
+    client_id: str
+    heatmap_id: int
+    method: str
+    answers: dict[str, int]
+    comment: str
+    created_at: datetime
+
+
+class AssistanceEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: AssistanceEventName
+    study_id: int
+    instance_id: int | None = None
+    read_client_id: UUID | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    client_at: datetime | None = None
+
+
+class AssistanceEventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[AssistanceEventIn] = Field(min_length=1, max_length=200)
+
+
+class AssistanceEventsOut(BaseModel):
+    stored: int
+
+
+class Choice(BaseModel):
+    value: str | int
+    label: str
+    hint: str = ""
+
+
+class FormConfig(BaseModel):
+    """What the grading and rating forms ask (from app/reading/config.py)."""
+
+    kind: str  # dr | finding
+    grades: list[Choice]
+    findings: list[Choice]
+    confidence: list[Choice]
+    questions: list[Choice]
+    likert: list[Choice]
+
+
+class HeatmapInfo(BaseModel):
+    id: int
+    method: str
+    method_label: str
+    target_class: int
+    target_label: str
+    shape: list[int]
+    value_min: float
+    value_max: float
+    signed: bool
+    rated: bool
+
+
+class Uncertainty(BaseModel):
+    level: str  # uncertain | confident | unknown
+    text: str
+    entropy: float | None
+    threshold: float | None
+
+
+class Assistance(BaseModel):
+    """The model's output for one image, as the assistance panel shows it."""
+
+    prediction_id: int
+    label: str
+    label_index: int
+    probabilities: list[LabelProbability]
+    model_name: str
+    model_version: str
+    referral: bool
+    uncertainty: Uncertainty
+    heatmaps: list[HeatmapInfo]
+
+
+class ReadingInstance(BaseModel):
+    id: int
+    modality: str
+    description: str
+    number: int | None
+    frames: int
+    rows: int
+    columns: int
+    photometric: str
+    colour: bool
+    assistance: Assistance | None
+
+
+class ReadingView(BaseModel):
+    """Everything the reading room page needs."""
+
+    study: WorklistRow
+    instances: list[ReadingInstance]
+    form: FormConfig
+    read: ReadOut | None

@@ -1,0 +1,384 @@
+// The reading room: viewer, assistance (prediction, uncertainty, heatmaps) that one switch hides without
+// moving anything, the grading form (autosaved, submitted once) and the explanation ratings.
+import { EventLog, RatingForm, ReadForm } from "./forms.js";
+import { colourise, drawColourbar, formatValue, loadHeatmap } from "./heatmap.js";
+import { Viewport } from "./viewer.js";
+
+const data = JSON.parse(document.getElementById("reading-data").textContent);
+const $ = (id) => document.getElementById(id);
+const ASSIST_KEY = "lumen.assist";
+const state = {
+  index: 0,
+  assist: sessionStorage.getItem(ASSIST_KEY) !== "off",
+  method: new Map(), // instance id -> heatmap id
+  opacity: 0.5,
+  threshold: 0,
+  colormap: "auto",
+  grid: false,
+  firstPaintAt: null,
+  overlayShown: false,
+};
+const heatmapCache = new Map();
+const overlaySource = document.createElement("canvas");
+
+// After the next frame has been presented: a rAF callback runs before paint, a message after it.
+function afterPaint(callback) {
+  requestAnimationFrame(() => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = callback;
+    channel.port2.postMessage(null);
+  });
+}
+
+const viewport = new Viewport({
+  stage: $("stage"),
+  canvas: $("image-canvas"),
+  overlay: $("overlay-canvas"),
+  onPaint: (kind) => {
+    afterPaint(() => {
+      if (state.firstPaintAt === null) {
+        state.firstPaintAt = performance.now();
+        performance.mark("lumen:first-image");
+      }
+      if (kind === "full") {
+        performance.mark("lumen:full-image");
+        $("loading").hidden = true;
+      }
+    });
+  },
+  onChange: () => updateHud(),
+});
+viewport.onFrameStep = (step) => stepFrame(step);
+
+const instance = () => data.instances[state.index];
+const heatmaps = () => instance()?.assistance?.heatmaps ?? [];
+const currentHeatmap = () => heatmaps().find((item) => item.id === state.method.get(instance()?.id)) ?? null;
+
+function assistanceState() {
+  return {
+    visible: state.assist,
+    method: currentHeatmap()?.method ?? null,
+    opacity: state.opacity,
+    colormap: state.colormap,
+    threshold: state.threshold,
+    grid: state.grid,
+  };
+}
+
+const readForm = new ReadForm({
+  form: $("read-form"),
+  status: $("read-status"),
+  studyId: data.study.id,
+  read: data.read,
+  getContext: () => ({
+    instanceId: instance()?.id ?? null,
+    assistance: assistanceState(),
+    firstPaintAt: state.firstPaintAt,
+  }),
+});
+const ratingForm = new RatingForm({
+  form: $("rating-form"),
+  status: $("rating-status"),
+  title: $("rating-method"),
+  badge: $("rated-badge"),
+});
+const events = new EventLog({ studyId: data.study.id, readClientId: () => readForm.clientId });
+const logEvent = (name, detail = {}) => events.add(name, instance()?.id ?? null, { ...assistanceState(), ...detail });
+
+function updateHud() {
+  const w = viewport.window;
+  $("hud-window").textContent = w ? `W ${formatValue(w.width)}  L ${formatValue(w.center)}` : "";
+  const zoom = Math.round(viewport.fitScale() * viewport.zoom * 100);
+  const inst = instance();
+  const frames = inst?.frames ?? 1;
+  $("hud-view").textContent = `Zoom ${zoom}%${frames > 1 ? ` · Frame ${viewport.frame + 1}/${frames}` : ""}`;
+  $("frame-label").textContent = `${viewport.frame + 1}/${frames}`;
+  if (inst) $("hud-info").textContent = `${inst.modality} · ${inst.columns}×${inst.rows}${viewport.invert ? " · inverted" : ""}`;
+}
+
+function fillPresets() {
+  const select = $("preset");
+  select.replaceChildren(
+    ...viewport.presets.map((preset) => {
+      const option = new Option(`${preset.key} · ${preset.name}`, String(preset.key));
+      option.title = `W ${formatValue(preset.width)} L ${formatValue(preset.center)}`;
+      return option;
+    }),
+  );
+  select.disabled = !viewport.presets.length;
+}
+
+function fillMethods() {
+  const select = $("method");
+  const list = heatmaps();
+  select.replaceChildren(...list.map((item) => new Option(`${item.method_label} · ${item.target_label}`, String(item.id))));
+  select.disabled = list.length === 0;
+  $("grid-button").disabled = list.length < 2;
+  for (const id of ["opacity", "threshold", "colormap"]) $(id).disabled = list.length === 0;
+  const chosen = state.method.get(instance()?.id) ?? list[0]?.id;
+  if (chosen !== undefined) {
+    state.method.set(instance().id, chosen);
+    select.value = String(chosen);
+  }
+}
+
+function getHeatmap(id) {
+  if (!heatmapCache.has(id)) heatmapCache.set(id, loadHeatmap(id));
+  return heatmapCache.get(id);
+}
+
+async function showOverlay() {
+  const info = currentHeatmap();
+  ratingForm.show(info);
+  if (!info) {
+    viewport.setHeatmap(null);
+    $("colourbar-box").hidden = true;
+    return;
+  }
+  const heatmap = await getHeatmap(info.id);
+  if (currentHeatmap() !== info) return;
+  const { name, low, high } = colourise(heatmap, state, overlaySource);
+  viewport.setHeatmap(overlaySource);
+  drawColourbar($("colourbar"), name);
+  $("cb-low").textContent = formatValue(low);
+  $("cb-mid").textContent = formatValue((low + high) / 2);
+  $("cb-high").textContent = formatValue(high);
+  $("colourbar-box").hidden = false;
+  if (state.grid) renderGrid();
+  if (!state.overlayShown && viewport.source) {
+    state.overlayShown = true;
+    afterPaint(() => performance.mark("lumen:overlay"));
+  }
+}
+
+function setOpacity(value) {
+  state.opacity = Math.min(1, Math.max(0, value));
+  $("overlay-canvas").style.opacity = String(state.opacity);
+  $("opacity").value = String(Math.round(state.opacity * 100));
+  $("opacity-value").textContent = `${Math.round(state.opacity * 100)}%`;
+  if (state.grid) renderGrid();
+}
+
+function setMethod(id, { log = true } = {}) {
+  state.method.set(instance().id, id);
+  $("method").value = String(id);
+  showOverlay();
+  if (log) logEvent("method_changed");
+}
+
+function setAssistance(show, { log = true } = {}) {
+  state.assist = show;
+  document.body.classList.toggle("assist-off", !show);
+  $("assist-toggle").checked = show;
+  sessionStorage.setItem(ASSIST_KEY, show ? "on" : "off");
+  if (log) logEvent(show ? "shown" : "hidden");
+}
+
+async function renderGrid() {
+  const grid = $("method-grid");
+  const list = heatmaps();
+  const columns = Math.ceil(Math.sqrt(list.length));
+  const rows = Math.ceil(list.length / columns);
+  grid.style.gridTemplateColumns = `repeat(${columns}, 1fr)`;
+  const rect = $("stage").getBoundingClientRect();
+  const cellW = rect.width / columns - 8;
+  const cellH = rect.height / rows - 28;
+  const cells = await Promise.all(
+    list.map(async (info) => {
+      const heatmap = await getHeatmap(info.id);
+      const scale = Math.min(cellW / viewport.width, cellH / viewport.height);
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.floor(viewport.width * scale));
+      canvas.height = Math.max(1, Math.floor(viewport.height * scale));
+      const ctx = canvas.getContext("2d");
+      if (viewport.source) ctx.drawImage(viewport.source, 0, 0, canvas.width, canvas.height);
+      ctx.globalAlpha = state.opacity;
+      ctx.drawImage(colourise(heatmap, state).canvas, 0, 0, canvas.width, canvas.height);
+      const cell = document.createElement("button");
+      cell.type = "button";
+      cell.className = `grid-cell${info.id === currentHeatmap()?.id ? " current" : ""}`;
+      cell.dataset.heatmapId = String(info.id);
+      const label = document.createElement("span");
+      label.textContent = `${info.method_label} · ${info.target_label}`;
+      cell.append(canvas, label);
+      cell.addEventListener("click", () => {
+        setMethod(info.id);
+        setGrid(false);
+      });
+      return cell;
+    }),
+  );
+  grid.replaceChildren(...cells);
+}
+
+function setGrid(show) {
+  if (show && heatmaps().length < 2) return;
+  state.grid = show;
+  $("method-grid").hidden = !show;
+  $("grid-button").setAttribute("aria-pressed", String(show));
+  if (show) renderGrid();
+  logEvent(show ? "grid_shown" : "grid_hidden");
+}
+
+async function stepFrame(step) {
+  const frames = instance()?.frames ?? 1;
+  if (frames < 2) return;
+  const next = (viewport.frame + step + frames) % frames;
+  await viewport.showFrame(next);
+  const following = (next + step + frames) % frames;
+  viewport.loadFrame(following).catch(() => {}); // prefetch
+}
+
+let cineTimer = null;
+function toggleCine() {
+  if (cineTimer) {
+    clearTimeout(cineTimer);
+    cineTimer = null;
+    $("play").textContent = "Play";
+    return;
+  }
+  $("play").textContent = "Pause";
+  const tick = async () => {
+    const started = performance.now();
+    await stepFrame(1);
+    if (!cineTimer) return;
+    const fps = Math.min(60, Math.max(1, Number($("fps").value) || 10));
+    cineTimer = setTimeout(tick, Math.max(0, 1000 / fps - (performance.now() - started)));
+  };
+  cineTimer = setTimeout(tick, 0);
+}
+
+async function openInstance(index) {
+  if (cineTimer) toggleCine();
+  state.index = index;
+  const inst = instance();
+  for (const block of document.querySelectorAll(".assist-instance")) {
+    block.hidden = block.dataset.instanceId !== String(inst.id);
+  }
+  for (const thumb of document.querySelectorAll(".thumb")) {
+    thumb.setAttribute("aria-current", String(Number(thumb.dataset.index) === index));
+  }
+  $("cine").hidden = inst.frames < 2;
+  $("loading").hidden = false;
+  fillMethods();
+  viewport.setHeatmap(null);
+  const opened = viewport.open(inst);
+  showOverlay();
+  try {
+    await opened;
+    fillPresets();
+    showOverlay();
+  } catch (error) {
+    $("loading").textContent = `Image not loaded: ${error.message}`;
+  }
+}
+
+function bindControls() {
+  $("assist-toggle").addEventListener("change", (event) => setAssistance(event.target.checked));
+  $("method").addEventListener("change", (event) => setMethod(Number(event.target.value)));
+  $("opacity").addEventListener("input", (event) => setOpacity(Number(event.target.value) / 100));
+  $("opacity").addEventListener("change", () => logEvent("opacity_changed"));
+  $("threshold").addEventListener("input", (event) => {
+    state.threshold = Number(event.target.value) / 100;
+    $("threshold-value").textContent = `${event.target.value}%`;
+    showOverlay();
+  });
+  $("threshold").addEventListener("change", () => logEvent("threshold_changed"));
+  $("colormap").addEventListener("change", (event) => {
+    state.colormap = event.target.value;
+    showOverlay();
+    logEvent("colormap_changed");
+  });
+  $("grid-button").addEventListener("click", () => setGrid(!state.grid));
+  $("preset").addEventListener("change", (event) => viewport.applyPreset(Number(event.target.value)));
+  $("invert").addEventListener("click", () => viewport.toggleInvert());
+  $("fit").addEventListener("click", () => viewport.fit());
+  $("reset").addEventListener("click", () => viewport.reset());
+  $("prev-frame").addEventListener("click", () => stepFrame(-1));
+  $("next-frame").addEventListener("click", () => stepFrame(1));
+  $("play").addEventListener("click", toggleCine);
+  $("help-button").addEventListener("click", () => setHelp(true));
+  $("help-close").addEventListener("click", () => setHelp(false));
+  for (const button of document.querySelectorAll(".tool")) button.addEventListener("click", () => setTool(button.dataset.tool));
+  for (const thumb of document.querySelectorAll(".thumb")) {
+    thumb.addEventListener("click", () => openInstance(Number(thumb.dataset.index)));
+  }
+}
+
+function setTool(tool) {
+  viewport.tool = tool;
+  for (const button of document.querySelectorAll(".tool")) button.setAttribute("aria-pressed", String(button.dataset.tool === tool));
+}
+
+function setHelp(show) {
+  $("help").hidden = !show;
+  if (show) $("help-close").focus();
+}
+
+const TYPING = new Set(["text", "search", "email", "number", "password"]);
+function onKey(event) {
+  const target = event.target;
+  const typing = target.tagName === "TEXTAREA" || (target.tagName === "INPUT" && TYPING.has(target.type));
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    readForm.submit();
+    return;
+  }
+  if (typing || event.altKey || event.ctrlKey || event.metaKey) return;
+  const control = ["INPUT", "SELECT", "BUTTON"].includes(target.tagName);
+  const key = event.key;
+  const actions = {
+    "?": () => setHelp($("help").hidden),
+    Escape: () => (state.grid ? setGrid(false) : setHelp(false)),
+    a: () => setAssistance(!state.assist),
+    w: () => setTool("wl"),
+    p: () => setTool("pan"),
+    f: () => viewport.fit(),
+    r: () => viewport.reset(),
+    i: () => viewport.toggleInvert(),
+    m: () => {
+      const list = heatmaps();
+      const at = list.findIndex((item) => item.id === currentHeatmap()?.id);
+      if (list.length) setMethod(list[(at + 1) % list.length].id);
+    },
+    g: () => setGrid(!state.grid),
+    "[": () => setOpacity(state.opacity - 0.1),
+    "]": () => setOpacity(state.opacity + 0.1),
+    "+": () => viewport.zoomBy(1.25),
+    "=": () => viewport.zoomBy(1.25),
+    "-": () => viewport.zoomBy(0.8),
+  };
+  // Arrows and space keep their meaning inside form controls (radio groups, sliders, selects).
+  const navigation = {
+    ArrowUp: () => stepFrame(-1),
+    PageUp: () => stepFrame(-1),
+    ArrowDown: () => stepFrame(1),
+    PageDown: () => stepFrame(1),
+    ArrowLeft: () => data.instances.length > 1 && openInstance((state.index - 1 + data.instances.length) % data.instances.length),
+    ArrowRight: () => data.instances.length > 1 && openInstance((state.index + 1) % data.instances.length),
+    " ": () => instance()?.frames > 1 && toggleCine(),
+  };
+  let action = actions[key.length === 1 ? key.toLowerCase() : key] ?? actions[key];
+  if (!action && !control) action = navigation[key];
+  if (!action && /^[1-9]$/.test(key)) {
+    action = () => {
+      const preset = viewport.applyPreset(Number(key));
+      if (preset) $("preset").value = key;
+    };
+  }
+  if (!action) return;
+  event.preventDefault();
+  action();
+}
+
+bindControls();
+setAssistance(state.assist, { log: false });
+setOpacity(state.opacity);
+document.addEventListener("keydown", onKey);
+if (data.instances.length) {
+  openInstance(0);
+  logEvent(state.assist ? "shown" : "hidden", { initial: true });
+} else {
+  $("loading").textContent = "This study has no images.";
+}
+window.lumen = { viewport, state, setAssistance, readForm, ratingForm, events };

@@ -1,0 +1,336 @@
+// A 2D canvas viewport: grayscale windowed in the browser from raw uint16 values, colour from PNG;
+// window/level, zoom, pan, frames. A fast preview (image.png?max_size=512) is painted first.
+
+const META_HEADER = "X-Lumen-Meta";
+const PREVIEW_SIZE = 512;
+
+export async function fetchRaw(url) {
+  const response = await fetch(url, { headers: { Accept: "application/octet-stream" } });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  const meta = JSON.parse(response.headers.get(META_HEADER) ?? "{}");
+  return { meta, buffer: await response.arrayBuffer() };
+}
+
+function loadImage(url) {
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.decoding = "async";
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error(`${url} did not load`));
+    image.src = url;
+  });
+}
+
+function canvasOf(width, height) {
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  return canvas;
+}
+
+export class Viewport {
+  constructor({ stage, canvas, overlay, onPaint, onChange }) {
+    this.stage = stage;
+    this.canvas = canvas;
+    this.overlay = overlay;
+    this.ctx = canvas.getContext("2d");
+    this.octx = overlay.getContext("2d");
+    this.onPaint = onPaint ?? (() => {});
+    this.onChange = onChange ?? (() => {});
+    this.tool = "wl";
+    this.heatmapSource = null;
+    this.pending = false;
+    this.resizeObserver = new ResizeObserver(() => this.resize());
+    this.resizeObserver.observe(stage);
+    this.bindPointer();
+  }
+
+  async open(instance) {
+    this.instance = instance;
+    this.width = instance.columns;
+    this.height = instance.rows;
+    this.frame = 0;
+    this.frames = new Map(); // frame -> {kind, meta, data | base}
+    this.source = null;
+    this.zoom = 1;
+    this.panX = 0;
+    this.panY = 0;
+    this.invert = false;
+    this.window = null;
+    this.presets = [];
+    this.token = Symbol("open");
+    const token = this.token;
+    this.resize();
+    const full = this.loadFrame(0);
+    const preview = loadImage(`/api/instances/${instance.id}/image.png?max_size=${PREVIEW_SIZE}`);
+    preview
+      .then((image) => {
+        if (this.token === token && !this.source) {
+          this.source = image;
+          this.sourceKind = "preview";
+          this.draw();
+          this.onPaint("preview");
+        }
+      })
+      .catch(() => {});
+    await this.showFrame(0, await full, token);
+  }
+
+  async loadFrame(frame) {
+    if (this.frames.has(frame)) return this.frames.get(frame);
+    const id = this.instance.id;
+    let entry;
+    if (this.instance.colour) {
+      const image = await loadImage(`/api/instances/${id}/image.png?frame=${frame}`);
+      const canvas = canvasOf(image.naturalWidth, image.naturalHeight);
+      const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      ctx.drawImage(image, 0, 0);
+      const base = ctx.getImageData(0, 0, canvas.width, canvas.height);
+      entry = { kind: "rgb", base, meta: { presets: [{ key: 1, name: "Default", center: 127.5, width: 256 }] } };
+    } else {
+      const { meta, buffer } = await fetchRaw(`/api/instances/${id}/pixels?frame=${frame}`);
+      entry = { kind: "gray", meta, data: new Uint16Array(buffer) };
+    }
+    this.frames.set(frame, entry);
+    return entry;
+  }
+
+  async showFrame(frame, entry, token = this.token) {
+    entry = entry ?? (await this.loadFrame(frame));
+    if (token !== this.token) return;
+    this.frame = frame;
+    this.entry = entry;
+    if (!this.window) {
+      this.presets = entry.meta.presets ?? [];
+      const first = this.presets[0] ?? { center: 127.5, width: 256 };
+      this.window = { center: first.center, width: first.width };
+    }
+    if (!this.rendered || this.rendered.width !== this.entryWidth()) {
+      this.rendered = canvasOf(this.entryWidth(), this.entryHeight());
+      this.rctx = this.rendered.getContext("2d");
+      this.renderedImage = this.rctx.createImageData(this.rendered.width, this.rendered.height);
+    }
+    this.renderWindow();
+    const first = this.sourceKind !== "full";
+    this.source = this.rendered;
+    this.sourceKind = "full";
+    this.draw();
+    if (first) this.onPaint("full");
+    this.onChange();
+  }
+
+  entryWidth() {
+    return this.entry.kind === "gray" ? this.entry.meta.columns : this.entry.base.width;
+  }
+
+  entryHeight() {
+    return this.entry.kind === "gray" ? this.entry.meta.rows : this.entry.base.height;
+  }
+
+  // The VOI LUT from stored values to packed RGBA, then one pass over the pixels.
+  renderWindow() {
+    const { center, width } = this.window;
+    const entry = this.entry;
+    const monochrome1 = entry.kind === "gray" && entry.meta.photometric === "MONOCHROME1";
+    const flip = monochrome1 !== this.invert;
+    const out = new Uint32Array(this.renderedImage.data.buffer);
+    if (entry.kind === "gray") {
+      const { offset, scale, stored_max: top } = entry.meta;
+      const lut = new Uint32Array(top + 1);
+      for (let s = 0; s <= top; s += 1) {
+        let v = windowed(s * scale + offset, center, width);
+        if (flip) v = 255 - v;
+        lut[s] = 0xff000000 | (v << 16) | (v << 8) | v;
+      }
+      const data = entry.data;
+      for (let i = 0; i < data.length; i += 1) out[i] = lut[data[i]];
+    } else {
+      const lut = new Uint8ClampedArray(256);
+      for (let s = 0; s < 256; s += 1) {
+        const v = windowed(s, center, width);
+        lut[s] = flip ? 255 - v : v;
+      }
+      const src = entry.base.data;
+      const dst = this.renderedImage.data;
+      for (let i = 0; i < src.length; i += 4) {
+        dst[i] = lut[src[i]];
+        dst[i + 1] = lut[src[i + 1]];
+        dst[i + 2] = lut[src[i + 2]];
+        dst[i + 3] = 255;
+      }
+    }
+    this.rctx.putImageData(this.renderedImage, 0, 0);
+  }
+
+  resize() {
+    const rect = this.stage.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    for (const canvas of [this.canvas, this.overlay]) {
+      canvas.width = Math.max(1, Math.round(rect.width * dpr));
+      canvas.height = Math.max(1, Math.round(rect.height * dpr));
+    }
+    this.stageWidth = rect.width;
+    this.stageHeight = rect.height;
+    this.draw();
+  }
+
+  fitScale() {
+    if (!this.width || !this.stageWidth) return 1;
+    return Math.min(this.stageWidth / this.width, this.stageHeight / this.height);
+  }
+
+  transform(ctx) {
+    const dpr = window.devicePixelRatio || 1;
+    const s = this.fitScale() * this.zoom;
+    const x = this.stageWidth / 2 + this.panX - (this.width * s) / 2;
+    const y = this.stageHeight / 2 + this.panY - (this.height * s) / 2;
+    ctx.setTransform(dpr * s, 0, 0, dpr * s, dpr * x, dpr * y);
+    return s;
+  }
+
+  draw() {
+    if (!this.ctx) return;
+    const ctx = this.ctx;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    if (this.source) {
+      const s = this.transform(ctx);
+      ctx.imageSmoothingEnabled = s < 2;
+      ctx.drawImage(this.source, 0, 0, this.width, this.height);
+    }
+    this.drawOverlay();
+  }
+
+  setHeatmap(source) {
+    this.heatmapSource = source;
+    this.drawOverlay();
+  }
+
+  drawOverlay() {
+    const ctx = this.octx;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.overlay.width, this.overlay.height);
+    if (!this.heatmapSource || !this.source) return;
+    this.transform(ctx);
+    // Heatmaps are stored in the image's frame at lower resolution: stretched over the whole image.
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(this.heatmapSource, 0, 0, this.width, this.height);
+  }
+
+  requestRender() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      if (this.entry) this.renderWindow();
+      this.draw();
+      this.onChange();
+    });
+  }
+
+  setWindow(center, width) {
+    this.window = { center, width: Math.max(1, width) };
+    this.requestRender();
+  }
+
+  applyPreset(key) {
+    const preset = this.presets.find((item) => item.key === key);
+    if (preset) this.setWindow(preset.center, preset.width);
+    return preset;
+  }
+
+  toggleInvert() {
+    this.invert = !this.invert;
+    this.requestRender();
+  }
+
+  zoomBy(factor, atX = this.stageWidth / 2, atY = this.stageHeight / 2) {
+    const zoom = Math.min(40, Math.max(0.1, this.zoom * factor));
+    const applied = zoom / this.zoom;
+    // Keep the image point under the cursor where it is.
+    const cx = atX - this.stageWidth / 2 - this.panX;
+    const cy = atY - this.stageHeight / 2 - this.panY;
+    this.panX -= cx * (applied - 1);
+    this.panY -= cy * (applied - 1);
+    this.zoom = zoom;
+    this.draw();
+    this.onChange();
+  }
+
+  fit() {
+    this.zoom = 1;
+    this.panX = 0;
+    this.panY = 0;
+    this.draw();
+    this.onChange();
+  }
+
+  reset() {
+    this.invert = false;
+    const first = this.presets[0];
+    if (first) this.window = { center: first.center, width: first.width };
+    this.fit();
+    this.requestRender();
+  }
+
+  valueRange() {
+    const meta = this.entry?.meta;
+    if (!meta || this.entry.kind !== "gray") return 256;
+    return Math.max(1, meta.stored_max * meta.scale);
+  }
+
+  bindPointer() {
+    let drag = null;
+    this.stage.addEventListener("contextmenu", (event) => event.preventDefault());
+    this.stage.addEventListener("pointerdown", (event) => {
+      const other = this.tool === "wl" ? "pan" : "wl";
+      const mode = event.button === 1 ? "pan" : event.button === 2 ? other : this.tool;
+      drag = { mode, x: event.clientX, y: event.clientY, window: { ...this.window } };
+      this.stage.setPointerCapture(event.pointerId);
+      this.stage.focus({ preventScroll: true });
+    });
+    this.stage.addEventListener("pointermove", (event) => {
+      if (!drag) return;
+      const dx = event.clientX - drag.x;
+      const dy = event.clientY - drag.y;
+      if (drag.mode === "pan") {
+        this.panX += dx;
+        this.panY += dy;
+        drag.x = event.clientX;
+        drag.y = event.clientY;
+        this.draw();
+        this.onChange();
+      } else if (this.window) {
+        const step = this.valueRange() / 512;
+        this.setWindow(drag.window.center + dy * step, drag.window.width + dx * step);
+      }
+    });
+    const end = () => {
+      drag = null;
+    };
+    this.stage.addEventListener("pointerup", end);
+    this.stage.addEventListener("pointercancel", end);
+    this.stage.addEventListener(
+      "wheel",
+      (event) => {
+        event.preventDefault();
+        const delta = event.deltaY || event.deltaX;
+        if (event.shiftKey || event.ctrlKey || event.altKey) {
+          this.onFrameStep?.(delta > 0 ? 1 : -1);
+          return;
+        }
+        const rect = this.stage.getBoundingClientRect();
+        this.zoomBy(Math.exp(-delta * 0.0015), event.clientX - rect.left, event.clientY - rect.top);
+      },
+      { passive: false },
+    );
+  }
+}
+
+function windowed(value, center, width) {
+  // DICOM PS3.3 C.11.2.1.2.1, LINEAR.
+  if (width <= 1) return value > center - 0.5 ? 255 : 0;
+  const y = ((value - (center - 0.5)) / (width - 1) + 0.5) * 255;
+  return y <= 0 ? 0 : y >= 255 ? 255 : Math.round(y);
+}
