@@ -4,14 +4,23 @@ Every explainer maps an input batch and one target class per row to a raw attrib
 `explain(x: (B, C, *spatial), target: (B,) long) -> (B, 1, *spatial)`, for 2D (H, W) and 3D (D, H, W)
 alike. Maps are raw (not normalised): normalising is for display only. Hooks are registered inside a
 context manager and released in `finally`, also when the forward or backward pass raises.
+
+Input-level methods (gradients, guided backprop, integrated gradients, ...) subclass `ChannelExplainer`:
+they also give per-channel maps, `explain_channels(x, target) -> (B, C, *spatial)`, and `explain` is their
+sum over channels. Layer methods (the CAM family) give one map per row and subclass `Explainer` directly.
+
+`gradient_pass` is the one forward + backward that the gradient methods share: it returns the input
+gradient and, if asked, a layer's activations and gradients, with an optional ReLU backward rule per row
+(`ReLURule`: normal, guided backprop, deconvnet), so one batch can carry rows of several methods.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -97,3 +106,141 @@ def upsample(maps: torch.Tensor, spatial: list[int]) -> torch.Tensor:
     """(B, 1, *s) -> (B, 1, *spatial) by linear / bilinear / trilinear interpolation (align_corners=False)."""
     return nn.functional.interpolate(maps, size=tuple(spatial), mode=_UPSAMPLE_MODES[len(spatial)],
                                      align_corners=False)
+
+
+class ChannelExplainer(Explainer):
+    """An input-level method: per-channel maps, summed over channels by `explain`."""
+
+    def explain(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, C, *spatial); target (B,) long. Returns: (B, 1, *spatial), the channels' sum."""
+        return self.explain_channels(x, target).sum(dim=1, keepdim=True)
+
+    @abstractmethod
+    def explain_channels(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-channel attribution: x (B, C, *spatial), target (B,) long -> (B, C, *spatial)."""
+
+
+def target_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The sum of each row's target logit: its gradient gives every row its own gradient, as rows do not
+    interact in eval mode."""
+    return logits.gather(1, target.view(-1, 1)).sum()
+
+
+class ReLURule(IntEnum):
+    """How a ReLU module passes the gradient g back, given its output y (Springenberg et al. 2015)."""
+
+    NORMAL = 0  # g * [y > 0], the true gradient
+    GUIDED = 1  # relu(g) * [y > 0], guided backpropagation
+    DECONV = 2  # relu(g), deconvnet (Zeiler & Fergus 2014)
+
+
+class _RuleReLU(torch.autograd.Function):
+    """ReLU whose backward follows a `ReLURule`, one per row (an int for all rows, or an (N,) long tensor)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rules: int | torch.Tensor) -> torch.Tensor:
+        out = torch.relu(x)
+        ctx.save_for_backward(out)
+        ctx.rules = rules
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (out,) = ctx.saved_tensors
+        # torch.where, not a product with the mask, so normal rows are bit-identical to autograd's ReLU.
+        masked = torch.where(out > 0, grad, 0.0)
+        rules = ctx.rules
+        if isinstance(rules, int):
+            return (masked, masked.clamp_min(0), grad.clamp_min(0))[rules], None
+        rows = rules.view(-1, *([1] * (grad.dim() - 1)))
+        guided_or_deconv = torch.where(rows == ReLURule.GUIDED, masked, grad).clamp_min(0)
+        return torch.where(rows == ReLURule.NORMAL, masked, guided_or_deconv), None
+
+
+@contextmanager
+def relu_rules(model: nn.Module, rules: int | torch.Tensor) -> Iterator[None]:
+    """Make every `nn.ReLU` module of `model` pass gradients back by `rules` (a `ReLURule` for all rows, or
+    an (N,) long tensor of them, one per row of the batch) while the context is open.
+
+    Only ReLU modules are seen: a functional `F.relu` keeps its normal gradient, silently. In-place ReLUs
+    are made out-of-place meanwhile, as the replacement needs the input. Hooks and `inplace` are restored in
+    `finally`. Raises ValueError if the model has no ReLU module.
+    """
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not relus:
+        raise ValueError("the model has no nn.ReLU module: a ReLU backward rule cannot apply")
+    if isinstance(rules, torch.Tensor) and not (rules != ReLURule.NORMAL).any():
+        rules = int(ReLURule.NORMAL)
+    if isinstance(rules, int) and rules == ReLURule.NORMAL:
+        yield  # the plain gradient: no hooks, no extra work
+        return
+
+    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> torch.Tensor:
+        return _RuleReLU.apply(inputs[0], rules)
+
+    inplace = [m.inplace for m in relus]
+    handles = []
+    try:
+        for module in relus:
+            module.inplace = False
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, was_inplace in zip(relus, inplace, strict=True):
+            module.inplace = was_inplace
+
+
+@dataclass
+class Pass:
+    """What `gradient_pass` computed, all detached: logits (N, K); input_grad (N, C, *spatial) or None;
+    activations and layer_grad (N, K_l, *s) of the layer, or None."""
+
+    logits: torch.Tensor
+    input_grad: torch.Tensor | None = None
+    activations: torch.Tensor | None = None
+    layer_grad: torch.Tensor | None = None
+
+
+def gradient_pass(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: nn.Module | None = None,
+                  input_grad: bool = True, rules: int | torch.Tensor | None = None) -> Pass:
+    """One forward + backward of the rows' target logits.
+
+    Args:
+        model: classifier in eval mode, (N, C, *spatial) -> (N, K).
+        x: (N, C, *spatial) rows; target: (N,) long.
+        layer: whose output's activations and gradient to return, if any.
+        input_grad: whether to return d logit / d x (False stops the backward at `layer`: cheaper).
+        rules: a `ReLURule` (or (N,) long tensor of them) for the ReLU modules' backward; None = normal.
+
+    Returns:
+        `Pass`, detached. The parameters' `.grad` are left untouched (autograd.grad, not backward).
+    """
+    if not input_grad and layer is None:
+        raise ValueError("gradient_pass needs input_grad or a layer")
+    with torch.enable_grad(), ExitStack() as stack:
+        if rules is not None:
+            stack.enter_context(relu_rules(model, rules))
+        # Registered after the rules' hooks, so a ReLU target layer records the output the rules put in place.
+        record = stack.enter_context(record_output(layer)) if layer is not None else None
+        # The input requires grad so layer outputs are in the graph even when the weights are frozen.
+        rows = x.detach().requires_grad_(True)
+        logits = model(rows)
+        wrt = [rows] if input_grad else []
+        if record is not None:
+            if not isinstance(record.output, torch.Tensor):
+                raise ValueError(f"the layer {layer.__class__.__name__} did not output one tensor")
+            wrt.append(record.output)
+        grads = torch.autograd.grad(target_score(logits, target), wrt)
+    result = Pass(logits=logits.detach())
+    if input_grad:
+        result.input_grad = grads[0]
+    if record is not None:
+        result.activations, result.layer_grad = record.output.detach(), grads[-1]
+    return result
+
+
+def spatial_sum(maps: torch.Tensor) -> torch.Tensor:
+    """(N, K, *s) -> (N, K, 1, ...): sums over the spatial dimensions, keeping them for broadcasting."""
+    return maps.sum(dim=tuple(range(2, maps.dim())), keepdim=True)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models.card import ModelCard
-from models.explain.base import Explainer, record_output, resolve_layer, upsample
+from models.explain.base import Explainer, gradient_pass, resolve_layer, upsample
 
 
 class GradCAM(Explainer):
@@ -37,21 +37,13 @@ class GradCAM(Explainer):
     def explain(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Args: x (B, C, *spatial); target (B,) long. Returns: (B, 1, *spatial) non-negative maps."""
         self._check(x, target)
-        _, _, *spatial = x.shape
-        activations, gradients = self._activations_and_gradients(x, target)
+        # The backward stops at the layer: the input's gradient is not needed.
+        result = gradient_pass(self.model, x, target, layer=self.layer, input_grad=False)
+        return self.from_layer(result.activations, result.layer_grad, list(x.shape[2:]))
+
+    @staticmethod
+    def from_layer(activations: torch.Tensor, gradients: torch.Tensor, spatial: list[int]) -> torch.Tensor:
+        """The maps from the layer's activations A and gradients dy_c/dA, both (B, K, *s): (B, 1, *spatial)."""
         weights = gradients.mean(dim=tuple(range(2, gradients.dim())), keepdim=True)
         cam = torch.relu((weights * activations).sum(dim=1, keepdim=True))
         return upsample(cam, spatial)
-
-    def _activations_and_gradients(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The input requires grad so the layer's output is in the graph even when the weights are frozen;
-        # autograd.grad computes only what the layer needs and leaves the parameters' .grad untouched.
-        with torch.enable_grad(), record_output(self.layer) as record:
-            logits = self.model(x.detach().requires_grad_(True))
-            # Summing the rows' target logits gives each row its own gradient, as rows do not interact
-            # in eval mode.
-            score = logits.gather(1, target.view(-1, 1)).sum()
-            if not isinstance(record.output, torch.Tensor):
-                raise ValueError(f"the target layer {self.layer.__class__.__name__} did not output one tensor")
-            (gradients,) = torch.autograd.grad(score, record.output)
-        return record.output.detach(), gradients

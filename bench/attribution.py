@@ -1,0 +1,248 @@
+"""Benchmark: Lumen's attribution methods and bundle against Captum and against the floor.
+
+Run: `.venv/bin/python bench/attribution.py [--quick] [--repeats N] [--out docs/benchmarks.md]`.
+
+For each network (the DR reference model at 28 px, a ResNet-18-size and a DenseNet-121-size net at 224 px,
+random weights, batch 1) it measures, as medians of a few repeats after one warm-up:
+- each method alone in Lumen and in Captum (same settings: IG with 50 Gauss-Legendre steps);
+- the default bundle against the sum of the Captum calls, and against its floor: plain forward + backward
+  passes of the same number of rows (1 normal + 1 guided + 1 deconv + 50 path rows), batched the same way;
+- IG-50 against 50 plain batched passes.
+The allocator is fixed (PERF-NOTES: first-touch page faults make default-glibc timings of big batches vary by
++-50%): the script re-executes itself with MALLOC_MMAP_MAX_=0 and MALLOC_TRIM_THRESHOLD_ set when they are
+absent. Uses CUDA when present; 2 CPU threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 * 1024**3)}
+ROOT = Path(__file__).resolve().parents[1]
+
+if any(os.environ.get(k) != v for k, v in ALLOCATOR.items()):
+    # glibc reads these at process start only: re-execute with them set.
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ALLOCATOR})
+
+sys.path.insert(0, str(ROOT))
+
+import captum  # noqa: E402
+import torch  # noqa: E402
+from captum.attr import (  # noqa: E402
+    Deconvolution,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    Saliency,
+)
+from torch import nn  # noqa: E402
+
+from models.explain.base import gradient_pass  # noqa: E402
+from models.explain.batching import chunks, rows_per_batch  # noqa: E402
+from models.explain.bundle import DEFAULT_METHODS, BundleOptions, explain_bundle  # noqa: E402
+from models.explain.registry import explainer_class  # noqa: E402
+from models.networks.densenet import DenseNet  # noqa: E402
+
+THREADS = 2
+IG_STEPS = 50
+
+
+class Block(nn.Module):
+    """ResNet basic block with one ReLU module per call site (guided backprop needs them)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.down(x))
+
+
+def resnet18(in_channels: int = 3, num_classes: int = 5) -> nn.Module:
+    """ResNet-18 (He et al. 2016) layout: 7x7 stem, max pool, 4 stages of 2 blocks, GAP, linear."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                               nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
+        cin = cout
+    model = nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
+    model.target_layer = "0.9"  # the last block
+    return model.eval()
+
+
+def densenet121() -> nn.Module:
+    """DenseNet-121 blocks (6, 12, 24, 16), growth 32, on a stride-4 stem (56 px first block), 1 channel."""
+    model = DenseNet(spatial_dims=2, in_channels=1, num_classes=2, growth_rate=32, block_layers=(6, 12, 24, 16),
+                     init_features=64, stem_stride=4)
+    model.target_layer = "features.relu_final"
+    return model.eval()
+
+
+def dr_model() -> nn.Module:
+    from models.card import load_card
+    from models.registry import load_model
+
+    card = load_card(ROOT / "models" / "zoo" / "dr-grading-retinamnist")
+    model = load_model(card).eval()
+    model.target_layer = card.target_layer
+    return model
+
+
+def captum_calls(model: nn.Module, layer_name: str, x: torch.Tensor, t: torch.Tensor) -> dict[str, Callable]:
+    layer = model.get_submodule(layer_name)
+    mode = "bilinear"
+
+    def gradcam() -> torch.Tensor:
+        raw = LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)
+        return LayerAttribution.interpolate(raw, tuple(x.shape[2:]), interpolate_mode=mode)
+
+    return {
+        "gradient": lambda: Saliency(model).attribute(x, t, abs=False),
+        "saliency": lambda: Saliency(model).attribute(x, t),
+        "input_x_gradient": lambda: InputXGradient(model).attribute(x, t),
+        "gradcam": gradcam,
+        "guided_backprop": lambda: GuidedBackprop(model).attribute(x, t),
+        "deconvnet": lambda: Deconvolution(model).attribute(x, t),
+        "guided_gradcam": lambda: GuidedGradCam(model, layer).attribute(x, t, interpolate_mode=mode),
+        "integrated_gradients": lambda: IntegratedGradients(model).attribute(x, target=t, n_steps=IG_STEPS),
+    }
+
+
+def lumen_calls(model: nn.Module, layer_name: str, x: torch.Tensor, t: torch.Tensor) -> dict[str, Callable]:
+    calls = {}
+    for name in DEFAULT_METHODS:
+        cls = explainer_class(name)
+        explainer = cls(model, layer_name) if name in ("gradcam", "guided_gradcam") else cls(model)
+        calls[name] = lambda e=explainer: e.explain(x, t)
+    return calls
+
+
+def floor(model: nn.Module, x: torch.Tensor, t: torch.Tensor, rows: int) -> Callable:
+    """`rows` plain forward + backward rows of x, batched as Lumen batches them."""
+    size = rows_per_batch(model, x[:1], rows_needed=rows)
+
+    def run() -> None:
+        for part in chunks(rows, size):
+            n = part.stop - part.start
+            gradient_pass(model, x.expand(n, *x.shape[1:]), t.expand(n))
+
+    return run
+
+
+def median_seconds(fn: Callable, repeats: int) -> float:
+    fn()  # warm-up (and the batch-size probe, cached)
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_network(label: str, model: nn.Module, shape: tuple[int, ...], repeats: int, device: torch.device) -> list:
+    model = model.to(device)
+    x = torch.randn(1, *shape, device=device)
+    t = torch.tensor([1], device=device)
+    layer = model.target_layer
+    ours, theirs = lumen_calls(model, layer, x, t), captum_calls(model, layer, x, t)
+    rows = []
+    for name in DEFAULT_METHODS:
+        lumen, cap = median_seconds(ours[name], repeats), median_seconds(theirs[name], repeats)
+        rows.append((label, name, lumen, cap, cap / lumen, None))
+        print(f"{label:>14} {name:>22}  lumen {lumen * 1e3:8.1f} ms  captum {cap * 1e3:8.1f} ms  "
+              f"x{cap / lumen:5.2f}", flush=True)
+    options = BundleOptions(target_layer=layer, n_steps=IG_STEPS)
+    bundle = median_seconds(lambda: explain_bundle(model, x, t, list(DEFAULT_METHODS), options), repeats)
+    captum_sum = sum(r[3] for r in rows)
+    bundle_floor = median_seconds(floor(model, x, t, 3 + IG_STEPS), repeats)
+    ig_floor = median_seconds(floor(model, x, t, IG_STEPS), repeats)
+    ig = next(r[2] for r in rows if r[1] == "integrated_gradients")
+    rows.append((label, "default bundle", bundle, captum_sum, captum_sum / bundle, bundle / bundle_floor))
+    rows.append((label, "IG-50 vs 50 batched passes", ig, None, None, ig / ig_floor))
+    print(f"{label:>14} default bundle {bundle * 1e3:.1f} ms, Captum sum {captum_sum * 1e3:.1f} ms "
+          f"(x{captum_sum / bundle:.2f}), floor {bundle_floor * 1e3:.1f} ms (bundle/floor {bundle / bundle_floor:.2f});"
+          f" IG/floor {ig / ig_floor:.2f}", flush=True)
+    return rows
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU: {cpu}, {os.cpu_count()} cores"
+    return (f"{device}; Python {platform.python_version()}, torch {torch.__version__}, captum {captum.__version__}; "
+            f"{torch.get_num_threads()} threads; allocator MALLOC_MMAP_MAX_={os.environ['MALLOC_MMAP_MAX_']} "
+            f"MALLOC_TRIM_THRESHOLD_={os.environ['MALLOC_TRIM_THRESHOLD_']}")
+
+
+def write_markdown(path: Path, rows: list, info: str, repeats: dict[str, int], seconds: float, load: str) -> None:
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value * 1e3:.1f}"
+
+    def ratio(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    lines = [
+        "# Attribution benchmark", "",
+        "Generated by `bench/attribution.py` (re-run it to refresh this page). Batch 1, random inputs, medians of "
+        f"{', '.join(f'{k}: {v}' for k, v in repeats.items())} repeats after a warm-up; full run {seconds:.0f} s.",
+        "", f"Machine: {info}.", "", f"Load average during the run (shared machine): {load}.", "",
+        "Columns: Lumen and Captum medians; `Captum / Lumen` (> 1: Lumen faster); `vs floor`: Lumen over plain "
+        "forward + backward passes of the same rows batched the same way (default bundle: 1 normal + 1 guided "
+        "+ 1 deconv + 50 path rows; IG: 50 path rows). Captum's column for the bundle is the sum of its eight "
+        "calls. IG: 50 Gauss-Legendre steps in both.", "",
+        "| network | method | Lumen ms | Captum ms | Captum / Lumen | vs floor |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {n} | {m} | {ms(a)} | {ms(b)} | {ratio(c)} | {ratio(d)} |" for n, m, a, b, c, d in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repeat, DR model and ResNet-18 only")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats for the small DR model")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")  # Captum warns on every guided call
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    nets = [("DR (28 px)", dr_model, (3, 28, 28), 1 if args.quick else args.repeats),
+            ("ResNet-18 224", resnet18, (3, 224, 224), 1 if args.quick else 3)]
+    if not args.quick:
+        nets.append(("DenseNet-121 224", densenet121, (1, 224, 224), 3))
+    start, rows = time.perf_counter(), []
+    with torch.inference_mode(False):
+        for label, build, shape, repeats in nets:
+            rows += bench_network(label, build(), shape, repeats, device)
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "n/a"
+    write_markdown(args.out, rows, machine(), {label: r for label, _, _, r in nets}, time.perf_counter() - start,
+                   load)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

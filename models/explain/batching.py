@@ -1,0 +1,102 @@
+"""Memory-bounded batch sizes for methods that send many rows through a network (path points, noise
+samples, perturbations).
+
+Captum's IG sends all path points as one batch by default, which runs out of memory on large images (the
+most reported complaint). Here the rows per batch come from the memory one row needs, measured once per
+(model, row shape, dtype, device) by a probe forward of one row, and the memory free now:
+
+    size = rows_per_batch(model, x[:1], backward=True)    # at least 1, at most `max_rows`
+    for part in chunks(n_rows, size): ...                 # near-equal slices covering range(n_rows)
+
+API: `available_memory(device)`, `bytes_per_row(model, row, backward=...)`, `rows_per_batch(...)`,
+`chunks(n, size)`. No hooks are left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_MAX_ROWS = 32  # past ~16-32 rows a batch gains nothing on CPU (PERF-NOTES) and only risks memory
+MEMORY_FRACTION = 0.5  # of the free memory, leaving room for other jobs and the allocator's slack
+# The backward holds gradients of about the largest activations next to what the forward saved, and
+# autograd frees the saved tensors as it goes: twice the saved bytes bounds the peak in practice.
+BACKWARD_FACTOR = 2.0
+
+_PROBED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+
+
+def available_memory(device: torch.device | str) -> int:
+    """Bytes free for new tensors on `device`: `torch.cuda.mem_get_info` on CUDA (plus what PyTorch's
+    caching allocator holds but does not use), MemAvailable from /proc/meminfo on CPU (os.sysconf elsewhere)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    # No /proc (not Linux): free pages as the C library counts them.
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def bytes_per_row(model: nn.Module, row: torch.Tensor, *, backward: bool = True) -> int:
+    """Bytes one row of `row`'s shape takes through `model`: what the forward saves for the backward
+    (activations; the parameters are excluded, they are shared by all rows), times `BACKWARD_FACTOR` if
+    a backward follows, plus the input and its gradient. Measured by one probe forward of `row[:1]`
+    and cached per model, row shape, dtype and device."""
+    row = row[:1]
+    key = (tuple(row.shape[1:]), row.dtype, row.device, backward)
+    cache = _PROBED.setdefault(model, {})
+    if key not in cache:
+        saved = _saved_bytes(model, row)
+        cache[key] = int(saved * (BACKWARD_FACTOR if backward else 1.0)) + 2 * row.nelement() * row.element_size()
+    return cache[key]
+
+
+def _saved_bytes(model: nn.Module, row: torch.Tensor) -> int:
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params and storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(row.detach().requires_grad_(True))
+    return total
+
+
+def rows_per_batch(model: nn.Module, row: torch.Tensor, *, backward: bool = True, max_rows: int | None = None,
+                   fraction: float = MEMORY_FRACTION, rows_needed: int | None = None) -> int:
+    """How many rows like `row` (1, C, *spatial) to send through `model` at once: as many as `fraction` of
+    the free memory holds, at least 1, at most `max_rows` (default `DEFAULT_MAX_ROWS`) and `rows_needed`."""
+    cap = max_rows or DEFAULT_MAX_ROWS
+    if rows_needed is not None:
+        cap = min(cap, rows_needed)
+    if cap <= 1:
+        return 1
+    fits = int(available_memory(row.device) * fraction) // max(1, bytes_per_row(model, row, backward=backward))
+    return max(1, min(cap, fits))
+
+
+def chunks(n: int, size: int) -> list[slice]:
+    """Near-equal slices of at most `size` covering range(n): 50 rows at size 32 -> 25 + 25, not 32 + 18,
+    as equal batches run at the same speed per row."""
+    if n <= 0:
+        return []
+    parts = -(-n // max(1, size))
+    step = -(-n // parts)
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
