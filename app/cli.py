@@ -1,4 +1,5 @@
-"""The `lumen` command: serve, worker, migrate, create-user, import, train, models, sweep, load-demo."""
+"""The `lumen` command: serve, worker, migrate, create-user, import, train, evaluate-explanations, models, sweep,
+load-demo."""
 
 from __future__ import annotations
 
@@ -100,6 +101,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_explanations(args: argparse.Namespace) -> int:
+    from models.explain import evaluate  # torch is imported only by this subcommand
+
+    try:
+        report = evaluate.evaluate_explanations(args.model, out_dir=args.out, methods=args.methods, limit=args.limit)
+    except ValueError as exc:
+        print(f"lumen evaluate-explanations: {exc}", file=sys.stderr)
+        return 2
+    for rank, name in enumerate(report["ranking"], start=1):
+        row = report["methods"][name]
+        print(f"{rank:2d}. {name:22s} insertion {row['insertion_auc']:.3f}  deletion {row['deletion_auc']:.3f}  "
+              f"sensitivity-n {row['sensitivity_n']:.3f}  randomisation {row['randomisation_spearman']:.3f}")
+    for name, reason in report["failed"].items():
+        print(f"    {name}: failed ({reason})")
+    return 0
+
+
 def _cmd_sweep(_args: argparse.Namespace) -> int:
     from app.jobs.sweeper import sweep_once
 
@@ -187,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=["list", "validate", "sync"])
     models.add_argument("path", nargs="?", type=Path, default=None)
     models.set_defaults(func=_cmd_models)
+
+    evaluate = sub.add_parser("evaluate-explanations", help="benchmark the explainers on a model's evaluation images")
+    evaluate.add_argument("model", help="model name (its card in models/zoo)")
+    evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: reports/explanations/MODEL)")
+    evaluate.add_argument("--methods", nargs="+", default=None, help="explainer names (default: all)")
+    evaluate.add_argument("--limit", type=int, default=16, help="evaluation images")
+    evaluate.set_defaults(func=_cmd_evaluate_explanations)
 
     sub.add_parser("sweep", help="re-send jobs the broker lost").set_defaults(func=_cmd_sweep)
     sub.add_parser("load-demo", help="demo models, user and studies").set_defaults(func=_cmd_load_demo)

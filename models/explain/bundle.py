@@ -38,8 +38,9 @@ from models.explain.integrated_gradients import (
     integrate,
     make_baseline,
 )
+from models.explain.names import EXPLAINERS
 from models.explain.noise_tunnel import SmoothGrad, VarGrad, noisy_moments
-from models.explain.registry import EXPLAINERS, explainer_class, get_explainer
+from models.explain.registry import explainer_class, get_explainer
 
 DEFAULT_METHODS = ("gradient", "saliency", "input_x_gradient", "gradcam", "guided_backprop", "deconvnet",
                    "guided_gradcam", "integrated_gradients")

@@ -1,0 +1,202 @@
+"""Benchmark of the explainers on a model's evaluation images: `lumen evaluate-explanations MODEL`.
+
+For each method: seconds per image, deletion and insertion AUC (Petsiuk 2018; target probability),
+sensitivity-n over superpixels (Ancona 2018), completeness |delta| relative to f(x) - f(0), sparsity (Gini),
+the model-parameter randomisation Spearman (Adebayo 2018; lower is better), repeatability across seeds for
+stochastic methods, and, where the samples carry lesion masks, pointing game, relevance mass and relevance
+rank accuracy (Arras 2022). Methods are ranked by their mean rank over insertion (high), deletion (low),
+sensitivity-n (high) and randomisation (low). Writes report.json and report.html (tables and inline PNG
+curves, matplotlib).
+
+Samples contract (how a model says what to evaluate on): a *sample source* is a function
+`(card: ModelCard, limit: int) -> Samples` returning normalised inputs `x` (N, C, *spatial) as the network
+takes them, labels `labels` (N,) long, and optionally `masks` (N, 1, *spatial) bool lesion masks on the
+same grid (localisation is reported only then). Sources are found by the card's name in `SAMPLE_SOURCES`,
+or, first, by a card attribute `evaluation` (a dict, e.g. from a future card.json field) whose "samples"
+entry is "module:function". The explained class is the model's predicted class (what a reader is shown).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.card import ModelCard, scan_cards
+from models.datasets import load_medmnist
+from models.explain import metrics
+from models.explain.registry import EXPLAINERS, get_explainer
+from models.explain.superpixels import feature_masks
+from models.registry import load_model
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+ZOO = ROOT / "models" / "zoo"
+STOCHASTIC = ("smoothgrad", "vargrad", "gradient_shap", "deeplift_shap", "shapley_sampling", "kernel_shap", "lime",
+              "expressive_gradients")
+
+
+@dataclass(frozen=True)
+class Samples:
+    """x (N, C, *spatial) normalised; labels (N,) long; masks (N, 1, *spatial) bool or None."""
+
+    x: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor | None = None
+
+
+def retinamnist_test(card: ModelCard, limit: int) -> Samples:
+    """The first `limit` RetinaMNIST test images (data/retinamnist.npz), normalised as the card says."""
+    split = load_medmnist(ROOT / "data" / "retinamnist.npz", num_classes=card.num_classes)["test"].head(limit)
+    x = torch.from_numpy(split.images).permute(0, 3, 1, 2).float().div(255.0)
+    mean, std = torch.tensor(card.input.mean).view(1, -1, 1, 1), torch.tensor(card.input.std).view(1, -1, 1, 1)
+    return Samples(x=(x - mean) / std, labels=torch.from_numpy(split.labels))
+
+
+SAMPLE_SOURCES: dict[str, Callable[[ModelCard, int], Samples]] = {"dr-grading-retinamnist": retinamnist_test}
+
+
+def sample_source(card: ModelCard) -> Callable[[ModelCard, int], Samples]:
+    spec = (getattr(card, "evaluation", None) or {}).get("samples")
+    if spec:
+        module, function = spec.split(":")
+        return getattr(import_module(module), function)  # type: ignore[no-any-return]
+    if card.name not in SAMPLE_SOURCES:
+        raise ValueError(f"model {card.name!r} has no evaluation samples (see models.explain.evaluate)")
+    return SAMPLE_SOURCES[card.name]
+
+
+def find_card(name: str, zoo: Path = ZOO) -> ModelCard:
+    cards = [c for c in scan_cards([zoo]).cards if c.name == name]
+    if not cards:
+        raise ValueError(f"no valid model {name!r} in {zoo}")
+    return cards[-1]
+
+
+def _method_scores(name: str, model: nn.Module, card: ModelCard, samples: Samples, target: torch.Tensor,
+                   seed: int) -> dict[str, Any]:
+    x = samples.x
+    explainer = get_explainer(name, model, card)
+    started = time.perf_counter()
+    maps = explainer.explain(x, target)
+    seconds = (time.perf_counter() - started) / x.shape[0]
+    deletion, del_curve = metrics.deletion_auc(model, x, target, maps)
+    insertion, ins_curve = metrics.insertion_auc(model, x, target, maps)
+    segments = feature_masks(x, 49, "grid")
+    sens = metrics.sensitivity_n(model, x, target, maps, n=8, feature_mask=segments, seed=seed)
+    rand = metrics.randomisation_rank_correlation(lambda m: get_explainer(name, m, card), model, x, target, seed=seed)
+    delta = metrics.completeness_delta(model, x, target, maps)
+    gap = metrics.target_logits(model, x, target) - metrics.target_logits(model, torch.zeros_like(x), target)
+    row: dict[str, Any] = {
+        "seconds_per_image": seconds,
+        "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean()),
+        "sensitivity_n": float(torch.nan_to_num(sens).mean()),
+        "randomisation_spearman": float(rand["all"].mean()),
+        "completeness_rel": float((delta.abs() / gap.abs().clamp(min=1e-12)).median()),
+        "sparsity_gini": float(metrics.sparsity(maps).mean()),
+        "curves": {"deletion": del_curve.mean(0).tolist(), "insertion": ins_curve.mean(0).tolist()},
+    }
+    if name in STOCHASTIC and hasattr(explainer, "seed"):
+        explainer.seed = seed + 1
+        row["repeatability_l2"] = float(metrics.repeatability([maps, explainer.explain(x, target)]).mean())
+    if samples.masks is not None:
+        row["pointing_game"] = float(metrics.pointing_game(maps, samples.masks).mean())
+        row["relevance_mass"] = float(metrics.relevance_mass(maps, samples.masks).mean())
+        row["relevance_rank_accuracy"] = float(metrics.relevance_rank_accuracy(maps, samples.masks).mean())
+    return row
+
+
+def _rank(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Methods by mean rank over insertion (high), deletion (low), sensitivity-n (high), randomisation (low)."""
+    names = list(results)
+    keys = [("insertion_auc", -1), ("deletion_auc", 1), ("sensitivity_n", -1), ("randomisation_spearman", 1)]
+    mean_rank = {n: 0.0 for n in names}
+    for key, sign in keys:
+        for position, n in enumerate(sorted(names, key=lambda m: sign * results[m][key])):
+            mean_rank[n] += position / len(keys)
+    for n in names:
+        results[n]["mean_rank"] = mean_rank[n] + 1
+    return sorted(names, key=mean_rank.__getitem__)
+
+
+def evaluate_explanations(model_name: str, *, out_dir: Path | None = None, methods: list[str] | None = None,
+                          limit: int = 16, zoo: Path = ZOO, seed: int = 0) -> dict[str, Any]:
+    """Run `methods` (default: every registered one) on `limit` evaluation samples of the model; write
+    report.json and report.html to `out_dir` (default reports/explanations/<model>) and return the report."""
+    card = find_card(model_name, zoo)
+    model = load_model(card)
+    samples = sample_source(card)(card, limit)
+    with torch.no_grad():
+        target = model(samples.x).argmax(1)
+    results, failed = {}, {}
+    for name in methods or list(EXPLAINERS):
+        try:
+            results[name] = _method_scores(name, model, card, samples, target, seed)
+        except (ImportError, AttributeError, NotImplementedError, RuntimeError, ValueError) as exc:
+            # One method failing (e.g. not implemented yet) must not lose the others' numbers.
+            logger.warning("method %s failed: %s", name, exc)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    report = {"model": card.name, "version": card.version, "n_images": int(samples.x.shape[0]),
+              "torch_threads": torch.get_num_threads(), "ranking": _rank(results) if results else [],
+              "methods": results, "failed": failed}
+    out = Path(out_dir) if out_dir is not None else ROOT / "reports" / "explanations" / card.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.html").write_text(render_html(report), encoding="utf-8")
+    return report
+
+
+def _curves_png(report: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, kind in zip(axes, ("deletion", "insertion"), strict=True):
+        for name in report["ranking"]:
+            curve = report["methods"][name]["curves"][kind]
+            ax.plot(np.linspace(0, 1, len(curve)), curve, label=name, linewidth=1)
+        ax.set_title(f"{kind} (mean target probability)")
+        ax.set_xlabel("fraction of pixels")
+    axes[1].legend(fontsize=6, ncol=2)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return f'<img alt="curves" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A standalone page: the ranking table, failed methods, and the mean deletion / insertion curves."""
+    columns = ["mean_rank", "insertion_auc", "deletion_auc", "sensitivity_n", "randomisation_spearman",
+               "completeness_rel", "sparsity_gini", "repeatability_l2", "pointing_game", "relevance_mass",
+               "relevance_rank_accuracy", "seconds_per_image"]
+    columns = [c for c in columns if any(c in r for r in report["methods"].values())]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *columns])
+    rows = "".join(
+        "<tr><td>" + html.escape(name) + "</td>" + "".join(
+            f"<td>{report['methods'][name][c]:.4g}</td>" if c in report["methods"][name] else "<td></td>"
+            for c in columns) + "</tr>"
+        for name in report["ranking"])
+    failed = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report["failed"].items())
+    plot = _curves_png(report) if report["ranking"] else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Explanations: {html.escape(report['model'])}"
+            "</title><style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}</style></head><body>"
+            f"<h1>{html.escape(report['model'])} {html.escape(report['version'])}: explanation methods</h1>"
+            f"<p>{report['n_images']} images; ranked by mean rank over insertion, deletion, sensitivity-n and "
+            f"randomisation.</p><table><tr>{head}</tr>{rows}</table>"
+            f"{'<h2>Failed</h2><ul>' + failed + '</ul>' if failed else ''}{plot}</body></html>\n")

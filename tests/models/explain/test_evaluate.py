@@ -1,0 +1,60 @@
+"""The explanation benchmark on a tiny model folder with a fake sample source (with lesion masks)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from app import cli
+from models.card import ModelCard
+from models.explain import evaluate
+
+
+def _samples(card: ModelCard, limit: int) -> evaluate.Samples:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(limit, 3, 16, 16, generator=generator)
+    masks = torch.zeros(limit, 1, 16, 16, dtype=torch.bool)
+    masks[:, :, 4:10, 4:10] = True
+    return evaluate.Samples(x=x, labels=torch.zeros(limit, dtype=torch.long), masks=masks)
+
+
+@pytest.fixture
+def tiny_zoo(make_model_folder: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = make_model_folder()
+    monkeypatch.setitem(evaluate.SAMPLE_SOURCES, "tiny", _samples)
+    return folder.parent
+
+
+def test_report_ranks_methods_and_reports_localisation(tiny_zoo: Path, tmp_path: Path) -> None:
+    methods = ["deeplift", "lrp_epsilon", "no_such_method"]
+    report = evaluate.evaluate_explanations("tiny", out_dir=tmp_path / "out", methods=methods, limit=2, zoo=tiny_zoo)
+    assert sorted(report["ranking"]) == ["deeplift", "lrp_epsilon"]
+    assert "no_such_method" in report["failed"]
+    row = report["methods"]["deeplift"]
+    assert row["completeness_rel"] < 1e-3 and 0.0 <= row["relevance_mass"] <= 1.0
+    assert len(row["curves"]["deletion"]) == 17
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["ranking"] == report["ranking"]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<table>" in page and "data:image/png;base64," in page
+
+
+def test_cli_evaluate_explanations(tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(evaluate, "ZOO", tiny_zoo)
+    monkeypatch.setattr(evaluate.evaluate_explanations, "__kwdefaults__",
+                        {**evaluate.evaluate_explanations.__kwdefaults__, "zoo": tiny_zoo})
+    code = cli.main(["evaluate-explanations", "tiny", "--out", str(tmp_path), "--methods", "deeplift",
+                     "--limit", "1"])
+    assert code == 0 and "deeplift" in capsys.readouterr().out
+    assert cli.main(["evaluate-explanations", "unknown-model", "--out", str(tmp_path)]) == 2
+
+
+def test_unknown_sample_source_is_an_error(tiny_zoo: Path) -> None:
+    card = evaluate.find_card("tiny", tiny_zoo)
+    with pytest.raises(ValueError, match="no evaluation samples"):
+        evaluate.sample_source(card.__class__(**{**card.__dict__, "name": "other"}))
