@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.explain.names import METHOD_NAMES
 
 DEV_SECRET_KEY = "lumen-development-secret-change-me"
 
@@ -23,6 +26,12 @@ class Settings(BaseSettings):
     secret_key: str = Field(DEV_SECRET_KEY, alias="LUMEN_SECRET_KEY")
     models_dir: Path | None = Field(None, alias="LUMEN_MODELS_DIR")
     inference_queue: str = Field("gpu", alias="LUMEN_INFERENCE_QUEUE")
+    # The explanation bundle computed for every new study (one shared pass + the IG path).
+    default_methods: Annotated[list[str], NoDecode] = Field(
+        ["gradient", "saliency", "input_x_gradient", "gradcam", "guided_backprop", "deconvnet", "guided_gradcam",
+         "integrated_gradients"],
+        alias="LUMEN_DEFAULT_METHODS",
+    )
     max_upload_bytes: int = Field(512 * 1024 * 1024, alias="LUMEN_MAX_UPLOAD_BYTES")
     max_job_attempts: int = Field(3, alias="LUMEN_MAX_JOB_ATTEMPTS")
     stale_job_seconds: int = Field(120, alias="LUMEN_STALE_JOB_SECONDS")
@@ -39,6 +48,19 @@ class Settings(BaseSettings):
             if not self.secure_cookies:
                 raise ValueError("LUMEN_SECURE_COOKIES must be true in production (HTTPS only)")
         return self
+
+    @field_validator("default_methods", mode="before")
+    @classmethod
+    def _split_methods(cls, value: object) -> object:
+        return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+
+    @field_validator("default_methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(METHOD_NAMES))
+        if unknown or not value:
+            raise ValueError(f"LUMEN_DEFAULT_METHODS: unknown methods {unknown}; known: {list(METHOD_NAMES)}")
+        return value
 
     @property
     def embedded(self) -> bool:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.tables import JobState
+
+
+class ExplainRequest(BaseModel):
+    instance_id: int
+    methods: list[str] = Field(min_length=1, max_length=32)
 
 
 class JobOut(BaseModel):

@@ -12,14 +12,18 @@ from sqlalchemy.orm import Session
 from app import queue
 from app.config import get_settings
 from app.tables import AiModel, Instance, Job, JobState
+from models.explain.names import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METHODS = ["gradcam"]
 
 
 class JobNotFound(LookupError):
     pass
+
+
+class JobRequestError(ValueError):
+    """A job request that cannot be planned (unknown method, no model for the image); safe to show."""
 
 
 def model_for_modality(session: Session, *, modality: str) -> AiModel | None:
@@ -35,25 +39,43 @@ def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> 
 
     Instances of a modality no model accepts get no job: the study shows "no model for this modality".
     """
-    settings = get_settings()
     jobs: list[Job] = []
     for instance in instances:
         model = model_for_modality(session, modality=instance.modality)
-        if model is None:
-            continue
-        job = Job(
-            study_id=study_id,
-            instance_id=instance.id,
-            model_id=model.id,
-            methods=list(DEFAULT_METHODS),
-            queue=settings.inference_queue,
-            sent_at=datetime.now(UTC),
-        )
-        session.add(job)
-        session.flush()
-        queue.send_after_commit(session, job.id, job.queue)
-        jobs.append(job)
+        if model is not None:
+            jobs.append(_new_job(session, study_id=study_id, instance=instance, model=model,
+                                 methods=get_settings().default_methods))
     return jobs
+
+
+def request_explanations(session: Session, *, instance_id: int, methods: list[str]) -> Job:
+    """A new job that predicts again and computes these methods' heatmaps for one instance."""
+    unknown = sorted(set(methods) - set(METHOD_NAMES))
+    if unknown or not methods:
+        raise JobRequestError(f"unknown methods {unknown}; known: {', '.join(METHOD_NAMES)}")
+    instance = session.get(Instance, instance_id)
+    if instance is None:
+        raise JobNotFound(f"instance {instance_id} does not exist")
+    model = model_for_modality(session, modality=instance.modality)
+    if model is None:
+        raise JobRequestError(f"no model for modality {instance.modality or 'unknown'}")
+    return _new_job(session, study_id=instance.series.study_id, instance=instance, model=model,
+                    methods=list(dict.fromkeys(methods)))
+
+
+def _new_job(session: Session, *, study_id: int, instance: Instance, model: AiModel, methods: list[str]) -> Job:
+    job = Job(
+        study_id=study_id,
+        instance_id=instance.id,
+        model_id=model.id,
+        methods=list(methods),
+        queue=get_settings().inference_queue,
+        sent_at=datetime.now(UTC),
+    )
+    session.add(job)
+    session.flush()
+    queue.send_after_commit(session, job.id, job.queue)
+    return job
 
 
 def get_job(session: Session, *, job_id: int) -> Job:
