@@ -6,6 +6,13 @@ imports torch. A model folder looks like::
     models/zoo/dr-grading-retinamnist/
         card.json     the fields of `ModelCard` (see `ModelCard.as_dict` for the layout)
         weights.pt    a state dict, checked against `weights_sha256` before it is loaded
+        evaluation.json  optional: curves too long for the card (risk-coverage), named by `evaluation.file`
+
+`"format": "torchscript"` makes `weights` a TorchScript file (torch.jit.save) instead of a state dict; its
+`architecture` may then be left out. `task` "multilabel" means one sigmoid per label (lesion presence),
+"classification" one softmax over the labels. `uncertainty` says how uncertainty is estimated
+(`UncertaintySpec`), `input.windowing` and `input.invert_monochrome1` how grayscale DICOM pixels are
+mapped to [0, 1] before the network (see `InputSpec`).
 
 `load_card` validates one folder and raises `CardError` naming the folder and the field at fault.
 `scan_cards` walks model directories and returns the valid cards and the invalid folders with their
@@ -24,7 +31,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
-TASKS = ("classification",)
+TASKS = ("classification", "multilabel")
+FORMATS = ("state_dict", "torchscript")
+UNCERTAINTY_METHODS = ("mc_dropout", "ensemble", "tta", "none")
+WINDOWINGS = ("minmax", "percentile")
 COLOURS = ("rgb", "grayscale")
 CROPS = ("fundus",)
 DEFAULT_INTENDED_USE = "research demonstration, not for clinical use"
@@ -42,7 +52,14 @@ class WeightsMismatchError(CardError):
 class InputSpec:
     """What the network takes: `size` is [H, W] (or [D, H, W] for 3D), per-channel `mean`/`std`
     applied after scaling pixels to [0, 1], `colour` "rgb" (3 channels) or "grayscale" (1 channel), and an
-    optional `crop` applied to the decoded image first ("fundus": crop to the fundus's bounding box)."""
+    optional `crop` applied to the decoded image first ("fundus": crop to the fundus's bounding box).
+
+    Grayscale (DICOM) photometric handling, applied before the [0, 1] scaling: `windowing` is "minmax" (the
+    default: the image's own range), "percentile" (clip to the 1st-99th percentile of the image, then scale),
+    or a fixed window {"center": c, "width": w} in modality units (after the rescale slope/intercept);
+    `invert_monochrome1` maps MONOCHROME1 (high = dark) to MONOCHROME2 after windowing, so bone is bright
+    whatever the file's photometric interpretation. Both are implemented by
+    `models.datasets.window_grayscale`."""
 
     size: tuple[int, ...]
     channels: int
@@ -50,6 +67,22 @@ class InputSpec:
     std: tuple[float, ...]
     colour: str
     crop: str | None = None
+    windowing: str | dict[str, float] = "minmax"
+    invert_monochrome1: bool = False
+
+
+@dataclass(frozen=True)
+class UncertaintySpec:
+    """How `models.uncertainty.estimate` samples predictions: `method` "mc_dropout" (T passes of the head
+    with dropout on; Gal and Ghahramani, ICML 2016), "ensemble" (one pass per member folder, each a model
+    folder inside this one; Lakshminarayanan et al., NeurIPS 2017), "tta" (flips of the input; Wang et al.,
+    Neurocomputing 2019) or "none" (one pass). `samples` is T for mc_dropout; `members` the ensemble's
+    folders; `flips` the spatial axes flipped for tta (one list per augmented pass, [] = the input as is)."""
+
+    method: str = "none"
+    samples: int = 1
+    members: tuple[str, ...] = ()
+    flips: tuple[tuple[int, ...], ...] = ((),)
 
 
 @dataclass(frozen=True)
@@ -82,6 +115,12 @@ class ModelCard:
     uncertainty_threshold: float | None = None
     intended_use: str = DEFAULT_INTENDED_USE
     training: dict[str, Any] = field(default_factory=dict)
+    format: str = "state_dict"
+    uncertainty: UncertaintySpec = field(default_factory=UncertaintySpec)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    # False: the model is installed and listed but never run on incoming studies (a research model, or one
+    # whose test metrics do not justify showing its predictions to readers).
+    serve_automatically: bool = True
 
     @property
     def weights_path(self) -> Path:
@@ -107,14 +146,25 @@ class ModelCard:
                 "std": list(spec.std),
                 "colour": spec.colour,
                 "crop": spec.crop,
+                "windowing": spec.windowing if isinstance(spec.windowing, str) else dict(spec.windowing),
+                "invert_monochrome1": spec.invert_monochrome1,
             },
+            "format": self.format,
             "architecture": {"name": self.architecture.name, "params": dict(self.architecture.params)},
             "target_layer": self.target_layer,
             "weights": self.weights,
             "weights_sha256": self.weights_sha256,
             "calibration_temperature": self.calibration_temperature,
             "uncertainty_threshold": self.uncertainty_threshold,
+            "uncertainty": {
+                "method": self.uncertainty.method,
+                "samples": self.uncertainty.samples,
+                "members": list(self.uncertainty.members),
+                "flips": [list(axes) for axes in self.uncertainty.flips],
+            },
             "metrics": dict(self.metrics),
+            "evaluation": dict(self.evaluation),
+            "serve_automatically": self.serve_automatically,
             "training_data": self.training_data,
             "licence": self.licence,
             "intended_use": self.intended_use,
@@ -166,6 +216,9 @@ def load_card(folder: Path) -> ModelCard:
         raise CardError(f"{path}: {exc}") from None
     if not card.weights_path.is_file():
         raise CardError(f"{path}: weights file {card.weights!r} is missing from {folder}")
+    for member in card.uncertainty.members:
+        if not (folder / member / CARD_FILE).is_file():
+            raise CardError(f"{path}: ensemble member folder {member!r} has no {CARD_FILE}")
     return card
 
 
@@ -231,6 +284,11 @@ def _card_from_dict(data: dict[str, Any], folder: Path) -> ModelCard:
     temperature = float(_get(data, "calibration_temperature", (int, float), required=False, default=1.0))
     if temperature <= 0:
         raise CardError(f"field 'calibration_temperature' must be > 0, got {temperature}")
+    fmt = _get(data, "format", str, required=False, default="state_dict")
+    if fmt not in FORMATS:
+        raise CardError(f"field 'format' must be one of {list(FORMATS)}, got {fmt!r}")
+    # A TorchScript file carries its own architecture; a state dict needs one to be loaded into.
+    arch = _get(data, "architecture", dict, required=fmt == "state_dict", default={"name": "torchscript"})
     return ModelCard(
         name=_get(data, "name", str),
         version=_get(data, "version", str),
@@ -238,7 +296,7 @@ def _card_from_dict(data: dict[str, Any], folder: Path) -> ModelCard:
         labels=labels,
         modalities=_str_list(data, "modalities"),
         input=_input_spec(_get(data, "input", dict)),
-        architecture=_architecture(_get(data, "architecture", dict)),
+        architecture=_architecture(arch),
         target_layer=_get(data, "target_layer", str),
         weights=_weights_name(_get(data, "weights", str)),
         weights_sha256=sha,
@@ -250,7 +308,34 @@ def _card_from_dict(data: dict[str, Any], folder: Path) -> ModelCard:
         uncertainty_threshold=None if threshold is None else float(threshold),
         intended_use=_get(data, "intended_use", str, required=False, default=DEFAULT_INTENDED_USE),
         training=_get(data, "training", dict, required=False, default={}),
+        format=fmt,
+        uncertainty=_uncertainty(_get(data, "uncertainty", dict, required=False, default={})),
+        evaluation=_get(data, "evaluation", dict, required=False, default={}),
+        serve_automatically=_get(data, "serve_automatically", bool, required=False, default=True),
     )
+
+
+def _uncertainty(data: dict[str, Any]) -> UncertaintySpec:
+    method = _get(data, "method", str, where="uncertainty", required=False, default="none")
+    if method not in UNCERTAINTY_METHODS:
+        raise CardError(f"field 'uncertainty.method' must be one of {list(UNCERTAINTY_METHODS)}, got {method!r}")
+    samples = _get(data, "samples", int, where="uncertainty", required=False, default=1)
+    if samples < 1 or (method == "mc_dropout" and samples < 2):
+        raise CardError(f"field 'uncertainty.samples' must be >= 2 for mc_dropout (>= 1 otherwise), got {samples}")
+    members = tuple(_get(data, "members", list, where="uncertainty", required=False, default=[]))
+    if method == "ensemble" and len(members) < 2:
+        raise CardError("field 'uncertainty.members' must list at least 2 member folders for an ensemble")
+    for member in members:
+        if not isinstance(member, str) or not member or Path(member).is_absolute() or ".." in Path(member).parts:
+            raise CardError(
+                f"field 'uncertainty.members' must hold folder names inside the model folder, got {member!r}"
+            )
+    flips = _get(data, "flips", list, where="uncertainty", required=False, default=[[]])
+    if not flips or not all(isinstance(f, list) and all(isinstance(a, int) and a < 0 for a in f) for f in flips):
+        raise CardError(
+            f"field 'uncertainty.flips' must be lists of negative spatial axes, e.g. [[], [-1]], got {flips!r}"
+        )
+    return UncertaintySpec(method=method, samples=samples, members=members, flips=tuple(tuple(f) for f in flips))
 
 
 def _input_spec(data: dict[str, Any]) -> InputSpec:
@@ -271,7 +356,22 @@ def _input_spec(data: dict[str, Any]) -> InputSpec:
     crop = _get(data, "crop", str, where="input", required=False)
     if crop is not None and crop not in CROPS:
         raise CardError(f"field 'input.crop' must be null or one of {list(CROPS)}, got {crop!r}")
-    return InputSpec(size=tuple(size), channels=channels, mean=mean, std=std, colour=colour, crop=crop)
+    windowing = _windowing(data.get("windowing", "minmax"))
+    invert = _get(data, "invert_monochrome1", bool, where="input", required=False, default=False)
+    return InputSpec(size=tuple(size), channels=channels, mean=mean, std=std, colour=colour, crop=crop,
+                     windowing=windowing, invert_monochrome1=invert)
+
+
+def _windowing(value: Any) -> str | dict[str, float]:
+    if value is None or (isinstance(value, str) and value in WINDOWINGS):
+        return value or "minmax"
+    if isinstance(value, dict) and set(value) == {"center", "width"} and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+    ) and value["width"] > 0:
+        return {"center": float(value["center"]), "width": float(value["width"])}
+    raise CardError(
+        f"field 'input.windowing' must be one of {list(WINDOWINGS)} or {{'center': c, 'width': w > 0}}, got {value!r}"
+    )
 
 
 def _architecture(data: dict[str, Any]) -> Architecture:

@@ -72,3 +72,108 @@ def _split(archive: np.lib.npyio.NpzFile, split: str, num_classes: int, shape: t
         raise TrainingDataError(f"{split}_labels must be integers in [0, {num_classes}), "
                                 f"got {labels.dtype} in [{labels.min()}, {labels.max()}]")
     return ImageSplit(images=images, labels=labels.astype(np.int64))
+
+
+# IDRiD lesion segmentation set (Porwal et al., IEEE DataPort 2018, doi 10.21227/H25W98; CC BY 4.0), as
+# copied into data/idrid by `models.recipes.idrid_data.prepare_data`: IDRiD_XX.jpg (RGB, fundus-cropped, about
+# 1024 px wide, the green optic-disc contour inpainted) and IDRiD_XX_masks.png (uint8, one bit per lesion).
+IDRID_LESIONS = {"microaneurysms": 1, "haemorrhages": 2, "hard_exudates": 4, "soft_exudates": 8, "optic_disc": 16}
+IDRID_TRAIN = tuple(f"IDRiD_{i:02d}" for i in range(1, 17))
+IDRID_HELDOUT = tuple(f"IDRiD_{i:02d}" for i in range(17, 25)) + ("IDRiD_55",)
+IDRID_DIR = Path(__file__).resolve().parent.parent / "data" / "idrid"
+
+
+@dataclass(frozen=True)
+class LesionImage:
+    """image (H, W, 3) uint8 RGB; masks: lesion name -> (H, W) bool; `annotated`: the lesion types whose
+    masks were drawn for this image (IDRiD_55 has hard exudates only: other masks are empty, not absent)."""
+
+    image: np.ndarray
+    masks: dict[str, np.ndarray]
+    name: str
+    annotated: tuple[str, ...]
+
+
+def load_idrid(
+    names: tuple[str, ...] | list[str], *, folder: Path = IDRID_DIR, size: int | None = None
+) -> list[LesionImage]:
+    """IDRiD images with their lesion masks, from `folder` (see `IDRID_DIR`).
+
+    Args:
+        names: e.g. `IDRID_TRAIN` (01-16: train and tune) or `IDRID_HELDOUT` (17-24 and 55: report only).
+        size: resize so that the longer side is `size` px (image bilinear, masks by "any lesion pixel"),
+            or None for the stored ~1024 px.
+
+    Raises:
+        TrainingDataError: a file is missing or unreadable.
+    """
+    from PIL import Image  # Pillow only here: the rest of the module needs numpy alone
+
+    items = []
+    for name in names:
+        try:
+            image = Image.open(folder / f"{name}.jpg").convert("RGB")
+            bits = Image.open(folder / f"{name}_masks.png")
+            bits.load()
+        except OSError as exc:
+            raise TrainingDataError(
+                f"{folder}: cannot read {name} ({exc}); run models.recipes.idrid_data.prepare_data"
+            ) from None
+        annotated = ("hard_exudates",) if name == "IDRiD_55" else tuple(IDRID_LESIONS)
+        if size is not None:
+            scale = size / max(image.size)
+            shape = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+            image = image.resize(shape, Image.Resampling.BILINEAR, reducing_gap=None)
+        array = np.asarray(bits)
+        masks = {}
+        for lesion, bit in IDRID_LESIONS.items():
+            mask = (array & bit) > 0
+            if size is not None:
+                # "Any lesion pixel" downscaling: a 2-px microaneurysm must not vanish.
+                box = Image.fromarray(mask.astype(np.uint8) * 255).resize(image.size, Image.Resampling.BOX)
+                mask = np.asarray(box) > 0
+            masks[lesion] = mask
+        items.append(LesionImage(np.asarray(image), masks, name, annotated))
+    return items
+
+
+def idrid_heldout(size: int | None = None) -> list[tuple[np.ndarray, dict[str, np.ndarray], str]]:
+    """The held-out IDRiD images (17-24 and 55) as (image (H, W, 3) uint8, {lesion: (H, W) bool}, name),
+    for the localisation of explanations. Never train or tune on them. IDRiD_55 carries only its
+    hard-exudate mask (its other lesions were not annotated; their masks are left out).
+    `size`: the longer side in px (None: the stored ~1024 px)."""
+    return [
+        (item.image, {k: v for k, v in item.masks.items() if k in item.annotated}, item.name)
+        for item in load_idrid(IDRID_HELDOUT, size=size)
+    ]
+
+
+def window_grayscale(
+    pixels: np.ndarray,
+    windowing: str | dict[str, float],
+    *,
+    photometric: str = "MONOCHROME2",
+    invert_monochrome1: bool = False,
+) -> np.ndarray:
+    """(H, W) grayscale pixels in modality units -> (H, W) float32 in [0, 1], as a card's `input.windowing`
+    and `input.invert_monochrome1` say (see `models.card.InputSpec`).
+
+    Args:
+        pixels: (H, W) any numeric dtype (after the DICOM rescale slope/intercept).
+        windowing: "minmax", "percentile" (1st-99th) or {"center": c, "width": w}.
+        photometric: the file's PhotometricInterpretation; MONOCHROME1 is inverted when `invert_monochrome1`.
+    """
+    values = np.asarray(pixels, dtype=np.float32)
+    if isinstance(windowing, dict):
+        low = windowing["center"] - windowing["width"] / 2
+        high = windowing["center"] + windowing["width"] / 2
+    elif windowing == "percentile":
+        low, high = (float(v) for v in np.percentile(values, [1.0, 99.0]))
+    elif windowing == "minmax":
+        low, high = float(values.min()), float(values.max())
+    else:
+        raise ValueError(f"unknown windowing {windowing!r}")
+    scaled = np.clip((values - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(values)
+    if invert_monochrome1 and photometric.strip().upper() == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled.astype(np.float32)

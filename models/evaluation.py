@@ -85,3 +85,46 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(values.size, dtype=np.float64)
     ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
     return ranks
+
+
+def risk_coverage(uncertainty: np.ndarray, errors: np.ndarray) -> dict[str, list[float] | float]:
+    """Selective prediction: refer the most uncertain cases first and measure the error on those kept
+    (Geifman and El-Yaniv, NeurIPS 2017).
+
+    Args:
+        uncertainty: (N,) higher = less sure (e.g. predictive entropy).
+        errors: (N,) per-case loss in [0, 1] (1 - correct; or a per-case Hamming loss for multilabel).
+
+    Returns:
+        coverage (fraction kept, N+1 points from 0 to 1), risk (mean error of the kept cases; 0 at
+        coverage 0), referred (1 - coverage), and aurc (area under the risk-coverage curve, trapezoidal;
+        lower is better).
+    """
+    order = np.argsort(uncertainty, kind="mergesort")  # most certain first
+    kept_errors = np.asarray(errors, dtype=np.float64)[order]
+    n = kept_errors.size
+    counts = np.arange(1, n + 1)
+    risk = np.concatenate([[0.0], np.cumsum(kept_errors) / counts])
+    coverage = np.concatenate([[0.0], counts / n])
+    aurc = float(np.sum((risk[1:] + risk[:-1]) / 2 * np.diff(coverage))) if n else float("nan")
+    return {"coverage": [round(float(c), 6) for c in coverage], "risk": [round(float(r), 6) for r in risk],
+            "referred": [round(float(1 - c), 6) for c in coverage], "aurc": round(aurc, 6)}
+
+
+def risk_at_coverage(curve: dict[str, list[float] | float], coverage: float) -> float:
+    """The risk of a `risk_coverage` curve when the given fraction of cases is kept (nearest point below)."""
+    points = np.asarray(curve["coverage"])
+    index = int(np.searchsorted(points, coverage, side="right") - 1)
+    return float(np.asarray(curve["risk"])[max(index, 1)])
+
+
+def multilabel_report(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | None]:
+    """Per-label AUC of (N, K) sigmoid probabilities against (N, K) bool labels, and their macro mean
+    (over the labels with both classes present). A label with only one class present gets None."""
+    report: dict[str, float | None] = {}
+    for k, name in enumerate(names):
+        auc = binary_auc(probs[:, k], labels[:, k].astype(bool))
+        report[f"auc_{name}"] = None if np.isnan(auc) else round(auc, 6)
+    defined = [v for v in report.values() if v is not None]
+    report["auc_macro"] = round(float(np.mean(defined)), 6) if defined else None
+    return report

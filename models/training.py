@@ -1,91 +1,31 @@
 """Training recipes for the reference models: `lumen train RECIPE` calls `run_recipe`.
 
-Recipe "dr-grading-retinamnist": a small DenseNet (models.networks.densenet) graded on RetinaMNIST
-(MedMNIST v2, 28x28 RGB fundus, ICDR grade 0-4). Trained on train, the epoch selected on val, reported on
-test (n=400), as MedMNIST does; the calibration temperature is fitted on val (Guo et al., ICML 2017).
-Seeded and deterministic on CPU (2 threads, deterministic algorithms, explicit generators); global torch
-state (threads, determinism flag, RNG) is restored afterwards.
+One module per recipe in `models.recipes`, each with `run(out_dir=, data=, seed=, epochs=, limit=) -> report`:
+
+- "dr-grading-retinamnist" (`models.recipes.retinamnist`): DR grade 0-4 on RetinaMNIST (MedMNIST v2);
+- "fundus-lesions-idrid" (`models.recipes.idrid`): lesion presence on IDRiD photographs (01-16 only);
+- "cxr-demo" (`models.recipes.cxr`): synthetic nodules inserted into real chest radiographs (a demonstration).
+
+All are seeded and deterministic on CPU (2 threads), write weights.pt + card.json + evaluation.json into
+models/zoo/<recipe>, and report on a test split never used to train or tune.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
-import math
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import importlib
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+from models.datasets import TrainingDataError
+from models.recipes.common import logits_of, normalise, to_tensor
+from models.recipes.retinamnist import Recipe
 
-from models import evaluation
-from models.calibration import fit_temperature
-from models.card import Architecture, InputSpec, ModelCard, file_sha256, load_card, write_card
-from models.datasets import ImageSplit, TrainingDataError, load_medmnist
-from models.networks import build_network
-from models.registry import load_model
+__all__ = ["RECIPES", "Recipe", "TrainingDataError", "logits_of", "normalise", "run_recipe", "to_tensor"]
 
-__all__ = ["RECIPES", "Recipe", "TrainingDataError", "run_recipe"]
-
-logger = logging.getLogger(__name__)
-
-ROOT = Path(__file__).resolve().parent.parent
-ZOO = Path(__file__).resolve().parent / "zoo"
-THREADS = 2
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that defines a reference model's training, besides the seed and the data file."""
-
-    name: str
-    version: str
-    labels: list[str]
-    modalities: list[str]
-    data_file: Path
-    network: dict[str, Any]
-    target_layer: str
-    training_data: str
-    licence: str
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    rotation_degrees: float = 15.0
-    anchors: dict[str, Any] = field(default_factory=dict)
-
-
-RECIPES: dict[str, Recipe] = {
-    "dr-grading-retinamnist": Recipe(
-        name="dr-grading-retinamnist",
-        version="1.0.0",
-        labels=["none", "mild", "moderate", "severe NPDR", "PDR"],
-        modalities=["OP"],
-        data_file=ROOT / "data" / "retinamnist.npz",
-        network={"spatial_dims": 2, "in_channels": 3, "num_classes": 5, "growth_rate": 12,
-                 "block_layers": [4, 4, 4], "init_features": 24, "dropout": 0.2},
-        target_layer="features.relu_final",
-        training_data="RetinaMNIST (MedMNIST v2), CC BY 4.0, Yang et al. Sci Data 2023",
-        licence="weights: CC BY 4.0, as their training data (RetinaMNIST, derived from DeepDRiD; "
-                "cite Yang et al., Sci Data 2023, and Liu et al., Patterns 2022)",
-        anchors={"MedMNIST v2 best ACC (test)": 0.531, "ResNet-18 (28) ACC / AUC (test)": [0.524, 0.717]},
-    ),
+RECIPES: dict[str, str] = {
+    "dr-grading-retinamnist": "models.recipes.retinamnist",
+    "fundus-lesions-idrid": "models.recipes.idrid",
+    "cxr-demo": "models.recipes.cxr",
 }
-
-
-@dataclass
-class TrainResult:
-    model: nn.Module
-    epochs: int
-    best_epoch: int
-    val_scores: dict[str, float]
-    seconds: float
 
 
 def run_recipe(
@@ -97,199 +37,22 @@ def run_recipe(
     epochs: int | None = None,
     limit: int | None = None,
 ) -> str:
-    """Train the recipe's model, write its folder (weights.pt + card.json) and return a text report.
+    """Train the recipe's model, write its folder (weights.pt + card.json + evaluation.json) and return a
+    text report.
 
     Args:
         recipe: a name in `RECIPES`.
         out_dir: the model folder to write (default: models/zoo/<recipe>).
-        data: the dataset file (default: the recipe's, data/retinamnist.npz in the repository).
+        data: the dataset file or folder (default: the recipe's, under data/ in the repository).
         seed: seeds model initialisation, shuffling, augmentation and dropout.
         epochs: override the recipe's epochs (for quick runs and tests).
-        limit: use only the first `limit` samples of each split (for smoke tests; metrics are then
+        limit: use only the first `limit` samples (or images) of each split (smoke tests; metrics are then
             not comparable).
 
     Raises:
-        ValueError: unknown recipe. TrainingDataError: the data file is missing or broken.
+        ValueError: unknown recipe. TrainingDataError: the data is missing or broken.
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
-    spec = RECIPES[recipe]
-    splits = {name: split.head(limit) for name, split in load_medmnist(data or spec.data_file, num_classes=5).items()}
-    folder = Path(out_dir) if out_dir is not None else ZOO / spec.name
-    mean, std = _channel_stats(splits["train"].images)
-    with _deterministic_cpu(seed):
-        result = _train(spec, splits, mean, std, epochs or spec.epochs)
-        card, metrics = _evaluate_and_write(spec, result, splits, mean, std, folder, seed)
-    return _report(card, metrics, result, splits)
-
-
-@contextmanager
-def _deterministic_cpu(seed: int) -> Iterator[None]:
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-
-
-def _channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    # Rounded, because the card stores them and training must use exactly what inference will use.
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return [round(float(m), 4) for m in pixels.mean(0)], [round(float(s), 4) for s in pixels.std(0)]
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W, C) uint8 -> (N, C, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0).contiguous()
-
-
-def normalise(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """(N, C, H, W) [0, 1] -> (x - mean) / std per channel, as models.preprocessing.prepare does."""
-    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-
-
-def augment(x: torch.Tensor, generator: torch.Generator, degrees: float) -> torch.Tensor:
-    """Random horizontal and vertical flips and a rotation within +-degrees of (N, C, H, W) [0, 1] images;
-    corners uncovered by the rotation are black, like the fundus background."""
-    n = x.shape[0]
-    flip_h = torch.rand(n, generator=generator) < 0.5
-    flip_v = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip_h.view(-1, 1, 1, 1), x.flip(3), x)
-    x = torch.where(flip_v.view(-1, 1, 1, 1), x.flip(2), x)
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 200) -> torch.Tensor:
-    """(N, C, H, W) normalised -> (N, K) logits in eval mode, without gradients."""
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model(chunk) for chunk in x.split(batch_size)])
-
-
-def _train(
-    spec: Recipe, splits: dict[str, ImageSplit], mean: list[float], std: list[float], epochs: int
-) -> TrainResult:
-    started = time.perf_counter()
-    model = build_network("densenet", **spec.network)
-    x_train, y_train = to_tensor(splits["train"].images), torch.from_numpy(splits["train"].labels)
-    x_val = normalise(to_tensor(splits["val"].images), mean, std)
-    y_val = splits["val"].labels
-    steps = epochs * math.ceil(len(y_train) / spec.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=steps, pct_start=0.15)
-    generator = torch.Generator().manual_seed(int(torch.initial_seed()))
-    best: tuple[float, ...] = (-math.inf,)
-    best_state, best_epoch, best_scores = None, 0, {}
-    for epoch in range(1, epochs + 1):
-        loss = _train_epoch(model, x_train, y_train, optimizer, scheduler, generator, spec, mean, std)
-        probs = torch.softmax(logits_of(model, x_val), 1).numpy()
-        scores = {
-            "accuracy": evaluation.accuracy(probs, y_val),
-            "auc_macro_ovr": evaluation.macro_auc_ovr(probs, y_val),
-            "nll": evaluation.negative_log_likelihood(probs, y_val),
-        }
-        logger.info("epoch %d/%d loss %.4f val acc %.3f auc %.3f nll %.3f", epoch, epochs, loss,
-                    scores["accuracy"], scores["auc_macro_ovr"], scores["nll"])
-        # Selected on val accuracy + AUC together: 120 val images make either alone a noisy criterion.
-        key = (round(scores["accuracy"] + np.nan_to_num(scores["auc_macro_ovr"]), 6), -scores["nll"])
-        if key > best:
-            best, best_epoch, best_scores = key, epoch, scores
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return TrainResult(model.eval(), epochs, best_epoch, best_scores, time.perf_counter() - started)
-
-
-def _train_epoch(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-    spec: Recipe,
-    mean: list[float],
-    std: list[float],
-) -> float:
-    model.train()
-    order = torch.randperm(len(y), generator=generator)
-    total = 0.0
-    for batch in order.split(spec.batch_size):
-        inputs = normalise(augment(x[batch], generator, spec.rotation_degrees), mean, std)
-        loss = F.cross_entropy(model(inputs), y[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += float(loss.detach()) * len(batch)
-    return total / len(y)
-
-
-def _evaluate_and_write(
-    spec: Recipe,
-    result: TrainResult,
-    splits: dict[str, ImageSplit],
-    mean: list[float],
-    std: list[float],
-    folder: Path,
-    seed: int,
-) -> tuple[ModelCard, dict[str, Any]]:
-    model = result.model
-    val_logits = logits_of(model, normalise(to_tensor(splits["val"].images), mean, std))
-    temperature = fit_temperature(val_logits, torch.from_numpy(splits["val"].labels))
-    test_logits = logits_of(model, normalise(to_tensor(splits["test"].images), mean, std))
-    y_test = splits["test"].labels
-    raw = evaluation.classification_report(torch.softmax(test_logits, 1).numpy(), y_test)
-    scaled = evaluation.classification_report(torch.softmax(test_logits / temperature, 1).numpy(), y_test)
-    metrics = {
-        "dataset": "RetinaMNIST (MedMNIST v2)", "split": "test", "n": len(y_test),
-        "accuracy": round(raw["accuracy"], 6), "auc_macro_ovr": round(raw["auc_macro_ovr"], 6),
-        "qwk": round(raw["qwk"], 6),
-        "ece_uncalibrated": round(raw["ece"], 6), "ece_calibrated": round(scaled["ece"], 6),
-        "nll_uncalibrated": round(raw["nll"], 6), "nll_calibrated": round(scaled["nll"], 6),
-        "ece_bins": 15, "selected_on": "val", "temperature_fitted_on": "val",
-        "val": {k: round(v, 6) for k, v in result.val_scores.items()},
-        "anchors": spec.anchors,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "weights.pt"
-    torch.save(model.state_dict(), weights)
-    card = ModelCard(
-        name=spec.name, version=spec.version, task="classification", labels=list(spec.labels),
-        modalities=list(spec.modalities),
-        input=InputSpec(size=(28, 28), channels=3, mean=tuple(mean), std=tuple(std), colour="rgb", crop="fundus"),
-        architecture=Architecture("densenet", dict(spec.network)), target_layer=spec.target_layer,
-        weights=weights.name, weights_sha256=file_sha256(weights), metrics=metrics,
-        training_data=spec.training_data, licence=spec.licence, folder=folder,
-        calibration_temperature=round(temperature, 6),
-        training={"recipe": spec.name, "seed": seed, "epochs": result.epochs,
-                  "selected_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
-                  "threads": THREADS, "torch": torch.__version__,
-                  "n": {name: len(split) for name, split in splits.items()}},
-    )
-    write_card(card)
-    load_model(load_card(folder))  # what was written must load: card valid, sha256 matching, state dict fitting
-    return card, metrics
-
-
-def _report(card: ModelCard, metrics: dict[str, Any], result: TrainResult, splits: dict[str, ImageSplit]) -> str:
-    sizes = " / ".join(f"{name} {len(split)}" for name, split in splits.items())
-    return "\n".join([
-        f"trained {card.name} {card.version} -> {card.folder}",
-        f"data: {sizes}; epoch {result.best_epoch} selected on val; {result.seconds:.0f} s on {THREADS} CPU threads",
-        f"test (n={metrics['n']}): ACC {metrics['accuracy']:.3f}  AUC (macro OvR) {metrics['auc_macro_ovr']:.3f}  "
-        f"QWK {metrics['qwk']:.3f}",
-        f"calibration: T = {card.calibration_temperature:.3f} (fitted on val); test ECE "
-        f"{metrics['ece_uncalibrated']:.3f} -> {metrics['ece_calibrated']:.3f}, NLL "
-        f"{metrics['nll_uncalibrated']:.3f} -> {metrics['nll_calibrated']:.3f}",
-        "anchors (MedMNIST v2, test): best ACC 0.531; ResNet-18 (28) ACC 0.524 / AUC 0.717",
-        f"weights sha256 {card.weights_sha256}",
-    ])
+    module = importlib.import_module(RECIPES[recipe])
+    return module.run(out_dir=out_dir, data=data, seed=seed, epochs=epochs, limit=limit)

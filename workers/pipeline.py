@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from sqlalchemy import select
 
 from app.config import get_settings
 from app.db import session_scope
@@ -16,9 +17,10 @@ from app.ingest import pixels
 from app.jobs import service as jobs_service
 from app.storage import get_blob_store
 from app.tables import Heatmap, Job, JobState, Prediction
-from models.explain.registry import get_explainer
-from models.inference import predict
-from models.preprocessing import prepare_with_region, to_image_space
+from models import uncertainty
+from models.explain.bundle import explain_bundle
+from models.explain.metrics import cheap_scores
+from models.preprocessing import InputRegion, prepare_with_region, to_image_space
 from workers import model_cache
 
 logger = logging.getLogger(__name__)
@@ -108,79 +110,106 @@ def _compute_and_store(work: JobWork) -> None:
     mark = time.perf_counter()
     device = next(model.parameters()).device
     x, region = prepare_with_region(image, card, device=device)
-    probabilities = predict(model, x, temperature=card.calibration_temperature)[0].cpu()
+    estimate = uncertainty.estimate(model, x, card)
     timings["predict_s"] = time.perf_counter() - mark
-    _progress(work.job_id, 60)
+    _progress(work.job_id, 50)
 
-    target = int(torch.argmax(probabilities))
-    maps: dict[str, tuple[np.ndarray, float]] = {}
-    parameters = {"input_size": list(card.input.size), "region": _region_list(region)}
-    for method in work.methods:
-        mark = time.perf_counter()
-        explainer = get_explainer(method, model, card)
-        attribution = explainer.explain(x, torch.tensor([target], device=device))
-        # Stored in the image's own frame (aspect kept, at most 512 px) so that any viewer can overlay it.
-        on_image = to_image_space(attribution.detach(), region)
-        maps[method] = (on_image[0, 0].cpu().numpy(), time.perf_counter() - mark)
-        timings[f"{method}_s"] = maps[method][1]
-    _progress(work.job_id, 90)
+    target = int(torch.argmax(estimate.probabilities))
+    targets = torch.tensor([target], device=device)
+    bundle = explain_bundle(model, x, targets, work.methods, card)
+    _progress(work.job_id, 80)
+    maps = [_stored_map(name, bundle, model, x, targets, region, card) for name in work.methods]
+    timings.update({f"{name}_s": seconds for name, seconds in bundle.seconds.items() if name != "total"})
+    timings["explain_s"] = bundle.seconds["total"]
     timings["total_s"] = time.perf_counter() - started
-    _store(work, probabilities.tolist(), target, card.labels, card.uncertainty_threshold, maps, parameters, timings)
+    _store(work, estimate, target, card.labels, maps, timings)
 
 
-def _region_list(region) -> list[int]:  # type: ignore[no-untyped-def]
-    """[top, left, height, width] of the image area the network saw, for the heatmap's provenance."""
-    return [region.top, region.left, region.height, region.width]
+@dataclass(frozen=True)
+class StoredMap:
+    """One method's map in the image's frame, with its provenance and cheap faithfulness scores."""
+
+    method: str
+    array: np.ndarray
+    parameters: dict[str, Any]
+    scores: dict[str, float]
+    seconds: float
 
 
-def predictive_entropy(probabilities: list[float]) -> float:
-    """Entropy of the predictive distribution in nats (0: certain; ln K: uniform)."""
-    return float(-sum(p * math.log(p) for p in probabilities if p > 0))
+def _stored_map(name: str, bundle, model, x, targets, region: InputRegion, card) -> StoredMap:  # type: ignore[no-untyped-def]
+    attribution = bundle[name].detach()
+    scores = {key: float(value) for key, value in cheap_scores(model, x, targets, attribution, method=name).items()}
+    if name in bundle.deltas:
+        scores["convergence_delta"] = float(bundle.deltas[name][0])
+    # Stored in the image's own frame (aspect kept, at most 512 px) so that any viewer can overlay it.
+    on_image = to_image_space(attribution, region)[0, 0].cpu().numpy()
+    parameters = {"input_size": list(card.input.size), "region": [region.top, region.left, region.height,
+                                                                  region.width]}
+    return StoredMap(name, on_image, parameters, scores, bundle.seconds.get(name, 0.0))
 
 
 def _store(
     work: JobWork,
-    probabilities: list[float],
+    estimate: uncertainty.UncertaintyResult,
     target: int,
     labels: list[str],
-    threshold: float | None,
-    maps: dict[str, tuple[np.ndarray, float]],
-    parameters: dict[str, list[int]],
+    maps: list[StoredMap],
     timings: dict[str, float],
 ) -> None:
-    entropy = predictive_entropy(probabilities)
+    """Write the prediction (or add to this model's earlier one for the image) and its heatmaps; finish."""
     with session_scope() as session:
         job = session.get(Job, work.job_id)
         if job is None or job.state != JobState.running:
             # The job was finished or cancelled by someone else meanwhile: keep what is there.
             return
-        prediction = Prediction(
-            job_id=work.job_id,
-            instance_id=work.instance_id,
-            model_id=work.model_id,
-            probabilities=probabilities,
-            label=labels[target],
-            label_index=target,
-            predictive_entropy=entropy,
-            referral=threshold is not None and entropy > threshold,
-        )
-        for method, (array, seconds) in maps.items():
-            stored = array.astype(np.float16)
-            prediction.heatmaps.append(
-                Heatmap(
-                    method=method,
-                    target_class=target,
-                    parameters=dict(parameters),
-                    shape=list(stored.shape),
-                    dtype="float16",
-                    data=stored.tobytes(),
-                    value_min=float(array.min()),
-                    value_max=float(array.max()),
-                    seconds=seconds,
-                )
-            )
-        session.add(prediction)
+        prediction = _prediction_for(session, work, estimate, target, labels)
+        present = {(h.method, h.target_class) for h in prediction.heatmaps}
+        for stored_map in maps:
+            if (stored_map.method, prediction.label_index) not in present:
+                prediction.heatmaps.append(_heatmap_row(stored_map, prediction.label_index))
         jobs_service.mark_done(session, job=job, timings=timings)
+
+
+def _prediction_for(session, work: JobWork, estimate, target: int, labels: list[str]) -> Prediction:  # type: ignore[no-untyped-def]
+    """The model's earlier prediction for this image (a request for more methods adds to it), else a new one."""
+    earlier = session.scalar(
+        select(Prediction)
+        .where(Prediction.instance_id == work.instance_id, Prediction.model_id == work.model_id)
+        .order_by(Prediction.id.desc())
+        .limit(1)
+    )
+    if earlier is not None:
+        return earlier
+    prediction = Prediction(
+        job_id=work.job_id,
+        instance_id=work.instance_id,
+        model_id=work.model_id,
+        probabilities=[float(p) for p in estimate.probabilities],
+        label=labels[target],
+        label_index=target,
+        predictive_entropy=estimate.predictive_entropy,
+        mutual_information=estimate.mutual_information,
+        mc_spread=estimate.mc_spread,
+        referral=estimate.referral,
+    )
+    session.add(prediction)
+    return prediction
+
+
+def _heatmap_row(stored_map: StoredMap, target: int) -> Heatmap:
+    array = stored_map.array.astype(np.float16)
+    return Heatmap(
+        method=stored_map.method,
+        target_class=target,
+        parameters=stored_map.parameters,
+        shape=list(array.shape),
+        dtype="float16",
+        data=array.tobytes(),
+        value_min=float(stored_map.array.min()),
+        value_max=float(stored_map.array.max()),
+        scores=stored_map.scores,
+        seconds=stored_map.seconds,
+    )
 
 
 def _record_failure(work: JobWork, exc: Exception) -> str:

@@ -49,7 +49,8 @@ def describe_models() -> list[str]:
 
 def _describe(card: ModelCard) -> str:
     metrics = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in _flat(card.metrics))
-    return f"{card.name} {card.version}  [{card.task}; {'/'.join(card.modalities)}]  {metrics}  ({card.folder})"
+    served = "" if card.serve_automatically else "  (not run on studies)"
+    return f"{card.name} {card.version}  [{card.task}; {'/'.join(card.modalities)}]{served}  {metrics}  ({card.folder})"
 
 
 def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:  # type: ignore[type-arg]

@@ -27,11 +27,13 @@ class JobRequestError(ValueError):
 
 
 def model_for_modality(session: Session, *, modality: str) -> AiModel | None:
-    """The newest active model whose card accepts this modality, or None."""
+    """The newest active model that its card lets run on this modality, or None."""
     models = session.scalars(
         select(AiModel).where(AiModel.is_active.is_(True)).order_by(AiModel.created_at.desc(), AiModel.id.desc())
     ).all()
-    return next((model for model in models if modality in model.modalities), None)
+    return next(
+        (m for m in models if modality in m.modalities and m.card.get("serve_automatically", True)), None
+    )
 
 
 def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> list[Job]:

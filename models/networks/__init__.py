@@ -7,9 +7,11 @@ from collections.abc import Callable
 from torch import nn
 
 from models.networks.densenet import DenseNet
+from models.networks.resnet import ResNet
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "densenet": DenseNet,
+    "resnet": ResNet,
 }
 
 

@@ -26,6 +26,17 @@ _AVG_POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 _GLOBAL_POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
 
 
+_GLOBAL_MAX_POOL = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d}
+
+
+def global_pool(spatial_dims: int, pool: str) -> nn.Module:
+    """Global "avg" or "max" pooling to (B, C, 1, ...); max suits a lesion that may sit anywhere."""
+    pools = {"avg": _GLOBAL_POOL, "max": _GLOBAL_MAX_POOL}
+    if pool not in pools:
+        raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+    return pools[pool][spatial_dims](1)
+
+
 def _check_dims(spatial_dims: int) -> None:
     if spatial_dims not in _CONV:
         raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
@@ -88,8 +99,10 @@ class DenseNet(nn.Module):
         compression: fraction of channels a transition keeps.
         stem_stride: stride of the 3x3 stem convolution (1 for 28-px images; 2 for larger inputs).
         dropout: dropout probability before the classifier (the only dropout, for MC dropout).
+        pool: global "avg" (default) or "max" pooling in the head.
 
-    Shapes: forward (B, in_channels, *spatial) -> (B, num_classes) logits.
+    Shapes: forward (B, in_channels, *spatial) -> (B, num_classes) logits; `features(x)` ->
+    (B, num_features, *spatial'); `head(features)` -> logits (MC dropout samples the head only).
     """
 
     def __init__(
@@ -105,6 +118,7 @@ class DenseNet(nn.Module):
         compression: float = 0.5,
         stem_stride: int = 1,
         dropout: float = 0.2,
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         _check_dims(spatial_dims)
@@ -124,7 +138,7 @@ class DenseNet(nn.Module):
         self.features.add_module("norm_final", _NORM[spatial_dims](channels))
         self.features.add_module("relu_final", nn.ReLU())
         self.head = nn.Sequential()
-        self.head.add_module("pool", _GLOBAL_POOL[spatial_dims](1))
+        self.head.add_module("pool", global_pool(spatial_dims, pool))
         self.head.add_module("flatten", nn.Flatten(1))
         self.head.add_module("dropout", nn.Dropout(dropout))
         self.head.add_module("classifier", nn.Linear(channels, num_classes))

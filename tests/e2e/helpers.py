@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -30,11 +31,12 @@ def fresh_dicom(path: Path) -> bytes:
 
 
 def fresh_jpeg(path: Path, *, max_side: int = 1024) -> bytes:
-    """The real photograph re-encoded (smaller), so that its sha256 is new."""
+    """The real photograph re-encoded (smaller) with a random JPEG comment, so that its sha256 is new each call
+    (photographs are de-duplicated by content)."""
     image = Image.open(path).convert("RGB")
     image.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=92)
+    image.save(buffer, format="JPEG", quality=92, comment=secrets.token_hex(8).encode())
     return buffer.getvalue()
 
 

@@ -20,7 +20,11 @@ def test_valid_card_loads_and_round_trips(make_model_folder):
     assert card.calibration_temperature == 1.5 and card.uncertainty_threshold is None
     stored = json.loads(json.dumps(card.as_dict()))  # what the app puts in the database
     assert "folder" not in stored
-    assert stored == {**json.loads((folder / "card.json").read_text()), "training": {}}
+    written = json.loads((folder / "card.json").read_text())
+    defaults = {"training": {}, "format": "state_dict", "evaluation": {},
+                "uncertainty": {"method": "none", "samples": 1, "members": [], "flips": [[]]},
+                "input": {**written["input"], "windowing": "minmax", "invert_monochrome1": False}}
+    assert stored == {**written, **defaults}
 
 
 @pytest.mark.parametrize("field", ["name", "labels", "input", "architecture", "weights_sha256", "metrics"])
@@ -112,4 +116,8 @@ def test_card_module_does_not_import_torch():
 
 def test_shipped_zoo_is_valid():
     cards = discover_cards([ROOT / "models" / "zoo"])
-    assert "dr-grading-retinamnist" in {card.name for card in cards}
+    assert {"dr-grading-retinamnist", "fundus-lesions-idrid", "cxr-demo"} <= {card.name for card in cards}
+    for card in cards:
+        assert card.uncertainty_threshold is not None and card.uncertainty.method == "mc_dropout"
+        assert (card.folder / card.evaluation["file"]).is_file() and "referral" in card.metrics
+        assert card.weights_path.stat().st_size < 5 * 1024 * 1024

@@ -50,3 +50,16 @@ def test_recipe_is_deterministic(tmp_path):
     for name in ("first", "second"):
         run_recipe("dr-grading-retinamnist", out_dir=tmp_path / name, data=DATA, seed=3, epochs=1, limit=32)
     assert load_card(tmp_path / "first").weights_sha256 == load_card(tmp_path / "second").weights_sha256
+
+
+@pytest.mark.parametrize("recipe", ["fundus-lesions-idrid", "cxr-demo"])
+def test_new_recipes_smoke_write_loadable_models(tmp_path, recipe):
+    data = {"fundus-lesions-idrid": DATA.parent / "idrid", "cxr-demo": DATA.parent / "cxr"}[recipe]
+    if not data.is_dir():
+        pytest.skip(f"{data} is not in this checkout")
+    report = run_recipe(recipe, out_dir=tmp_path / recipe, data=data, seed=0, epochs=1, limit=2)
+    assert "trained " + recipe in report
+    card = load_card(tmp_path / recipe)
+    assert card.uncertainty.method == "mc_dropout" and card.uncertainty_threshold is not None
+    assert (card.folder / "evaluation.json").is_file() and "aurc" in card.metrics["referral"]
+    assert not load_model(card).training

@@ -20,7 +20,7 @@ from tests.e2e.helpers import DEMO, fresh_jpeg
 from workers import pipeline
 
 
-def _job_for_blob(data: bytes) -> int:
+def _job_for_blob(data: bytes, methods: list[str] | None = None) -> int:
     """A stored fundus photograph and a job for the DR model (not sent: the test runs it directly)."""
     models_sync.sync_now()
     sha = hashlib.sha256(data).hexdigest()
@@ -33,7 +33,7 @@ def _job_for_blob(data: bytes) -> int:
         instance = Instance(series=series, sop_instance_uid=generate_uid(), source_format="jpeg", modality="OP",
                             rows=1, columns=1, samples_per_pixel=3, storage_key=key, sha256=sha,
                             size_bytes=len(data))
-        job = Job(study=study, instance=instance, model_id=model.id, methods=["gradcam"], queue="gpu")
+        job = Job(study=study, instance=instance, model_id=model.id, methods=methods or ["gradcam"], queue="gpu")
         session.add(job)
         session.flush()
         return job.id
@@ -77,3 +77,34 @@ def test_unreadable_pixels_fail_the_job_at_once_with_the_reason() -> None:
         assert job.state == JobState.failed and job.attempts == 1
         assert job.error.startswith("cannot read the image")
         assert session.query(Prediction).filter_by(job_id=job_id).count() == 0
+
+
+def test_asking_for_more_methods_adds_heatmaps_to_the_same_prediction() -> None:
+    job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=300), methods=["gradcam", "saliency"])
+    assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
+    with session_scope() as session:
+        instance_id = session.get(Job, job_id).instance_id
+        more = jobs_service.request_explanations(session, instance_id=instance_id,
+                                                 methods=["saliency", "integrated_gradients"])
+        more_id = more.id
+    assert pipeline.run_job(more_id, worker="test") == pipeline.Outcome.done
+    with session_scope() as session:
+        [prediction] = session.query(Prediction).filter_by(instance_id=instance_id).all()
+        methods = sorted(h.method for h in prediction.heatmaps)
+        assert methods == ["gradcam", "integrated_gradients", "saliency"]  # saliency not stored twice
+        ig = next(h for h in prediction.heatmaps if h.method == "integrated_gradients")
+        # Completeness of IG: the stored convergence delta is small next to the logit difference.
+        assert abs(ig.scores["convergence_delta"]) < 0.05
+        assert {"deletion_auc", "insertion_auc"} <= set(ig.scores)
+
+
+def test_unknown_methods_are_refused_with_the_list_of_known_ones(app_client, auth_headers) -> None:
+    job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=200))
+    with session_scope() as session:
+        instance_id = session.get(Job, job_id).instance_id
+    response = app_client.post("/api/jobs", json={"instance_id": instance_id, "methods": ["gradcam", "magic"]},
+                               headers=auth_headers("reader"))
+    assert response.status_code == 422 and "magic" in response.json()["detail"]
+    response = app_client.post("/api/jobs", json={"instance_id": instance_id, "methods": ["occlusion"]},
+                               headers=auth_headers("reader"))
+    assert response.status_code == 201 and response.json()["methods"] == ["occlusion"]
