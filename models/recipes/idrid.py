@@ -328,8 +328,6 @@ def _evaluate_and_write(
         },
     }
     card = ModelCard(
-        # A research model for checking explanations against lesion masks; the DR model reads fundus studies.
-        serve_automatically=False,
         **{
             **card.__dict__,
             "metrics": metrics,

@@ -21,7 +21,7 @@ def test_valid_card_loads_and_round_trips(make_model_folder):
     stored = json.loads(json.dumps(card.as_dict()))  # what the app puts in the database
     assert "folder" not in stored
     written = json.loads((folder / "card.json").read_text())
-    defaults = {"training": {}, "format": "state_dict", "evaluation": {},
+    defaults = {"training": {}, "format": "state_dict", "evaluation": {}, "serve_automatically": True,
                 "uncertainty": {"method": "none", "samples": 1, "members": [], "flips": [[]]},
                 "input": {**written["input"], "windowing": "minmax", "invert_monochrome1": False}}
     assert stored == {**written, **defaults}

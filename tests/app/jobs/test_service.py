@@ -156,3 +156,12 @@ def test_get_job_api(app_client, auth_headers, op_model) -> None:
     assert app_client.get(f"/api/jobs/{job_id}").status_code == 401
     missing = app_client.get("/api/jobs/999999999", headers=auth_headers("reader"))
     assert missing.status_code == 404 and "does not exist" in missing.json()["detail"]
+
+
+def test_a_model_whose_card_says_not_to_serve_gets_no_jobs(op_model) -> None:
+    model_id, modality = op_model
+    with session_scope() as session:
+        session.get(AiModel, model_id).card = {"serve_automatically": False}
+    with session_scope() as session:
+        study, instances = _study_with_instances(session, modality)
+        assert jobs_service.plan_jobs(session, study_id=study.id, instances=instances) == []
