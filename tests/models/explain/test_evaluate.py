@@ -58,3 +58,19 @@ def test_unknown_sample_source_is_an_error(tiny_zoo: Path) -> None:
     card = evaluate.find_card("tiny", tiny_zoo)
     with pytest.raises(ValueError, match="no evaluation samples"):
         evaluate.sample_source(card.__class__(**{**card.__dict__, "name": "other"}))
+
+
+def test_idrid_heldout_samples_carry_exudate_masks_through_the_crop() -> None:
+    from models.explain.evaluate import find_card, idrid_heldout_exudates
+
+    card = find_card("fundus-lesions-idrid")
+    samples = idrid_heldout_exudates(card, 2)
+    assert samples.x.shape == (2, 3, *card.input.size)
+    assert samples.masks is not None and samples.masks.shape == (2, 1, *card.input.size)
+    assert samples.labels.tolist() == [card.labels.index("hard exudates")] * 2
+    # Exudates are small: present on every held-out image, far from covering it.
+    coverage = samples.masks.float().mean(dim=(1, 2, 3))
+    assert torch.all(coverage > 0) and torch.all(coverage < 0.2)
+    # The lesions lie on the fundus, which is bright in the input; the padding (black) has none.
+    brightness = samples.x.mean(dim=1, keepdim=True)
+    assert brightness[samples.masks].mean() > brightness[~samples.masks].mean()
