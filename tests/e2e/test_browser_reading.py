@@ -6,58 +6,24 @@ Same harness as test_browser_worklist.py: the app under uvicorn in a thread, Deb
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from app.db import session_scope
-from app.main import create_app
 from app.tables import AiModel, AssistanceEvent, ExplanationRating, Job, JobState, Prediction, Read
 from tests.app.auth.helpers import PASSWORD
 from tests.app.reading.conftest import add_heatmap
 from tests.app.viewer import factories
 from tests.conftest import FIXTURES
-from tests.e2e.helpers import DEMO, free_port, fresh_dicom, fresh_jpeg, wait_for
+from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 ICDR = ["none", "mild", "moderate", "severe NPDR", "PDR"]
 # Elements that must not move when the assistance is hidden.
 STILL = ["#stage", ".toolbar", "#ai-panel", "#read-form", "#submit-read", "#heatmap-controls", ".grade-panel"]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(create_app(run_sweeper=False), host="127.0.0.1", port=port, log_level="warning")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_for(lambda: uvicorn_server.started, timeout=20, what="uvicorn to start")
-    yield f"http://127.0.0.1:{port}"
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def fundus_with_heatmaps() -> tuple[int, list[int]]:

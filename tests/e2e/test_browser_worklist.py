@@ -6,58 +6,18 @@ drives Debian's Chromium. Screenshots go to test-output/ for a person to look at
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from app.db import session_scope
-from app.main import create_app
 from app.tables import Job, JobState
 from tests.app.auth.helpers import PASSWORD
 from tests.app.viewer import factories
 from tests.conftest import FIXTURES
-from tests.e2e.helpers import free_port, fresh_dicom, wait_for
+from tests.e2e.helpers import fresh_dicom
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """The real app on a free loopback port, in a background thread."""
-    port = free_port()
-    config = uvicorn.Config(create_app(run_sweeper=False), host="127.0.0.1", port=port, log_level="warning")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_for(lambda: uvicorn_server.started, timeout=20, what="uvicorn to start")
-    yield f"http://127.0.0.1:{port}"
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _chest_study() -> factories.StoredStudy:
