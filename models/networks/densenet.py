@@ -37,6 +37,17 @@ def global_pool(spatial_dims: int, pool: str) -> nn.Module:
     return pools[pool][spatial_dims](1)
 
 
+def classifier_head(spatial_dims: int, channels: int, num_classes: int, *, dropout: float, pool: str) -> nn.Sequential:
+    """pool -> flatten -> dropout -> linear: the head both builders share. Dropout sits only here, so MC
+    dropout can run the features once and sample the head (models/uncertainty.py)."""
+    head = nn.Sequential()
+    head.add_module("pool", global_pool(spatial_dims, pool))
+    head.add_module("flatten", nn.Flatten(1))
+    head.add_module("dropout", nn.Dropout(dropout))
+    head.add_module("classifier", nn.Linear(channels, num_classes))
+    return head
+
+
 def _check_dims(spatial_dims: int) -> None:
     if spatial_dims not in _CONV:
         raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
@@ -137,11 +148,7 @@ class DenseNet(nn.Module):
                 channels = out
         self.features.add_module("norm_final", _NORM[spatial_dims](channels))
         self.features.add_module("relu_final", nn.ReLU())
-        self.head = nn.Sequential()
-        self.head.add_module("pool", global_pool(spatial_dims, pool))
-        self.head.add_module("flatten", nn.Flatten(1))
-        self.head.add_module("dropout", nn.Dropout(dropout))
-        self.head.add_module("classifier", nn.Linear(channels, num_classes))
+        self.head = classifier_head(spatial_dims, channels, num_classes, dropout=dropout, pool=pool)
         self.num_features = channels
         self._init_weights()
 

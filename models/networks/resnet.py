@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.networks.densenet import _CONV, _NORM, _check_dims, global_pool
+from models.networks.densenet import _CONV, _NORM, _check_dims, classifier_head
 
 _MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
@@ -102,11 +102,7 @@ class ResNet(nn.Module):
                 stage.add_module(f"block{j + 1}", BasicBlock(spatial_dims, channels, width, stride))
                 channels = width
             self.features.add_module(f"stage{i}", stage)
-        self.head = nn.Sequential()
-        self.head.add_module("pool", global_pool(spatial_dims, pool))
-        self.head.add_module("flatten", nn.Flatten(1))
-        self.head.add_module("dropout", nn.Dropout(dropout))
-        self.head.add_module("classifier", nn.Linear(channels, num_classes))
+        self.head = classifier_head(spatial_dims, channels, num_classes, dropout=dropout, pool=pool)
         self.num_features = channels
         self._init_weights()
 
