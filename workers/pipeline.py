@@ -43,6 +43,8 @@ class JobWork:
     model_version: str
     instance_id: int
     methods: list[str]
+    # The class this model already predicted for the image: maps added later explain the same class.
+    earlier_target: int | None
 
 
 class Outcome:
@@ -81,6 +83,12 @@ def _load_work(session, job_id: int) -> JobWork:  # type: ignore[no-untyped-def]
         model_version=job.model.version,
         instance_id=instance.id,
         methods=list(job.methods),
+        earlier_target=session.scalar(
+            select(Prediction.label_index)
+            .where(Prediction.instance_id == instance.id, Prediction.model_id == job.model_id)
+            .order_by(Prediction.id.desc())
+            .limit(1)
+        ),
     )
 
 
@@ -114,7 +122,8 @@ def _compute_and_store(work: JobWork) -> None:
     timings["predict_s"] = time.perf_counter() - mark
     _progress(work.job_id, 50)
 
-    target = int(torch.argmax(estimate.probabilities))
+    predicted = int(torch.argmax(estimate.probabilities))
+    target = predicted if work.earlier_target is None else work.earlier_target
     targets = torch.tensor([target], device=device)
     bundle = explain_bundle(model, x, targets, work.methods, card)
     _progress(work.job_id, 80)
