@@ -34,7 +34,7 @@ CARD_FILE = "card.json"
 TASKS = ("classification", "multilabel")
 FORMATS = ("state_dict", "torchscript")
 UNCERTAINTY_METHODS = ("mc_dropout", "ensemble", "tta", "none")
-WINDOWINGS = ("minmax", "percentile")
+WINDOWINGS = ("minmax", "percentile", "dicom")
 COLOURS = ("rgb", "grayscale")
 CROPS = ("fundus",)
 DEFAULT_INTENDED_USE = "research demonstration, not for clinical use"
@@ -56,10 +56,11 @@ class InputSpec:
 
     Grayscale (DICOM) photometric handling, applied before the [0, 1] scaling: `windowing` is "minmax" (the
     default: the image's own range), "percentile" (clip to the 1st-99th percentile of the image, then scale),
-    or a fixed window {"center": c, "width": w} in modality units (after the rescale slope/intercept);
+    "dicom" (the file's own VOI window, Window Center/Width; "percentile" when the file has none), or a fixed
+    window {"center": c, "width": w} in modality units (after the rescale slope/intercept);
     `invert_monochrome1` maps MONOCHROME1 (high = dark) to MONOCHROME2 after windowing, so bone is bright
     whatever the file's photometric interpretation. Both are implemented by
-    `models.datasets.window_grayscale`."""
+    `models.datasets.window_grayscale` and applied by `models.preprocessing.prepare`."""
 
     size: tuple[int, ...]
     channels: int

@@ -1,11 +1,14 @@
 """Pixels -> network input, as a model card's `input` spec says.
 
 `prepare(image, card)` takes an image as decoded from its file, either (H, W) grayscale (float32 from DICOM,
-any range) or (H, W, 3) uint8 RGB (JPEG/PNG, DICOM OP/SC), and returns the (1, C, h, w) float32 tensor the
-network expects. Steps, in order:
+in modality units: the rescale slope/intercept already applied by the decoder, MONOCHROME1 not inverted) or
+(H, W, 3) uint8 RGB (JPEG/PNG, DICOM OP/SC), and returns the (1, C, h, w) float32 tensor the network
+expects. Steps, in order:
 
-1. scale to [0, 1]: uint8 RGB by /255 (the range photographs are taken in); anything else (grayscale
-   floats, 16-bit pixels) by min-max over the image, as there is no fixed range to trust;
+1. scale to [0, 1]: uint8 RGB by /255 (the range photographs are taken in), other RGB by min-max; grayscale
+   as the card's `input.windowing` says (min-max by default, the 1st-99th percentile, a fixed window, or the
+   file's own VOI window), then MONOCHROME1 inverted to MONOCHROME2 when `input.invert_monochrome1` is set
+   (`models.datasets.window_grayscale`); the caller passes the file's photometric interpretation and window;
 2. optional crop (`input.crop`): "fundus" crops a fundus photograph to the bounding box of the fundus
    (thresholding the dark background) and pads it to a square with black, keeping its aspect ratio;
    RetinaMNIST images (MedMNIST v2) are fundus-centred squares with little border, while a full
@@ -24,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.card import ModelCard
+from models.card import InputSpec, ModelCard
+from models.datasets import window_grayscale
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # A fundus pixel is brighter than this fraction of the image's bright level (99th percentile); the
@@ -51,13 +55,23 @@ class InputRegion:
     width: int
 
 
-def prepare(image: np.ndarray, card: ModelCard, *, device: str | torch.device = "cpu") -> torch.Tensor:
+def prepare(
+    image: np.ndarray,
+    card: ModelCard,
+    *,
+    device: str | torch.device = "cpu",
+    photometric: str = "",
+    voi_window: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """The network input for one 2D image.
 
     Args:
-        image: (H, W) grayscale (any numeric dtype) or (H, W, 3) RGB (uint8, or any dtype: min-max scaled).
-        card: the model's card; its `input` gives colour, size, crop, mean and std.
+        image: (H, W) grayscale in modality units (any numeric dtype) or (H, W, 3) RGB (uint8, or any
+            dtype: min-max scaled).
+        card: the model's card; its `input` gives windowing, colour, size, crop, mean and std.
         device: where the returned tensor lives.
+        photometric: the file's PhotometricInterpretation ("MONOCHROME1" is inverted if the card says so).
+        voi_window: the file's own window (center, width) in modality units, for `input.windowing` "dicom".
 
     Returns:
         (1, C, h, w) float32, C = `card.input.channels`, (h, w) = `card.input.size`.
@@ -65,17 +79,22 @@ def prepare(image: np.ndarray, card: ModelCard, *, device: str | torch.device = 
     Raises:
         ValueError: the image is not (H, W) or (H, W, 3), is empty, or the card asks for a 3D input.
     """
-    return prepare_with_region(image, card, device=device)[0]
+    return prepare_with_region(image, card, device=device, photometric=photometric, voi_window=voi_window)[0]
 
 
 def prepare_with_region(
-    image: np.ndarray, card: ModelCard, *, device: str | torch.device = "cpu"
+    image: np.ndarray,
+    card: ModelCard,
+    *,
+    device: str | torch.device = "cpu",
+    photometric: str = "",
+    voi_window: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, InputRegion]:
     """`prepare`, and the region of the image the input covers (to map attributions back onto the image)."""
     spec = card.input
     if len(spec.size) != 2:
         raise ValueError(f"prepare() makes 2D inputs; model {card.name!r} takes size {list(spec.size)}")
-    pixels = to_unit_range(image)
+    pixels = to_unit_range(image, spec, photometric=photometric, voi_window=voi_window)
     image_shape = (int(pixels.shape[0]), int(pixels.shape[1]))
     region = InputRegion(image_shape, 0, 0, *image_shape)
     if spec.crop == "fundus":
@@ -115,8 +134,17 @@ def to_image_space(attribution: torch.Tensor, region: InputRegion, *, max_side: 
     return canvas
 
 
-def to_unit_range(image: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, 3) pixels -> (H, W, 1) or (H, W, 3) float32 in [0, 1] (see the module's step 1)."""
+def to_unit_range(
+    image: np.ndarray,
+    spec: InputSpec | None = None,
+    *,
+    photometric: str = "",
+    voi_window: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """(H, W) or (H, W, 3) pixels -> (H, W, 1) or (H, W, 3) float32 in [0, 1] (see the module's step 1).
+
+    Grayscale is windowed as `spec` says (min-max, no inversion without a spec); RGB ignores the windowing.
+    """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -124,14 +152,20 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an (H, W) grayscale or (H, W, 3) RGB image, got shape {image.shape}")
     if image.size == 0:
         raise ValueError("the image is empty")
-    if image.ndim == 3 and image.dtype == np.uint8:
+    if image.ndim == 2:
+        windowing, invert = (spec.windowing, spec.invert_monochrome1) if spec else ("minmax", False)
+        gray = window_grayscale(
+            image, windowing, photometric=photometric, invert_monochrome1=invert, voi_window=voi_window
+        )
+        return gray[:, :, None]
+    if image.dtype == np.uint8:
         pixels = image.astype(np.float32) / 255.0
     else:
         pixels = image.astype(np.float32)
         low, high = float(pixels.min()), float(pixels.max())
         # A constant image carries no contrast: map it to zeros rather than divide by zero.
         pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
-    return pixels if pixels.ndim == 3 else pixels[:, :, None]
+    return pixels
 
 
 def crop_fundus(pixels: np.ndarray) -> np.ndarray:

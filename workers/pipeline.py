@@ -42,6 +42,9 @@ class JobWork:
     model_name: str
     model_version: str
     instance_id: int
+    # How grayscale pixels are to be read (models.preprocessing): MONOCHROME1 or 2, and the file's own window.
+    photometric: str
+    voi_window: tuple[float, float] | None
     methods: list[str]
     # The class this model already predicted for the image: maps added later explain the same class.
     earlier_target: int | None
@@ -82,6 +85,8 @@ def _load_work(session, job_id: int) -> JobWork:  # type: ignore[no-untyped-def]
         model_name=job.model.name,
         model_version=job.model.version,
         instance_id=instance.id,
+        photometric=instance.photometric,
+        voi_window=_voi_window(instance.window_center, instance.window_width),
         methods=list(job.methods),
         earlier_target=session.scalar(
             select(Prediction.label_index)
@@ -90,6 +95,10 @@ def _load_work(session, job_id: int) -> JobWork:  # type: ignore[no-untyped-def]
             .limit(1)
         ),
     )
+
+
+def _voi_window(center: float | None, width: float | None) -> tuple[float, float] | None:
+    return (center, width) if center is not None and width is not None and width > 0 else None
 
 
 def _progress(job_id: int, value: int) -> None:
@@ -117,7 +126,9 @@ def _compute_and_store(work: JobWork) -> None:
 
     mark = time.perf_counter()
     device = next(model.parameters()).device
-    x, region = prepare_with_region(image, card, device=device)
+    x, region = prepare_with_region(
+        image, card, device=device, photometric=work.photometric, voi_window=work.voi_window
+    )
     estimate = uncertainty.estimate(model, x, card)
     timings["predict_s"] = time.perf_counter() - mark
     _progress(work.job_id, 50)
