@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.admin import pages as admin_pages
+from app.admin import router as admin_router
 from app.auth import pages as auth_pages
 from app.auth import router as auth_router
 from app.auth.dependencies import LoginRequired
@@ -38,6 +40,8 @@ def create_app(*, run_sweeper: bool = True) -> FastAPI:
         app.include_router(module.router, prefix="/api")
     for module in (auth_pages, viewer_pages, reading_pages):
         app.include_router(module.router)
+    app.include_router(admin_router.router, prefix="/api")
+    app.include_router(admin_pages.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     @app.exception_handler(LoginRequired)
