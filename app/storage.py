@@ -1,4 +1,7 @@
-"""Blob store for uploaded files: a local folder, content-addressed by sha256."""
+"""Blob store for uploaded files: a local folder, content-addressed by sha256.
+
+What is derived from a file is kept under the file's sha256 with a suffix (its preview: `<sha256>-preview`).
+"""
 
 from __future__ import annotations
 

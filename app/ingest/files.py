@@ -2,7 +2,7 @@
 
 Accepted: DICOM Part 10 files, DICOM datasets without preamble (given a file meta so that the stored blob is
 Part 10; see `to_part10`), PNG and JPEG. Every DICOM image is decoded (frame 0, and the last frame of an
-encapsulated multi-frame) before anything is stored.
+encapsulated multi-frame) before anything is stored; frame 0, decoded anyway, gives the file's preview.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from app.ingest import pixels
+from app.ingest import pixels, previews
 from app.ingest.errors import IngestError
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class InstanceInfo:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A checked file: the bytes to store and its rows. PNG/JPEG get their study and series from the upload."""
+    """A checked file: the bytes to store, its preview (PNG; None if it could not be rendered) and its rows.
+    PNG/JPEG get their study and series from the upload."""
 
     filename: str
     data: bytes
@@ -87,6 +88,7 @@ class Candidate:
     instance: InstanceInfo
     study: StudyInfo | None
     series: SeriesInfo | None
+    preview: bytes | None = None
 
     @property
     def source_format(self) -> str:
@@ -159,7 +161,7 @@ def _inspect_dicom(*, filename: str, data: bytes) -> Candidate:
             raise IngestError(422, f"{filename}: {_NOT_IMAGES[sop_class]} is not an image to read")
         if not pixels.has_pixel_data(ds):
             raise IngestError(422, f"{filename}: no image pixel data")
-        pixels.check_decodable(ds)
+        first_frame = pixels.check_decodable(ds)
         modality = _text(ds, "Modality", 16).upper() or OTHER_MODALITY
         instance = _instance_info(ds, sop_uid=sop_uid, sop_class=sop_class, syntax=str(syntax), modality=modality)
         study = _study_info(ds, study_uid=study_uid)
@@ -177,7 +179,7 @@ def _inspect_dicom(*, filename: str, data: bytes) -> Candidate:
     except Exception as exc:  # a corrupt header element raises on first access, whatever its type
         logger.info("refused %s: %r", filename, exc)
         raise IngestError(422, f"{filename}: unreadable DICOM header ({pixels.reason_of(exc)})") from exc
-    return Candidate(filename, data, _sha256(data), instance, study, series)
+    return Candidate(filename, data, _sha256(data), instance, study, series, _preview(first_frame, instance))
 
 
 def _instance_info(ds: Dataset, *, sop_uid: str, sop_class: str, syntax: str, modality: str) -> InstanceInfo:
@@ -231,7 +233,22 @@ def _inspect_image(*, filename: str, data: bytes, source_format: str, modality: 
         bits_stored=bits,
         photometric="RGB" if colour else "MONOCHROME2",
     )
-    return Candidate(filename, data, _sha256(data), instance, None, None)
+    return Candidate(filename, data, _sha256(data), instance, None, None, _preview(array, instance))
+
+
+def _preview(first_frame: np.ndarray, instance: InstanceInfo) -> bytes | None:
+    """The preview as the viewer would render it; None (logged) rather than refuse a file it cannot render."""
+    try:
+        return previews.render_preview(
+            first_frame,
+            photometric=instance.photometric,
+            window_center=instance.window_center,
+            window_width=instance.window_width,
+        )
+    except (ValueError, TypeError, OSError) as exc:
+        # The viewer renders it on first request instead, and says why there if it cannot.
+        logger.warning("no preview for %s: %s", instance.sop_instance_uid or "an image", pixels.reason_of(exc))
+        return None
 
 
 def _uid(ds: Dataset, keyword: str, *, filename: str) -> str:

@@ -110,8 +110,9 @@ def decode_frame(ds: Dataset, *, frame: int = 0) -> np.ndarray:
         raise PixelDecodeError(f"undecodable pixel data: {reason_of(exc)}") from exc
 
 
-def check_decodable(ds: Dataset) -> None:
-    """Raise PixelDecodeError unless frame 0 (and the last frame) decode and native data covers every frame."""
+def check_decodable(ds: Dataset) -> np.ndarray:
+    """Frame 0, decoded (see load_frame); PixelDecodeError unless frame 0 and the last frame decode and native
+    data covers every frame."""
     if not has_pixel_data(ds):
         raise PixelDecodeError("no image pixel data")
     syntax = ds.file_meta.get("TransferSyntaxUID")
@@ -120,11 +121,12 @@ def check_decodable(ds: Dataset) -> None:
         actual = len(ds.PixelData)
         if actual < expected:
             raise PixelDecodeError(f"pixel data is truncated: {actual} of {expected} bytes")
-    decode_frame(ds, frame=0)
+    first = decode_frame(ds, frame=0)
     count = dataset_frame_count(ds)
     if count > 1 and syntax is not None and syntax.is_encapsulated:
         # A cut-off multi-frame codestream still decodes frame 0: the last frame shows the truncation.
         decode_frame(ds, frame=count - 1)
+    return first
 
 
 def header_window(ds: Dataset, *, frame: int = 0) -> tuple[float | None, float | None]:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.db import session_scope
+from app.ingest import previews as ingest_previews
 from app.ingest.errors import IngestError
 from app.ingest.files import Candidate, SeriesInfo, StudyInfo, inspect_file
 from app.jobs import service as jobs_service
@@ -109,6 +110,7 @@ def ingest(
     # Blobs before rows: a row never points at a missing blob. A failure after this leaves unreferenced,
     # content-addressed blobs, which a re-upload reuses.
     keys = {c.sha256: store.put(c.sha256, c.data) for c in new}
+    _store_previews(candidates)
     stored = _add_rows(session, candidates=new, keys=keys, user_id=user_id)
     outcomes: dict[int, StudyOutcome] = {}
     for candidate in candidates:
@@ -131,6 +133,13 @@ def ingest(
         )
     logger.info("ingested %d new, %d duplicate instance(s)", len(new), len(candidates) - len(new))
     return IngestResult(studies=list(outcomes.values()))
+
+
+def _store_previews(candidates: list[Candidate]) -> None:
+    # Duplicates too: a file stored before previews were made at ingest gets its preview now.
+    for candidate in candidates:
+        if candidate.preview is not None:
+            ingest_previews.store_preview(sha256=candidate.sha256, png=candidate.preview)
 
 
 def import_path(path: Path) -> str:

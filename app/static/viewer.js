@@ -1,8 +1,10 @@
 // A 2D canvas viewport: grayscale windowed in the browser from raw uint16 values, colour from PNG;
-// window/level, zoom, pan, frames. A fast preview (image.png?max_size=512) is painted first.
+// window/level, zoom, pan, frames. A fast preview (image.png?max_size=512, stored at ingest: a file read on the
+// server, no decoding) is painted first; the full-resolution frame replaces it when it has loaded.
 
 const META_HEADER = "X-Lumen-Meta";
 const PREVIEW_SIZE = 512;
+const PREVIEW_WAIT_MS = 400;
 
 export async function fetchRaw(url) {
   const response = await fetch(url, { headers: { Accept: "application/octet-stream" } });
@@ -20,6 +22,8 @@ function loadImage(url) {
     image.src = url;
   });
 }
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function canvasOf(width, height) {
   const canvas = document.createElement("canvas");
@@ -61,19 +65,19 @@ export class Viewport {
     this.token = Symbol("open");
     const token = this.token;
     this.resize();
-    const full = this.loadFrame(0);
-    const preview = loadImage(`/api/instances/${instance.id}/image.png?max_size=${PREVIEW_SIZE}`);
-    preview
-      .then((image) => {
-        if (this.token === token && !this.source) {
-          this.source = image;
-          this.sourceKind = "preview";
-          this.draw();
-          this.onPaint("preview");
-        }
-      })
-      .catch(() => {});
-    await this.showFrame(0, await full, token);
+    const preview = loadImage(`/api/instances/${instance.id}/image.png?max_size=${PREVIEW_SIZE}`).then((image) => {
+      if (this.token === token && !this.source) {
+        this.source = image;
+        this.sourceKind = "preview";
+        this.draw();
+        this.onPaint("preview");
+      }
+    });
+    // The full frame is asked for once the preview is in (or late): decoding it keeps the server's Python busy
+    // (the JPEG 2000 decoders hold the GIL), and the preview, a file read, would wait behind it.
+    await Promise.race([preview.catch(() => {}), delay(PREVIEW_WAIT_MS)]);
+    if (this.token !== token) return;
+    await this.showFrame(0, await this.loadFrame(0), token);
   }
 
   async loadFrame(frame) {
@@ -284,6 +288,9 @@ export class Viewport {
     let drag = null;
     this.stage.addEventListener("contextmenu", (event) => event.preventDefault());
     this.stage.addEventListener("pointerdown", (event) => {
+      // Controls over the image (the method grid's panels) keep their clicks: capturing the pointer for a
+      // drag would send the click to the stage instead.
+      if (event.target.closest("button, a, input, select")) return;
       const other = this.tool === "wl" ? "pan" : "wl";
       const mode = event.button === 1 ? "pan" : event.button === 2 ? other : this.tool;
       drag = { mode, x: event.clientX, y: event.clientY, window: { ...this.window } };

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from app.ingest import pixels as ingest_pixels
+from app.ingest import previews as ingest_previews
 from app.tables import JobState
+from app.viewer import frames as viewer_frames
 from app.viewer.images import colorize
 from tests.app.viewer import factories
 from tests.conftest import FIXTURES
@@ -38,6 +42,51 @@ def test_uploaded_dicom_renders(app_client, auth_headers):
     assert int(pixels.max()) - int(pixels.min()) > 150 and pixels.std() > 20  # windowed: a real picture
     preview = _png(app_client.get(f"/api/instances/{instance['id']}/image.png?max_size=256", headers=reader))
     assert max(preview.size) == 256
+
+
+def _no_decoding(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the file was decoded again")
+
+    monkeypatch.setattr(viewer_frames, "decoded_frame", refuse)
+    monkeypatch.setattr(ingest_pixels, "load_frame", refuse)
+    monkeypatch.setattr(ingest_pixels, "decode_frame", refuse)
+
+
+def test_preview_and_thumbnails_are_served_without_decoding(app_client, auth_headers, monkeypatch):
+    """After ingest, image.png?max_size<=512 of frame 0 reads the stored preview; larger sizes still decode."""
+    data = fresh_dicom(FIXTURES / "dicom" / "RG1_J2KI.dcm")
+    upload = app_client.post("/api/studies", files={"files": ("rg1.dcm", data)}, headers=auth_headers("coordinator"))
+    assert upload.status_code == 201, upload.text
+    url = f"/api/instances/{upload.json()['instances'][0]['id']}/image.png"
+    reader = auth_headers("reader")
+    viewer_frames.clear_cache()
+    _no_decoding(monkeypatch)
+    response = app_client.get(f"{url}?max_size=512", headers=reader)
+    assert response.content == ingest_previews.stored_preview(sha256=hashlib.sha256(data).hexdigest())
+    assert _png(response).size == (482, 512)
+    assert response.headers["etag"].endswith('-p"')
+    assert _png(app_client.get(f"{url}?max_size=96", headers=reader)).size == (90, 96)
+    monkeypatch.undo()
+    assert _png(app_client.get(f"{url}?max_size=1024", headers=reader)).size == (964, 1024)
+
+
+def test_preview_of_an_instance_stored_before_previews_is_made_once(app_client, auth_headers, db_session, monkeypatch):
+    """No preview in the blob store (stored before this change): rendered on first request, then kept."""
+    data = fresh_dicom(FIXTURES / "dicom" / "emri_small.dcm")
+    stored = factories.insert_study(db_session, data=data, source_format="dicom", rows=64, columns=64, frames=10,
+                                    modality="MR")
+    db_session.commit()
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert ingest_previews.stored_preview(sha256=sha256) is None
+    url = f"/api/instances/{stored.instance_id}/image.png?max_size=512"
+    headers = auth_headers("reader")
+    first = app_client.get(url, headers=headers)
+    assert _png(first).size == (64, 64)
+    assert ingest_previews.stored_preview(sha256=sha256) == first.content
+    viewer_frames.clear_cache()
+    _no_decoding(monkeypatch)
+    assert app_client.get(url, headers=headers).content == first.content
 
 
 def test_stored_instance_png_with_cache_headers(app_client, auth_headers, db_session):
