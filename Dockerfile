@@ -21,6 +21,8 @@ COPY workers ./workers
 COPY models ./models
 COPY migrations ./migrations
 COPY demo ./demo
+# The demo reader study reads RetinaMNIST test photographs (CC BY 4.0, see data/DATA_LICENSES.md).
+COPY data/retinamnist.npz data/DATA_LICENSES.md ./data/
 RUN pip install --extra-index-url "$TORCH_INDEX" "torch==2.13.0" \
  && pip install -e .
 

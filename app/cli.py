@@ -19,6 +19,7 @@ logger = logging.getLogger("lumen")
 DEMO_EMAIL = "demo@lumen.local"
 DEMO_PASSWORD = "lumen-demo"
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+DEMO_STUDY_DATA = Path(__file__).resolve().parent.parent / "data" / "retinamnist.npz"
 
 
 def _cmd_migrate(_args: argparse.Namespace) -> int:
@@ -127,8 +128,11 @@ def _cmd_sweep(_args: argparse.Namespace) -> int:
 
 def _cmd_load_demo(_args: argparse.Namespace) -> int:
     from app import demo
+    from app.reader_studies import demo as study_demo
 
     for line in demo.load(demo_dir=DEMO_DIR, email=DEMO_EMAIL, password=DEMO_PASSWORD):
+        print(line)
+    for line in study_demo.load(npz=DEMO_STUDY_DATA, coordinator_email=DEMO_EMAIL, password=DEMO_PASSWORD):
         print(line)
     return 0
 
@@ -214,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_cmd_evaluate_explanations)
 
     sub.add_parser("sweep", help="re-send jobs the broker lost").set_defaults(func=_cmd_sweep)
-    sub.add_parser("load-demo", help="demo models, user and studies").set_defaults(func=_cmd_load_demo)
+    demo = sub.add_parser("load-demo", help="demo models, users, studies and a draft reader study")
+    demo.set_defaults(func=_cmd_load_demo)
     return parser
 
 

@@ -18,6 +18,8 @@ from app.auth.dependencies import LoginRequired
 from app.jobs import router as jobs_router
 from app.jobs import sweeper
 from app.predictions import router as predictions_router
+from app.reader_studies import pages as reader_study_pages
+from app.reader_studies import router as reader_study_router
 from app.reading import pages as reading_pages
 from app.reading import router as reading_router
 from app.studies import router as studies_router
@@ -36,12 +38,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(*, run_sweeper: bool = True) -> FastAPI:
     app = FastAPI(title="Lumen", version="0.1.0", lifespan=_lifespan)
     app.state.run_sweeper = run_sweeper
-    for module in (auth_router, studies_router, jobs_router, predictions_router, viewer_router, reading_router):
+    api = (auth_router, studies_router, jobs_router, predictions_router, viewer_router, reading_router,
+           reader_study_router, admin_router)
+    for module in api:
         app.include_router(module.router, prefix="/api")
-    for module in (auth_pages, viewer_pages, reading_pages):
+    for module in (auth_pages, viewer_pages, reading_pages, reader_study_pages, admin_pages):
         app.include_router(module.router)
-    app.include_router(admin_router.router, prefix="/api")
-    app.include_router(admin_pages.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     @app.exception_handler(LoginRequired)

@@ -197,9 +197,10 @@ class ReadingInstance(BaseModel):
 
 
 class ReadingView(BaseModel):
-    """Everything the reading room page needs."""
+    """Everything the reading room page needs; `assignment` is set when it shows a reader-study read."""
 
     study: WorklistRow
     instances: list[ReadingInstance]
     form: FormConfig
     read: ReadOut | None
+    assignment: dict[str, Any] | None = None  # app.reader_studies.schemas.StudyAssignmentContext

@@ -120,9 +120,37 @@ def _apply(read: Read, data: ReadIn) -> None:
         read.assisted = data.assistance.visible
 
 
-def save_draft(session: Session, *, reader_id: int, client_id: UUID, data: ReadIn) -> tuple[ReadOut, bool]:
-    """Create or update the reader's draft; returns (read, created). Conflict once it was submitted."""
-    form = _form_of(session, study_id=data.study_id, instance_id=data.instance_id)
+def _new_read(reader_id: int, key: str, data: ReadIn, *, form: str, assignment_id: int | None) -> Read:
+    return Read(
+        reader_id=reader_id,
+        client_id=key,
+        study_id=data.study_id,
+        form=form,
+        answers={},
+        assistance={},
+        assignment_id=assignment_id,
+    )
+
+
+def _same_assignment(read: Read, assignment_id: int | None) -> None:
+    if read.assignment_id != assignment_id:
+        raise Invalid(f"read {read.client_id} belongs to another assignment")
+
+
+def save_draft(
+    session: Session,
+    *,
+    reader_id: int,
+    client_id: UUID,
+    data: ReadIn,
+    assignment_id: int | None = None,
+    form: str | None = None,
+) -> tuple[ReadOut, bool]:
+    """Create or update the reader's draft; returns (read, created). Conflict once it was submitted.
+
+    A reader-study read names its assignment and the form of its study's task.
+    """
+    form = form or _form_of(session, study_id=data.study_id, instance_id=data.instance_id)
     _check_answers(data, form=form, complete=False)
     key = str(client_id)
     read = _find_read(session, reader_id=reader_id, client_id=key)
@@ -130,9 +158,10 @@ def save_draft(session: Session, *, reader_id: int, client_id: UUID, data: ReadI
     if read is None:
         read, created = _insert_once(
             session,
-            Read(reader_id=reader_id, client_id=key, study_id=data.study_id, form=form, answers={}, assistance={}),
+            _new_read(reader_id, key, data, form=form, assignment_id=assignment_id),
             find=lambda: _find_read(session, reader_id=reader_id, client_id=key),
         )
+    _same_assignment(read, assignment_id)
     if read.state == ReadState.submitted:
         raise Conflict(f"read {key} was submitted at {read.submitted_at:%Y-%m-%d %H:%M:%S} UTC; it cannot change")
     read.form = form
@@ -142,22 +171,33 @@ def save_draft(session: Session, *, reader_id: int, client_id: UUID, data: ReadI
     return _read_out(read), created
 
 
-def submit_read(session: Session, *, reader_id: int, client_id: UUID, data: ReadIn) -> tuple[ReadOut, bool]:
+def submit_read(
+    session: Session,
+    *,
+    reader_id: int,
+    client_id: UUID,
+    data: ReadIn,
+    assignment_id: int | None = None,
+    form: str | None = None,
+) -> tuple[ReadOut, bool]:
     """Submit the read; returns (read, newly submitted). A resubmission returns the stored read unchanged."""
     key = str(client_id)
     read = _find_read(session, reader_id=reader_id, client_id=key)
     if read is not None and read.state == ReadState.submitted:
+        _same_assignment(read, assignment_id)
         return _read_out(read), False
-    form = _form_of(session, study_id=data.study_id, instance_id=data.instance_id)
+    form = form or _form_of(session, study_id=data.study_id, instance_id=data.instance_id)
     _check_answers(data, form=form, complete=True)
     if read is None:
         read, inserted = _insert_once(
             session,
-            Read(reader_id=reader_id, client_id=key, study_id=data.study_id, form=form, answers={}, assistance={}),
+            _new_read(reader_id, key, data, form=form, assignment_id=assignment_id),
             find=lambda: _find_read(session, reader_id=reader_id, client_id=key),
         )
         if not inserted and read.state == ReadState.submitted:
+            _same_assignment(read, assignment_id)
             return _read_out(read), False
+    _same_assignment(read, assignment_id)
     read.form = form
     _apply(read, data)
     read.state = ReadState.submitted
@@ -196,7 +236,9 @@ def _rating_out(rating: ExplanationRating) -> RatingOut:
     )
 
 
-def rate_explanation(session: Session, *, reader_id: int, data: RatingIn) -> tuple[RatingOut, bool]:
+def rate_explanation(
+    session: Session, *, reader_id: int, data: RatingIn, assignment_id: int | None = None
+) -> tuple[RatingOut, bool]:
     """Store a rating of a heatmap; returns (rating, created). The same client id returns the stored one."""
     key = str(data.client_id)
 
@@ -220,6 +262,7 @@ def rate_explanation(session: Session, *, reader_id: int, data: RatingIn) -> tup
         answers=dict(data.answers),
         comment=data.comment.strip(),
         client_id=key,
+        assignment_id=assignment_id,
     )
     rating, created = _insert_once(session, row, find=find)
     return _rating_out(rating), created
@@ -238,7 +281,9 @@ def rated_heatmaps(session: Session, *, reader_id: int, heatmap_ids: Sequence[in
     )
 
 
-def record_events(session: Session, *, reader_id: int, events: Sequence[AssistanceEventIn]) -> int:
+def record_events(
+    session: Session, *, reader_id: int, events: Sequence[AssistanceEventIn], assignment_id: int | None = None
+) -> int:
     """Store what assistance the reader saw; an event names a study (and image) of this Lumen."""
     study_ids = {event.study_id for event in events}
     known = set(session.scalars(select(Study.id).where(Study.id.in_(study_ids))))
@@ -262,6 +307,7 @@ def record_events(session: Session, *, reader_id: int, events: Sequence[Assistan
             study_id=event.study_id,
             instance_id=event.instance_id,
             read_id=read_ids.get(str(event.read_client_id)) if event.read_client_id else None,
+            assignment_id=assignment_id,
             event=event.event,
             detail=event.detail,
             client_at=event.client_at,

@@ -38,8 +38,10 @@ function clock(date = new Date()) {
 }
 
 export class ReadForm {
-  constructor({ form, status, studyId, read, getContext }) {
+  constructor({ form, status, studyId, read, getContext, base = "/api/reads", onSubmitted = () => {} }) {
     this.form = form;
+    this.base = base; // a reader-study read goes to /api/assignments/{id}/reads
+    this.onSubmitted = onSubmitted;
     this.status = status;
     this.studyId = studyId;
     this.getContext = getContext; // () => ({instanceId, assistance, firstPaintAt})
@@ -102,7 +104,7 @@ export class ReadForm {
   async save() {
     if (this.submitted || this.saving) return this.saving;
     this.dirty = false;
-    this.saving = send("PUT", `/api/reads/${this.clientId}`, this.body())
+    this.saving = send("PUT", `${this.base}/${this.clientId}`, this.body())
       .then(() => this.say(`Draft saved ${clock()}`))
       .catch((error) => {
         this.dirty = true;
@@ -127,7 +129,7 @@ export class ReadForm {
     clearTimeout(this.debounce);
     await this.saving;
     try {
-      const { payload } = await send("POST", `/api/reads/${this.clientId}/submit`, body);
+      const { payload } = await send("POST", `${this.base}/${this.clientId}/submit`, body);
       this.lock(payload);
     } catch (error) {
       this.say(`Not submitted: ${error.message}`, "error");
@@ -141,6 +143,7 @@ export class ReadForm {
     const when = read.submitted_at ? clock(new Date(read.submitted_at)) : clock();
     this.say(`Submitted ${when} · ${Math.round(read.time_spent_seconds ?? 0)} s on case`, "ok");
     this.form.dataset.state = "submitted";
+    this.onSubmitted(read);
   }
 
   say(text, kind = "") {
@@ -150,8 +153,10 @@ export class ReadForm {
 }
 
 export class RatingForm {
-  constructor({ form, status, title, badge }) {
+  constructor({ form, status, title, badge, url = "/api/ratings", onSaved = () => {} }) {
     this.form = form;
+    this.url = url;
+    this.onSaved = onSaved;
     this.status = status;
     this.title = title;
     this.badge = badge;
@@ -192,11 +197,12 @@ export class RatingForm {
       comment: this.form.querySelector("textarea").value,
     };
     try {
-      await send("POST", "/api/ratings", body);
+      await send("POST", this.url, body);
       this.clientIds.delete(heatmap.id); // the next rating of this heatmap is a new one
       heatmap.rated = true;
       this.badge.hidden = false;
       this.say(`Rating saved ${clock()}`, "ok");
+      this.onSaved(heatmap);
     } catch (error) {
       this.say(`Rating not saved: ${error.message}`, "error");
     }
@@ -209,8 +215,9 @@ export class RatingForm {
 }
 
 export class EventLog {
-  constructor({ studyId, readClientId }) {
+  constructor({ studyId, readClientId, url = "/api/assistance-events" }) {
     this.studyId = studyId;
+    this.url = url;
     this.readClientId = readClientId;
     this.queue = [];
     setInterval(() => this.flush(), 3000);
@@ -232,7 +239,7 @@ export class EventLog {
     if (!this.queue.length) return;
     const events = this.queue.splice(0, 200);
     try {
-      await send("POST", "/api/assistance-events", { events }, { keepalive });
+      await send("POST", this.url, { events }, { keepalive });
     } catch (error) {
       if (error.status >= 500 || error.status === undefined) this.queue.unshift(...events);
       console.warn("assistance events not stored", error);

@@ -7,9 +7,13 @@ import { Viewport } from "./viewer.js";
 const data = JSON.parse(document.getElementById("reading-data").textContent);
 const $ = (id) => document.getElementById(id);
 const ASSIST_KEY = "lumen.assist";
+// A reader-study read: the study's condition decides what is shown, and whether the reader may hide it.
+const assignment = data.assignment;
+const assignmentApi = assignment ? `/api/assignments/${assignment.id}` : null;
+const canToggle = !assignment || assignment.allow_toggle;
 const state = {
   index: 0,
-  assist: sessionStorage.getItem(ASSIST_KEY) !== "off",
+  assist: assignment ? assignment.kind !== "unassisted" : sessionStorage.getItem(ASSIST_KEY) !== "off",
   method: new Map(), // instance id -> heatmap id
   opacity: 0.5,
   threshold: 0,
@@ -75,14 +79,29 @@ const readForm = new ReadForm({
     assistance: assistanceState(),
     firstPaintAt: state.firstPaintAt,
   }),
+  base: assignment ? `${assignmentApi}/reads` : undefined,
+  onSubmitted: () => showNextCase(),
 });
 const ratingForm = new RatingForm({
   form: $("rating-form"),
   status: $("rating-status"),
   title: $("rating-method"),
   badge: $("rated-badge"),
+  url: assignment ? `${assignmentApi}/ratings` : undefined,
+  onSaved: () => assignment?.task === "explanation_rating" && showNextCase(),
 });
-const events = new EventLog({ studyId: data.study.id, readClientId: () => readForm.clientId });
+const events = new EventLog({
+  studyId: data.study.id,
+  readClientId: () => readForm.clientId,
+  url: assignment ? `${assignmentApi}/assistance-events` : undefined,
+});
+
+function showNextCase() {
+  const link = $("next-case");
+  if (!link) return;
+  link.hidden = false;
+  link.focus();
+}
 const logEvent = (name, detail = {}) => events.add(name, instance()?.id ?? null, { ...assistanceState(), ...detail });
 
 function updateHud() {
@@ -167,10 +186,14 @@ function setMethod(id, { log = true } = {}) {
 }
 
 function setAssistance(show, { log = true } = {}) {
+  if (log && !canToggle) {
+    $("assist-toggle").checked = state.assist;
+    return;
+  }
   state.assist = show;
   document.body.classList.toggle("assist-off", !show);
   $("assist-toggle").checked = show;
-  sessionStorage.setItem(ASSIST_KEY, show ? "on" : "off");
+  if (!assignment) sessionStorage.setItem(ASSIST_KEY, show ? "on" : "off");
   if (log) logEvent(show ? "shown" : "hidden");
 }
 
@@ -181,8 +204,9 @@ async function renderGrid() {
   const rows = Math.ceil(list.length / columns);
   grid.style.gridTemplateColumns = `repeat(${columns}, 1fr)`;
   const rect = $("stage").getBoundingClientRect();
-  const cellW = rect.width / columns - 8;
-  const cellH = rect.height / rows - 28;
+  // The grid's 8-px padding and gaps, each cell's border and padding (8 px) and its label line (about 24 px).
+  const cellW = (rect.width - 8 * (columns + 1)) / columns - 8;
+  const cellH = (rect.height - 8 * (rows + 1)) / rows - 32;
   const cells = await Promise.all(
     list.map(async (info) => {
       const heatmap = await getHeatmap(info.id);

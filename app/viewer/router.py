@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from app.auth.dependencies import CanRead
 from app.db import DbSession
 from app.ingest import pixels as ingest_pixels
+from app.reader_studies import access as study_access
 from app.viewer import images, raw
 from app.viewer import service as viewer_service
 from app.viewer.dependencies import HeatmapOr404, InstanceOr404
@@ -74,16 +75,18 @@ def _raw_response(request: Request, *, etag: str, render: Callable[[], raw.RawFr
 
 
 @router.get("/worklist", response_model=Worklist)
-def worklist(_user: CanRead, session: DbSession) -> Worklist:
+def worklist(user: CanRead, session: DbSession) -> Worklist:
     """The newest studies with their AI state; the worklist page polls it while jobs run."""
-    return viewer_service.list_worklist(session)
+    return study_access.redact_worklist(session, user_id=user.id, worklist=viewer_service.list_worklist(session))
 
 
 @router.get("/worklist/{study_id}", response_model=WorklistRow)
-def worklist_row(_user: CanRead, study_id: int, session: DbSession) -> WorklistRow:
+def worklist_row(user: CanRead, study_id: int, session: DbSession) -> WorklistRow:
     """One study's worklist row; the study page polls it while its jobs run."""
     try:
-        return viewer_service.worklist_row(session, study_id=study_id)
+        row = viewer_service.worklist_row(session, study_id=study_id)
+        blinded = study_access.blinded_studies(session, user_id=user.id, study_ids=[study_id])
+        return study_access.redact_row(row) if blinded else row
     except viewer_service.NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 

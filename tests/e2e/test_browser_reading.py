@@ -6,6 +6,8 @@ Same harness as test_browser_worklist.py: the app under uvicorn in a thread, Deb
 
 from __future__ import annotations
 
+import secrets
+
 import httpx
 import numpy as np
 import pytest
@@ -33,8 +35,9 @@ def fundus_with_heatmaps() -> tuple[int, list[int]]:
         stored = factories.insert_study(session, data=data, source_format="jpeg", rows=680, columns=1024,
                                         modality="OP", photometric="RGB", patient_name="Fundus^Reader",
                                         description="Fundus photographs")
-        model = AiModel(name="dr-densenet", version="test", task="dr_grading", labels=ICDR, modalities=["ZZ"],
-                        input_spec={}, weights_sha256="0" * 64, card={}, is_active=False, uncertainty_threshold=0.5)
+        model = AiModel(name="dr-densenet", version=secrets.token_hex(4), task="dr_grading", labels=ICDR,
+                        modalities=["ZZ"], input_spec={}, weights_sha256="0" * 64, card={}, is_active=False,
+                        uncertainty_threshold=0.5)
         session.add(model)
         session.flush()
         job = Job(study_id=stored.study_id, instance_id=stored.instance_id, model_id=model.id,

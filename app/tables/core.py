@@ -1,4 +1,4 @@
-"""SQLAlchemy ORM tables: the data model of DESIGN.md. Names are the contract."""
+"""Core tables: users and sessions, studies > series > instances, models, jobs, predictions, reads."""
 
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ class AiState(StrEnum):
     failed = "failed"
 
 
-def _enum(enum_cls: type[StrEnum], name: str) -> SAEnum:
+def _enum(enum_cls: type[StrEnum], name: str, length: int = 16) -> SAEnum:
     # Stored as plain strings with a CHECK constraint: portable across SQLite and Postgres.
-    return SAEnum(enum_cls, name=name, native_enum=False, validate_strings=True, length=16)
+    return SAEnum(enum_cls, name=name, native_enum=False, validate_strings=True, length=length)
 
 
 class User(Base):
@@ -275,8 +275,10 @@ class Read(Base):
     reader_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"))
-    # Reader studies will point reads at their assignments; no foreign key until that table exists.
-    assignment_id: Mapped[int | None] = mapped_column(Integer)
+    # Set when the read is a reader-study assignment (app/tables/reader_studies.py).
+    assignment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assignments.id", ondelete="SET NULL", name="fk_reads_assignment_id"), index=True
+    )
     client_id: Mapped[str] = mapped_column(String(64))
     form: Mapped[str] = mapped_column(String(16))  # dr | finding
     state: Mapped[ReadState] = mapped_column(_enum(ReadState, "read_state"), default=ReadState.draft)
@@ -303,6 +305,9 @@ class AssistanceEvent(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"))
     read_id: Mapped[int | None] = mapped_column(ForeignKey("reads.id", ondelete="SET NULL"), index=True)
+    assignment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assignments.id", ondelete="SET NULL", name="fk_assistance_events_assignment_id"), index=True
+    )
     event: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -322,4 +327,7 @@ class ExplanationRating(Base):
     answers: Mapped[dict[str, int]] = mapped_column(JSON)
     comment: Mapped[str] = mapped_column(Text, default="")
     client_id: Mapped[str] = mapped_column(String(64))
+    assignment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assignments.id", ondelete="SET NULL", name="fk_explanation_ratings_assignment_id"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

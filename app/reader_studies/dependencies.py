@@ -1,0 +1,34 @@
+"""Who may do what in reader studies, and get-or-404 of a study or of the caller's assignment."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+
+from app.auth.dependencies import CurrentUser, require_roles
+from app.db import DbSession
+from app.reader_studies import reading
+from app.reader_studies import service as study_service
+from app.tables import ReaderStudy, Role, StudyAssignment, User
+
+# Coordinators (and admins) design studies, follow them and export them; anyone signed in may be a reader.
+CanCoordinate = Annotated[User, Depends(require_roles(Role.admin, Role.coordinator))]
+
+
+def _study_or_404(reader_study_id: int, session: DbSession) -> ReaderStudy:
+    try:
+        return study_service.get_study(session, reader_study_id=reader_study_id)
+    except study_service.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+def _assignment_or_404(assignment_id: int, user: CurrentUser, session: DbSession) -> StudyAssignment:
+    try:
+        return reading.get_assignment(session, assignment_id=assignment_id, user_id=user.id)
+    except study_service.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+ReaderStudyOr404 = Annotated[ReaderStudy, Depends(_study_or_404)]
+MyAssignmentOr404 = Annotated[StudyAssignment, Depends(_assignment_or_404)]

@@ -1,0 +1,148 @@
+"""The reads of a reader study in long format: one row per assignment, pseudonymous, no PHI.
+
+Columns name the study, reader and case by pseudonym only; patient name, id, birth date, accession number,
+UIDs and Lumen's own study ids never appear (tests inspect the files for them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from app.reading import config as reading_config
+from app.tables import (
+    AssistanceEvent,
+    ExplanationRating,
+    Read,
+    ReaderStudy,
+    ReadState,
+    StudyAssignment,
+)
+
+_QUESTIONS = tuple(key for key, _ in reading_config.RATING_QUESTIONS)
+COLUMNS = (
+    "study",
+    "reader",
+    "case",
+    "condition",
+    "session",
+    "order",
+    "step",
+    "state",
+    "dr_grade",
+    "dme",
+    "finding",
+    "confidence",
+    "reference_dr_grade",
+    "reference_dme",
+    "reference_finding",
+    "seconds",
+    "toggles",
+    "assistance_visible_at_submit",
+    "rating_method",
+    *(f"rating_{key}" for key in _QUESTIONS),
+    "rating_comment",
+    "started_at",
+    "submitted_at",
+)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _reads(session: Session, *, assignment_ids: list[int]) -> dict[int, Read]:
+    rows = session.scalars(
+        select(Read)
+        .where(Read.assignment_id.in_(assignment_ids), Read.state == ReadState.submitted)
+        .order_by(Read.submitted_at)
+    )
+    return {read.assignment_id: read for read in rows}
+
+
+def _ratings(session: Session, *, assignment_ids: list[int]) -> dict[int, ExplanationRating]:
+    rows = session.scalars(
+        select(ExplanationRating)
+        .where(ExplanationRating.assignment_id.in_(assignment_ids))
+        .order_by(ExplanationRating.created_at)
+    )
+    return {rating.assignment_id: rating for rating in rows}  # the newest rating of each assignment
+
+
+def _toggles(session: Session, *, assignment_ids: list[int]) -> Counter[int]:
+    rows = session.execute(
+        select(AssistanceEvent.assignment_id, func.count())
+        .where(AssistanceEvent.assignment_id.in_(assignment_ids), AssistanceEvent.event.in_(("shown", "hidden")))
+        .where(AssistanceEvent.detail["initial"].as_boolean().is_not(True))
+        .group_by(AssistanceEvent.assignment_id)
+    ).all()
+    return Counter({assignment_id: count for assignment_id, count in rows})
+
+
+def long_rows(session: Session, *, study: ReaderStudy) -> list[dict[str, Any]]:
+    """One dict per assignment (read or not yet), in reader then queue order."""
+    assignments = list(
+        session.scalars(
+            select(StudyAssignment)
+            .where(StudyAssignment.reader_study_id == study.id)
+            .options(selectinload(StudyAssignment.case), selectinload(StudyAssignment.reader))
+        )
+    )
+    assignments.sort(key=lambda row: (row.reader.position, row.order))
+    ids = [row.id for row in assignments]
+    reads, ratings, toggles = (
+        _reads(session, assignment_ids=ids),
+        _ratings(session, assignment_ids=ids),
+        _toggles(session, assignment_ids=ids),
+    )
+    rows = []
+    for assignment in assignments:
+        read, rating = reads.get(assignment.id), ratings.get(assignment.id)
+        reference = assignment.case.reference or {}
+        answers = rating.answers if rating else {}
+        rows.append(
+            {
+                "study": study.name,
+                "reader": assignment.reader.pseudonym,
+                "case": assignment.case.pseudonym,
+                "condition": assignment.condition,
+                "session": assignment.session,
+                "order": assignment.order,
+                "step": assignment.step,
+                "state": assignment.state.value,
+                "dr_grade": read.dr_grade if read else None,
+                "dme": read.dme if read else None,
+                "finding": read.finding if read else None,
+                "confidence": read.confidence if read else None,
+                "reference_dr_grade": reference.get("dr_grade"),
+                "reference_dme": reference.get("dme"),
+                "reference_finding": reference.get("finding"),
+                "seconds": read.time_spent_seconds if read else None,
+                "toggles": toggles.get(assignment.id, 0),
+                "assistance_visible_at_submit": read.assisted if read else None,
+                "rating_method": rating.method if rating else None,
+                **{f"rating_{key}": answers.get(key) for key in _QUESTIONS},
+                "rating_comment": rating.comment if rating else None,
+                "started_at": _iso(assignment.started_at),
+                "submitted_at": _iso(read.submitted_at if read else assignment.completed_at),
+            }
+        )
+    return rows
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV with a header; empty cells for missing values, booleans as true/false."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {key: ("" if value is None else str(value).lower() if isinstance(value, bool) else value)
+             for key, value in row.items()}
+        )
+    return out.getvalue()

@@ -1,0 +1,98 @@
+"""Reader-study pages: the list and design form, the coordinator dashboard, a reader's queue, and the
+reading room in study mode (the same page as a clinical read, showing only what the condition allows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from app.auth.dependencies import PageCaller
+from app.db import DbSession
+from app.reader_studies import plots, reading, results
+from app.reader_studies import service as study_service
+from app.reader_studies.schemas import ReaderStudyIn
+from app.reading import config as reading_config
+from app.tables import Role
+
+router = APIRouter(tags=["pages"])
+templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+_COORDINATORS = (Role.admin, Role.coordinator)
+
+
+def _context(caller) -> dict:
+    return {"caller": caller, "csrf_token": caller.auth_session.csrf_token}
+
+
+def _refused(request: Request, caller, reason: str, code: int = status.HTTP_403_FORBIDDEN) -> Response:
+    return templates.TemplateResponse(
+        request, "reader_studies/refused.html", {**_context(caller), "reason": reason}, status_code=code
+    )
+
+
+@router.get("/reader-studies", include_in_schema=False)
+def list_page(request: Request, caller: PageCaller, session: DbSession) -> Response:
+    """Coordinators: every study and a form for a new one. Readers: the studies they read in."""
+    coordinator = caller.user.role in _COORDINATORS
+    context = {
+        **_context(caller),
+        "coordinator": coordinator,
+        "studies": study_service.list_studies(session) if coordinator else [],
+        "mine": reading.my_studies(session, user_id=caller.user.id),
+        "defaults": ReaderStudyIn(name="x").model_dump(mode="json"),
+        "questions": reading_config.RATING_QUESTIONS,
+    }
+    return templates.TemplateResponse(request, "reader_studies/list.html", context)
+
+
+@router.get("/reader-studies/{reader_study_id}", include_in_schema=False)
+def dashboard_page(request: Request, reader_study_id: int, caller: PageCaller, session: DbSession) -> Response:
+    """The coordinator dashboard: design, cases, readers, progress, results, plots, exports."""
+    if caller.user.role not in _COORDINATORS:
+        return RedirectResponse(f"/reader-studies/{reader_study_id}/queue", status_code=303)
+    try:
+        study = study_service.get_study(session, reader_study_id=reader_study_id)
+    except study_service.NotFound as exc:
+        return _refused(request, caller, str(exc), status.HTTP_404_NOT_FOUND)
+    numbers = results.dashboard(session, study=study)
+    charts = {
+        "conditions": plots.conditions_svg(numbers["conditions"]),
+        "time_course": plots.time_course_svg(numbers["time_course"]),
+        "ratings": plots.ratings_svg(numbers["ratings"]["by_method"], list(reading_config.RATING_QUESTIONS)),
+    }
+    context = {
+        **_context(caller),
+        "study": study_service.study_detail(session, study=study),
+        "numbers": numbers,
+        "charts": charts,
+        "questions": dict(reading_config.RATING_QUESTIONS),
+    }
+    return templates.TemplateResponse(request, "reader_studies/dashboard.html", context)
+
+
+@router.get("/reader-studies/{reader_study_id}/queue", include_in_schema=False)
+def queue_page(request: Request, reader_study_id: int, caller: PageCaller, session: DbSession) -> Response:
+    """A reader's queue; `?go=next` jumps straight to the next open read."""
+    try:
+        study = study_service.get_study(session, reader_study_id=reader_study_id)
+        queue = reading.queue(session, study=study, user_id=caller.user.id)
+    except study_service.NotFound as exc:
+        return _refused(request, caller, str(exc), status.HTTP_404_NOT_FOUND)
+    if request.query_params.get("go") == "next" and queue.next_url:
+        return RedirectResponse(queue.next_url, status_code=303)
+    return templates.TemplateResponse(request, "reader_studies/queue.html", {**_context(caller), "queue": queue})
+
+
+@router.get("/assignments/{assignment_id}/read", include_in_schema=False)
+def assignment_page(request: Request, assignment_id: int, caller: PageCaller, session: DbSession) -> Response:
+    """The reading room for one assignment, under its condition."""
+    try:
+        assignment = reading.get_assignment(session, assignment_id=assignment_id, user_id=caller.user.id)
+        view = reading.assignment_view(session, assignment=assignment, user_id=caller.user.id)
+    except study_service.NotFound as exc:
+        return _refused(request, caller, str(exc), status.HTTP_404_NOT_FOUND)
+    except study_service.Conflict as exc:
+        return _refused(request, caller, str(exc), status.HTTP_409_CONFLICT)
+    return templates.TemplateResponse(request, "reading/read.html", {**_context(caller), "view": view})

@@ -1,0 +1,89 @@
+// Reader-study design pages: every form goes to the JSON API and shows the server's reason on failure.
+import { send } from "./forms.js";
+
+const $ = (id) => document.getElementById(id);
+const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+const studyId = $("reader-study")?.dataset.id;
+const list = (text) => text.split(/[\s,;]+/).map((item) => item.trim()).filter(Boolean);
+
+function say(element, text, kind = "") {
+  if (!element) return;
+  element.textContent = text;
+  element.className = `form-status ${kind}`;
+}
+
+function bind(formId, statusId, work) {
+  const form = $(formId);
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    say($(statusId), "Saving…");
+    try {
+      await work(new FormData(form));
+    } catch (error) {
+      say($(statusId), error.message, "error");
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+bind("new-study", "new-study-status", async (data) => {
+  let conditions;
+  try {
+    conditions = JSON.parse(data.get("conditions"));
+  } catch (error) {
+    throw new Error(`Conditions are not valid JSON: ${error.message}`);
+  }
+  const body = {
+    name: data.get("name"),
+    description: data.get("description") ?? "",
+    task: data.get("task"),
+    scheme: data.get("scheme"),
+    conditions,
+    questions: data.getAll("questions"),
+    washout_days: Number(data.get("washout_days") || 0),
+    allow_toggle: data.has("allow_toggle"),
+    educational: data.has("educational"),
+  };
+  if (data.get("seed")) body.seed = Number(data.get("seed"));
+  const { payload } = await send("POST", "/api/reader-studies", body);
+  window.location.assign(`/reader-studies/${payload.id}`);
+});
+
+bind("add-cases", "study-status", async (data) => {
+  const ids = list(data.get("study_ids")).map(Number);
+  if (ids.some((id) => !Number.isInteger(id) || id < 1)) throw new Error("Study ids are whole numbers");
+  await send("POST", `/api/reader-studies/${studyId}/cases`, { study_ids: ids });
+  window.location.reload();
+});
+
+bind("add-readers", "study-status", async (data) => {
+  await send("POST", `/api/reader-studies/${studyId}/readers`, { emails: list(data.get("emails")) });
+  window.location.reload();
+});
+
+bind("reference-upload", "study-status", async (data) => {
+  const response = await fetch(`/api/reader-studies/${studyId}/reference`, {
+    method: "POST",
+    headers: { "X-CSRF-Token": csrf, Accept: "application/json" },
+    body: data,
+  });
+  const payload = await response.json().catch(() => null);
+  if (!response.ok) throw new Error(payload?.detail ?? `the server answered ${response.status}`);
+  say($("study-status"), `${payload.cases_added} cases added, ${payload.references_set} references set`, "ok");
+  setTimeout(() => window.location.reload(), 600);
+});
+
+for (const [id, action] of [["open-study", "open"], ["close-study", "close"]]) {
+  $(id)?.addEventListener("click", async () => {
+    try {
+      await send("POST", `/api/reader-studies/${studyId}/${action}`, {});
+      window.location.reload();
+    } catch (error) {
+      say($("study-status"), error.message, "error");
+    }
+  });
+}

@@ -1,0 +1,126 @@
+"""The demo reader study end to end, as a coordinator would run it, with simulated readers.
+
+Starts Lumen's embedded default in a fresh data folder (`lumen migrate`, `lumen load-demo`, `lumen serve`
+with its worker), waits until the worker has explained the 40 RetinaMNIST demo cases, opens the draft demo
+study through the API, lets the three demo readers read their whole queues through the API, and prints the
+dashboard's numbers and the export's size. The readers are simulated: each answers the reference grade
+plus Gaussian noise whose spread depends on the condition (assistance helps, by construction), so the
+numbers check the machinery, not the value of assistance.
+
+    .venv/bin/python bench/reader_study_demo.py [--out docs/reader-study-demo.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+NOISE = {"unassisted": 1.0, "grades": 0.7, "grades_heatmap": 0.6}
+PASSWORD = "lumen-demo"
+
+
+def _lumen(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"lumen {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def _token(client: httpx.Client, email: str) -> dict[str, str]:
+    response = client.post("/api/auth/token", data={"username": email, "password": PASSWORD})
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def _wait_until_open(client: httpx.Client, headers: dict[str, str], study_id: int, timeout: float) -> float:
+    """Open the study as soon as every case has its prediction and heatmap; returns the seconds waited."""
+    started = time.perf_counter()
+    while True:
+        response = client.post(f"/api/reader-studies/{study_id}/open", json={}, headers=headers)
+        if response.status_code == 200:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"the study did not open: {response.text}")
+        time.sleep(2)
+
+
+def _read_queue(client: httpx.Client, headers: dict[str, str], study: dict, rng: np.random.Generator) -> int:
+    reference = {case["pseudonym"]: case for case in study["case_list"]}
+    queue = client.get(f"/api/reader-studies/{study['id']}/queue", headers=headers).json()
+    for item in queue["assignments"]:
+        view = client.get(f"/api/assignments/{item['id']}", headers=headers).json()
+        case = reference[item["case"]]
+        grade = int(np.clip(round(case["reference"]["dr_grade"] + rng.normal(0, NOISE[item["condition"]])), 0, 4))
+        heatmaps = (view["instances"][0]["assistance"] or {}).get("heatmaps", [])
+        if heatmaps:
+            rating = {"client_id": str(uuid.uuid4()), "heatmap_id": heatmaps[0]["id"],
+                      "answers": {"relevant": int(rng.integers(2, 6)), "trust": int(rng.integers(1, 6)),
+                                  "misleading": int(rng.integers(1, 5))}}
+            client.post(f"/api/assignments/{item['id']}/ratings", json=rating, headers=headers).raise_for_status()
+        body = {"study_id": case["study_id"], "time_spent_seconds": round(float(rng.uniform(8, 40)), 1),
+                "answers": {"dr_grade": grade, "dme": grade >= 3, "confidence": int(rng.integers(2, 6))},
+                "assistance": {"visible": item["condition"] != "unassisted"}}
+        url = f"/api/assignments/{item['id']}/reads/{uuid.uuid4()}/submit"
+        client.post(url, json=body, headers=headers).raise_for_status()
+    return len(queue["assignments"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="write the dashboard's statistics here (JSON)")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="lumen-demo-study-"))
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "BROKER_URL"}}
+    env |= {"LUMEN_DATA_DIR": str(data_dir), "LUMEN_ENV": "development"}
+    started = time.perf_counter()
+    _lumen(env, "migrate")
+    print(_lumen(env, "load-demo").strip())
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(args.port)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=60) as client:
+            for _ in range(120):
+                try:
+                    client.get("/login")
+                    break
+                except httpx.HTTPError:
+                    time.sleep(1)
+            coordinator = _token(client, "demo@lumen.local")
+            study_id = next(s["id"] for s in client.get("/api/reader-studies", headers=coordinator).json()
+                            if s["name"].startswith("Demo:"))
+            waited = _wait_until_open(client, coordinator, study_id, timeout=900)
+            print(f"worker explained the demo cases; study opened after {waited:.0f} s of waiting")
+            study = client.get(f"/api/reader-studies/{study_id}", headers=coordinator).json()
+            rng = np.random.default_rng(2019)
+            reads = sum(_read_queue(client, _token(client, f"reader{n}@lumen.local"), study, rng) for n in (1, 2, 3))
+            csv_text = client.get(f"/api/reader-studies/{study_id}/export.csv", headers=coordinator).text
+            stats = client.get(f"/api/reader-studies/{study_id}/statistics", headers=coordinator).json()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    print(f"{reads} reads by 3 simulated readers; export: {csv_text.count(chr(10)) - 1} rows; "
+          f"total {time.perf_counter() - started:.0f} s")
+    for condition in stats["conditions"]:
+        print(f"  {condition['key']:15s} reads {condition['reads']:3d}  accuracy {condition['accuracy']:.3f}  "
+              f"sens {condition['sensitivity']:.3f}  spec {condition['specificity']:.3f}  "
+              f"QWK vs ref {condition['kappa_vs_reference_mean']:.3f}")
+    if args.out:
+        args.out.write_text(json.dumps(stats, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""A reader-study read in a real browser: the queue, an unaided read that shows no AI and cannot switch it
+on, then the aided read of the same case with its heatmap, a rating, and the coordinator's dashboard."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from app.db import session_scope
+from app.tables import ExplanationRating, Read, Study
+from tests.app.auth.helpers import PASSWORD
+from tests.e2e.test_browser_reading import fundus_with_heatmaps
+
+pytestmark = pytest.mark.browser
+
+
+def _sign_in(page, server: str, email: str) -> None:
+    page.goto(f"{server}/login")
+    page.fill('input[name="email"]', email)
+    page.fill('input[name="password"]', PASSWORD)
+    page.click('button[type="submit"]')
+    page.wait_for_load_state()
+
+
+def _answer_dr(page) -> None:
+    for name, value in (("dr_grade", "2"), ("dme", "false"), ("confidence", "4")):
+        page.click(f'label:has(input[name="{name}"][value="{value}"])')
+    page.click("#submit-read")
+    page.wait_for_selector("#next-case:not([hidden])")
+
+
+def test_sequential_read_in_the_browser(server, browser, make_user, test_output):
+    coordinator, token = make_user("coordinator")
+    api = {"Authorization": f"Bearer {token}"}
+    reader, _ = make_user("reader")
+    study_id, heatmap_ids = fundus_with_heatmaps()
+    with session_scope() as session:
+        uid = session.get(Study, study_id).study_instance_uid
+    conditions = [{"key": "unaided", "kind": "unassisted"},
+                  {"key": "aided", "kind": "prediction_heatmap", "method": "integrated_gradients"}]
+    created = httpx.post(f"{server}/api/reader-studies", headers=api, json={
+        "name": "browser sequential", "scheme": "sequential", "conditions": conditions, "seed": 1})
+    sid = created.json()["id"]
+    for url, kwargs in ((f"/api/reader-studies/{sid}/reference", {"content": f"study_instance_uid,dr_grade\n{uid},2\n",
+                                                                   "headers": {**api, "Content-Type": "text/csv"}}),
+                        (f"/api/reader-studies/{sid}/readers", {"json": {"emails": [reader.email]}, "headers": api}),
+                        (f"/api/reader-studies/{sid}/open", {"json": {}, "headers": api})):
+        response = httpx.post(server + url, timeout=30, **kwargs)
+        assert response.status_code == 200, response.text
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    _sign_in(page, server, reader.email)
+    page.goto(f"{server}/reader-studies")
+    page.click("#my-studies a.button-primary")
+    page.wait_for_url(f"{server}/assignments/*/read")
+    page.wait_for_function("() => performance.getEntriesByName('lumen:first-image').length > 0", timeout=20_000)
+
+    # Unaided: no prediction or heatmap in the page, the switch is gone and A shows nothing.
+    assert "C0001" in page.inner_text(".toolbar") and "Fundus^Reader" not in page.content()
+    assert page.locator("#assist-toggle").is_disabled()
+    assert page.locator(".assist-off-note").is_visible()
+    assert "unassisted" in page.inner_text(".assist-off-note")
+    page.keyboard.press("a")
+    assert not page.locator(".histogram").count()
+    assert page.evaluate("() => window.lumen.state.assist") is False
+    page.screenshot(path=str(test_output / "reader-study-unaided.png"))
+    _answer_dr(page)
+
+    # Aided: the same case with the model's grades and the integrated-gradients map only; A is locked on.
+    page.click("#next-case")
+    page.wait_for_function("() => performance.getEntriesByName('lumen:overlay').length > 0", timeout=20_000)
+    assert page.locator(".histogram").is_visible()
+    assert page.locator("#method option").count() == 1
+    page.keyboard.press("a")
+    assert page.evaluate("() => window.lumen.state.assist") is True
+    page.click('label:has(input[name="q-relevant"][value="4"])')
+    page.click('label:has(input[name="q-trust"][value="3"])')
+    page.click("#rating-form button[type=submit]")
+    page.wait_for_selector("#rated-badge:not([hidden])")
+    page.screenshot(path=str(test_output / "reader-study-aided.png"))
+    _answer_dr(page)
+    page.click("#next-case")
+    page.wait_for_url(f"{server}/reader-studies/{sid}/queue?go=next")
+    assert page.inner_text("#queue-progress") == "2/2" and "all your reads are done" in page.inner_text("#waiting")
+    assert errors == []
+
+    with session_scope() as session:
+        reads = session.scalars(select(Read).where(Read.reader_id == reader.id)).all()
+        assert sorted((r.assisted, r.dr_grade) for r in reads) == [(False, 2), (True, 2)]
+        assert all(r.assignment_id is not None and r.time_spent_seconds > 0 for r in reads)
+        rating = session.scalar(select(ExplanationRating).where(ExplanationRating.reader_id == reader.id))
+        assert rating.method == "integrated_gradients" and rating.heatmap_id == heatmap_ids[1]
+        assert rating.assignment_id is not None
+
+    # The coordinator's dashboard shows the two reads and exports them.
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    _sign_in(page, server, coordinator.email)
+    page.goto(f"{server}/reader-studies/{sid}")
+    assert page.inner_text("#progress-total") == "2/2"
+    assert page.locator('#results-table tr[data-condition="aided"]').count() == 1
+    page.screenshot(path=str(test_output / "reader-study-dashboard.png"), full_page=True)
+    exported = page.request.get(f"{server}/api/reader-studies/{sid}/export.csv")
+    assert exported.ok and exported.text().count("\n") == 3
