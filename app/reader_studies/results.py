@@ -107,13 +107,7 @@ def _condition_result(study: ReaderStudy, condition: dict, rows: list[dict]) -> 
         finite = [value for value in kappas.values() if math.isfinite(value)]
         result |= {"kappa_vs_reference_by_reader": kappas,
                    "kappa_vs_reference_mean": float(np.mean(finite)) if finite else None}
-    readers = sorted({row["reader"] for row in done})
-    cases = sorted({row["case"] for row in done})
-    if len(readers) >= 2 and cases:
-        matrix = _matrix(done, readers, cases, study)
-        result["kappa_between_readers"] = stats.mean_pairwise_kappa(matrix=matrix, labels=_labels(study))
-        result["krippendorff_alpha_ordinal"] = _safe(lambda: stats.krippendorff_alpha(matrix=matrix, level="ordinal"))
-        result["fleiss_kappa"] = _safe(lambda: stats.fleiss_kappa(matrix=matrix.T, categories=_labels(study)))
+    result |= _agreement(study, done)
     seconds = [row["seconds"] for row in done if row["seconds"] is not None]
     confidence = [row["confidence"] for row in done if row["confidence"] is not None]
     result["mean_seconds"] = float(np.mean(seconds)) if seconds else None
@@ -121,6 +115,30 @@ def _condition_result(study: ReaderStudy, condition: dict, rows: list[dict]) -> 
     result["mean_confidence"] = float(np.mean(confidence)) if confidence else None
     result["toggles"] = sum(row["toggles"] for row in done)
     return result
+
+
+def _agreement(study: ReaderStudy, done: list[dict]) -> dict[str, Any]:
+    """Agreement between readers on these reads (one answer per reader and case)."""
+    readers = sorted({row["reader"] for row in done})
+    cases = sorted({row["case"] for row in done})
+    if len(readers) < 2 or not cases:
+        return {}
+    matrix = _matrix(done, readers, cases, study)
+    return {
+        "kappa_between_readers": stats.mean_pairwise_kappa(matrix=matrix, labels=_labels(study)),
+        "krippendorff_alpha_ordinal": _safe(lambda: stats.krippendorff_alpha(matrix=matrix, level="ordinal")),
+        "fleiss_kappa": _safe(lambda: stats.fleiss_kappa(matrix=matrix.T, categories=_labels(study))),
+    }
+
+
+def _pooled_agreement(study: ReaderStudy, rows: list[dict]) -> dict[str, Any] | None:
+    """A counterbalanced design reads each case once per reader, often under one reader per condition: the
+    readers' agreement is then only defined over all conditions pooled."""
+    if study.scheme != "counterbalanced" or study.task == StudyTask.explanation_rating:
+        return None
+    done = [row for row in rows if row["state"] == "done"]
+    return {"kappa_between_readers": None, "krippendorff_alpha_ordinal": None, "fleiss_kappa": None,
+            **_agreement(study, done)}
 
 
 def _safe(compute) -> float | None:
@@ -240,6 +258,7 @@ def dashboard(session: Session, *, study: ReaderStudy) -> dict[str, Any]:
                   "seed": study.seed, "state": study.state.value},
         "progress": _progress(rows),
         "conditions": [_condition_result(study, condition, rows) for condition in study.conditions],
+        "agreement_pooled": _pooled_agreement(study, rows),
         "ratings": _ratings(rows),
         "time_course": _time_course(rows),
         "mrmc": _mrmc(study, rows),

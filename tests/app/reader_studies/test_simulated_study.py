@@ -120,6 +120,13 @@ def test_simulated_sayres_study_exports_what_was_entered(app_client, coordinator
         assert condition["kappa_vs_reference_mean"] == pytest.approx(np.mean(per_reader))
         assert condition["toggles"] == sum(v["toggles"] for _, _, v in mine)
         assert condition["median_seconds"] == pytest.approx(np.median([v["seconds"] for _, _, v in mine]))
+    # Pooled over conditions every reader read every case once: Fleiss' kappa as statsmodels computes it.
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    readers_ = sorted({r for r, _ in entered})
+    table = np.array([[entered[(r, c)]["dr_grade"] for r in readers_] for c in sorted(truth_of)])
+    counts, _ = aggregate_raters(table, n_cat=5)
+    assert stats["agreement_pooled"]["fleiss_kappa"] == pytest.approx(fleiss_kappa(counts, method="fleiss"))
     ratings = [v["rating"] for v in entered.values() if v["rating"]]
     relevant = next(r for r in stats["ratings"]["by_method"] if r["question"] == "relevant")
     assert relevant["n"] == len(ratings)
