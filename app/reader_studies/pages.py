@@ -15,7 +15,8 @@ from app.reader_studies import plots, reading, results
 from app.reader_studies import service as study_service
 from app.reader_studies.schemas import ReaderStudyIn
 from app.reading import config as reading_config
-from app.tables import Role
+from app.tables import ReaderStudyState, Role
+from app.viewer import service as viewer_service
 
 router = APIRouter(tags=["pages"])
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -62,8 +63,15 @@ def dashboard_page(request: Request, reader_study_id: int, caller: PageCaller, s
         "time_course": plots.time_course_svg(numbers["time_course"]),
         "ratings": plots.ratings_svg(numbers["ratings"]["by_method"], list(reading_config.RATING_QUESTIONS)),
     }
+    present = {case.study_id for case in study.cases}
+    candidates = (
+        [row for row in viewer_service.list_worklist(session).studies if row.id not in present]
+        if study.state == ReaderStudyState.draft
+        else []
+    )
     context = {
         **_context(caller),
+        "candidates": candidates,
         "study": study_service.study_detail(session, study=study),
         "numbers": numbers,
         "charts": charts,

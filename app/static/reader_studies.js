@@ -53,8 +53,13 @@ bind("new-study", "new-study-status", async (data) => {
   window.location.assign(`/reader-studies/${payload.id}`);
 });
 
+$("select-all")?.addEventListener("change", (event) => {
+  for (const box of document.querySelectorAll('input[name="pick"]')) box.checked = event.target.checked;
+});
+
 bind("add-cases", "study-status", async (data) => {
-  const ids = list(data.get("study_ids")).map(Number);
+  const ids = [...list(data.get("study_ids") ?? ""), ...data.getAll("pick")].map(Number);
+  if (!ids.length) throw new Error("Pick studies in the list or type their ids");
   if (ids.some((id) => !Number.isInteger(id) || id < 1)) throw new Error("Study ids are whole numbers");
   await send("POST", `/api/reader-studies/${studyId}/cases`, { study_ids: ids });
   window.location.reload();

@@ -104,3 +104,47 @@ def test_sequential_read_in_the_browser(server, browser, make_user, test_output)
     page.screenshot(path=str(test_output / "reader-study-dashboard.png"), full_page=True)
     exported = page.request.get(f"{server}/api/reader-studies/{sid}/export.csv")
     assert exported.ok and exported.text().count("\n") == 3
+
+
+def test_coordinator_designs_and_opens_a_study_in_the_browser(server, browser, make_user, test_output):
+    coordinator, _ = make_user("coordinator")
+    reader, _ = make_user("reader")
+    study_ids = [fundus_with_heatmaps()[0] for _ in range(3)]  # three conditions need three cases at least
+    with session_scope() as session:
+        uids = [session.get(Study, study_id).study_instance_uid for study_id in study_ids]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    _sign_in(page, server, coordinator.email)
+    page.goto(f"{server}/reader-studies")
+    page.fill('#new-study input[name="name"]', "browser designed study")
+    page.select_option('#new-study select[name="scheme"]', "counterbalanced")
+    page.fill('#new-study input[name="seed"]', "12")
+    page.click("#new-study button[type=submit]")
+    page.wait_for_url(f"{server}/reader-studies/*")
+    assert "seed 12" in page.inner_text(".page-head") and page.inner_text("#study-state") == "draft"
+
+    # A bad reference file is refused with its reason and changes nothing.
+    bad = b"study_instance_uid,dr_grade\n9.9,7\n"
+    page.set_input_files('#reference-upload input[name="file"]',
+                        files=[{"name": "ref.csv", "mimeType": "text/csv", "buffer": bad}])
+    page.click("#reference-upload button[type=submit]")
+    page.wait_for_function("() => document.getElementById('study-status').classList.contains('error')")
+    assert "line 2: no stored study 9.9" in page.inner_text("#study-status")
+    for study_id in study_ids:
+        page.check(f'input[name="pick"][value="{study_id}"]')
+    page.click("#add-cases button[type=submit]")
+    page.wait_for_function("() => document.querySelectorAll('#case-table tbody tr').length === 3")
+    reference = "study_instance_uid,dr_grade,dme\n" + "".join(f"{uid},3,yes\n" for uid in uids)
+    page.set_input_files('#reference-upload input[name="file"]',
+                        files=[{"name": "ref.csv", "mimeType": "text/csv", "buffer": reference.encode()}])
+    page.click("#reference-upload button[type=submit]")
+    page.wait_for_function("() => document.getElementById('case-table').innerText.includes('dr_grade=3')")
+    page.fill('#add-readers input[name="emails"]', reader.email)
+    page.click("#add-readers button[type=submit]")
+    page.wait_for_function(f"() => document.getElementById('reader-table').innerText.includes('{reader.email}')")
+    page.click("#open-study")
+    page.wait_for_function("() => document.getElementById('study-state')?.textContent === 'open'")
+    assert page.inner_text("#progress-total") == "0/3"
+    page.screenshot(path=str(test_output / "reader-study-design.png"), full_page=True)
+    assert errors == []
