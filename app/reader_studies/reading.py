@@ -237,19 +237,30 @@ def _read_data(assignment: StudyAssignment, data: ReadIn) -> ReadIn:
     return data.model_copy(update={"instance_id": case.instance_id})
 
 
-def save_draft(session: Session, *, assignment: StudyAssignment, client_id: UUID, data: ReadIn):
-    study = assignment.reader.reader_study
-    _require_current(session, assignment=assignment, study=study)
+def _require_read_task(study: ReaderStudy) -> None:
     if study.task == StudyTask.explanation_rating:
         raise Invalid("an explanation-rating study is answered with a rating, not a read")
-    return reading_service.save_draft(
-        session,
-        reader_id=assignment.reader.user_id,
-        client_id=client_id,
-        data=_read_data(assignment, data),
-        assignment_id=assignment.id,
-        form=FORM_OF_TASK[study.task],
-    )
+
+
+def _read_call(assignment: StudyAssignment, client_id: UUID, data: ReadIn) -> dict:
+    """The arguments of the reading service for this assignment's read: its reader, case, form and id."""
+    return {
+        "reader_id": assignment.reader.user_id,
+        "client_id": client_id,
+        "data": _read_data(assignment, data),
+        "assignment_id": assignment.id,
+        "form": FORM_OF_TASK[assignment.reader.reader_study.task],
+    }
+
+
+def save_draft(
+    session: Session, *, assignment: StudyAssignment, client_id: UUID, data: ReadIn
+) -> tuple[ReadOut, bool]:
+    """Autosave the assignment's draft; only the reader's current assignment takes one."""
+    study = assignment.reader.reader_study
+    _require_current(session, assignment=assignment, study=study)
+    _require_read_task(study)
+    return reading_service.save_draft(session, **_read_call(assignment, client_id, data))
 
 
 def _complete(assignment: StudyAssignment) -> None:
@@ -257,7 +268,7 @@ def _complete(assignment: StudyAssignment) -> None:
     assignment.completed_at = _now()
 
 
-def submit(session: Session, *, assignment: StudyAssignment, client_id: UUID, data: ReadIn):
+def submit(session: Session, *, assignment: StudyAssignment, client_id: UUID, data: ReadIn) -> tuple[ReadOut, bool]:
     """Submit the assignment's read and complete it; the same client id again returns the stored read."""
     study = assignment.reader.reader_study
     existing = session.scalar(
@@ -269,16 +280,8 @@ def submit(session: Session, *, assignment: StudyAssignment, client_id: UUID, da
     )
     if existing is None:
         _require_current(session, assignment=assignment, study=study)
-        if study.task == StudyTask.explanation_rating:
-            raise Invalid("an explanation-rating study is answered with a rating, not a read")
-    read, created = reading_service.submit_read(
-        session,
-        reader_id=assignment.reader.user_id,
-        client_id=client_id,
-        data=_read_data(assignment, data),
-        assignment_id=assignment.id,
-        form=FORM_OF_TASK[study.task],
-    )
+        _require_read_task(study)
+    read, created = reading_service.submit_read(session, **_read_call(assignment, client_id, data))
     if created:
         _complete(assignment)
     return read, created
