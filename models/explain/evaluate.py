@@ -90,9 +90,23 @@ def _mask_on_input(mask: np.ndarray, region: InputRegion, size: tuple[int, int])
     return torch.nn.functional.adaptive_max_pool2d(canvas[None, None], size) > 0
 
 
+def cxr_synthetic_nodules(card: ModelCard, limit: int) -> Samples:
+    """Held-out synthetic nodules (test radiograph only, the card's test seed) with their known masks; only
+    samples that carry a nodule, since localisation needs something to find."""
+    from models.recipes import cxr  # the recipe synthesises the test set exactly as the card's metrics use it
+
+    samples = cxr.test_samples(n=max(4 * limit, 8))
+    keep = torch.nonzero(samples.y == 1).flatten()[:limit]
+    mean, std = torch.tensor(card.input.mean).view(1, -1, 1, 1), torch.tensor(card.input.std).view(1, -1, 1, 1)
+    label = card.labels.index("nodule")
+    return Samples(x=(samples.x[keep] - mean) / std, labels=torch.full((len(keep),), label),
+                   masks=samples.masks[keep][:, None])
+
+
 SAMPLE_SOURCES: dict[str, Callable[[ModelCard, int], Samples]] = {
     "dr-grading-retinamnist": retinamnist_test,
     "fundus-lesions-idrid": idrid_heldout_exudates,
+    "cxr-demo": cxr_synthetic_nodules,
 }
 
 
