@@ -7,6 +7,7 @@ import argparse
 import getpass
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -162,13 +163,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "gpu,cpu"])
         logger.info("embedded worker started (pid %s)", worker.pid)
     print(f"Lumen is at http://{args.host}:{args.port}/  (sign in: {DEMO_EMAIL} / {DEMO_PASSWORD})", flush=True)
+    # uvicorn re-raises SIGTERM after its graceful shutdown with the handler it found; the default handler
+    # would end the process before `finally` and leave the embedded worker running on its own.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            _stop(worker)
     return 0
+
+
+def _stop(worker: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """Warm shutdown of the embedded worker (it finishes its task), killed if it takes longer than `grace`."""
+    worker.terminate()
+    try:
+        worker.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        logger.warning("embedded worker did not stop within %.0f s; killing it", grace)
+        worker.kill()
+        worker.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:

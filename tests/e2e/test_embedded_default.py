@@ -46,8 +46,25 @@ def embedded_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: _up(base), timeout=60, what="lumen serve to answer")
     yield base, data_dir
-    server.terminate()
+    workers = _processes_with(data_dir)
+    assert workers, "lumen serve started no embedded worker"
+    server.terminate()  # SIGTERM, as a process manager stops it
     server.wait(timeout=60)
+    wait_for(lambda: not _processes_with(data_dir), timeout=40, what="the embedded worker to stop with the server")
+
+
+def _processes_with(data_dir: Path) -> list[int]:
+    """Live processes whose environment points at this data folder (the server and its worker)."""
+    marker = f"LUMEN_DATA_DIR={data_dir}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            zombie = (proc / "stat").read_bytes().split()[2] == b"Z"
+            if not zombie and marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def _up(base: str) -> bool:
