@@ -20,13 +20,12 @@ def get_prediction(instance_id: int, session: DbSession, user: CanRead) -> Predi
     403 while a reader study hides the model's output of this image from the caller.
     """
     try:
-        study_access.check_prediction(session, user_id=user.id, instance_id=instance_id)
+        allowance = study_access.check_prediction(session, user_id=user.id, instance_id=instance_id)
         prediction = predictions_service.latest_prediction(session, instance_id=instance_id)
     except predictions_service.NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except study_access.Blinded as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
-    allowance = study_access.instance_allowance(session, user_id=user.id, instance_id=instance_id)
     if allowance is not None:  # only the heatmap the condition shows
         prediction = prediction.model_copy(
             update={"heatmaps": [item for item in prediction.heatmaps if allowance.heatmap(item.method)]}

@@ -107,14 +107,16 @@ def instance_allowance(session: Session, *, user_id: int, instance_id: int) -> A
     )
 
 
-def check_prediction(session: Session, *, user_id: int, instance_id: int) -> None:
-    """Blinded unless this user may see the model's prediction of this image."""
+def check_prediction(session: Session, *, user_id: int, instance_id: int) -> Allowance | None:
+    """Blinded unless this user may see the model's prediction of this image; returns what they may see
+    (None: no reader study restricts it)."""
     allowance = instance_allowance(session, user_id=user_id, instance_id=instance_id)
     if allowance is not None and not allowance.prediction:
         raise Blinded(
             f"this image is a case of reader study {allowance.study_name!r} that you have not read yet; "
             "the model's output is hidden until you have read it from your queue"
         )
+    return allowance
 
 
 def check_heatmap(session: Session, *, user_id: int, instance_id: int, method: str) -> None:
