@@ -134,27 +134,33 @@ class ReLURule(IntEnum):
     DECONV = 2  # relu(g), deconvnet (Zeiler & Fergus 2014)
 
 
-class _RuleReLU(torch.autograd.Function):
-    """ReLU whose backward follows a `ReLURule`, one per row (an int for all rows, or an (N,) long tensor)."""
+def _rule_runs(rules: torch.Tensor) -> list[tuple[slice, ReLURule]]:
+    # (N,) rules -> runs of equal consecutive rules: a bundle's rows come in a few contiguous groups.
+    values, counts = torch.unique_consecutive(rules.cpu(), return_counts=True)
+    runs, start = [], 0
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        runs.append((slice(start, start + count), ReLURule(value)))
+        start += count
+    return runs
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, rules: int | torch.Tensor) -> torch.Tensor:
-        out = torch.relu(x)
-        ctx.save_for_backward(out)
-        ctx.rules = rules
-        return out
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (out,) = ctx.saved_tensors
-        # torch.where, not a product with the mask, so normal rows are bit-identical to autograd's ReLU.
-        masked = torch.where(out > 0, grad, 0.0)
-        rules = ctx.rules
-        if isinstance(rules, int):
-            return (masked, masked.clamp_min(0), grad.clamp_min(0))[rules], None
-        rows = rules.view(-1, *([1] * (grad.dim() - 1)))
-        guided_or_deconv = torch.where(rows == ReLURule.GUIDED, masked, grad).clamp_min(0)
-        return torch.where(rows == ReLURule.NORMAL, masked, guided_or_deconv), None
+def _rule_hook(rules: list[tuple[slice, ReLURule]]) -> Any:
+    """A post-hook for a ReLU's autograd node: turns the input gradient it computed, g * [y > 0], into each
+    run of rows' rule, in place. In place is safe here: that gradient is the fresh output of the node's
+    threshold_backward, seen by nothing else yet; a copy of the whole batch per ReLU would cost about as
+    much as the ReLU's backward itself."""
+
+    def hook(grad_inputs: tuple[torch.Tensor | None, ...], grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+        masked, grad = grad_inputs[0], grad_outputs[0]
+        if masked is None or grad is None:
+            return
+        for rows, rule in rules:
+            if rule == ReLURule.GUIDED:
+                masked[rows].clamp_min_(0)
+            elif rule == ReLURule.DECONV:
+                torch.clamp_min(grad[rows], 0, out=masked[rows])
+
+    return hook
 
 
 @contextmanager
@@ -162,21 +168,30 @@ def relu_rules(model: nn.Module, rules: int | torch.Tensor) -> Iterator[None]:
     """Make every `nn.ReLU` module of `model` pass gradients back by `rules` (a `ReLURule` for all rows, or
     an (N,) long tensor of them, one per row of the batch) while the context is open.
 
-    Only ReLU modules are seen: a functional `F.relu` keeps its normal gradient, silently. In-place ReLUs
-    are made out-of-place meanwhile, as the replacement needs the input. Hooks and `inplace` are restored in
-    `finally`. Raises ValueError if the model has no ReLU module.
+    The ReLU runs as usual in the forward; a hook on its autograd node then turns the true input gradient
+    g * [y > 0] into the rule's, one op per run of rows with the same rule: normal rows cost nothing more
+    and are bit-identical to a plain backward (the node is autograd's own). Only ReLU modules are seen: a
+    functional `F.relu` keeps its normal gradient, silently. In-place ReLUs are made out-of-place meanwhile,
+    so that each output's node is the ReLU's. Hooks and `inplace` are restored in `finally`. Raises
+    ValueError if the model has no ReLU module.
     """
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     if not relus:
         raise ValueError("the model has no nn.ReLU module: a ReLU backward rule cannot apply")
-    if isinstance(rules, torch.Tensor) and not (rules != ReLURule.NORMAL).any():
-        rules = int(ReLURule.NORMAL)
-    if isinstance(rules, int) and rules == ReLURule.NORMAL:
+    runs = _rule_runs(rules) if isinstance(rules, torch.Tensor) else [(slice(None), ReLURule(rules))]
+    runs = [(rows, rule) for rows, rule in runs if rule != ReLURule.NORMAL]
+    if not runs:
         yield  # the plain gradient: no hooks, no extra work
         return
+    node_hook = _rule_hook(runs)
 
-    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> torch.Tensor:
-        return _RuleReLU.apply(inputs[0], rules)
+    def hook(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if output.grad_fn is None:
+            return
+        if output.grad_fn.name() != "ReluBackward0":
+            raise RuntimeError(f"{module.__class__.__name__} output did not come from torch.relu: its backward "
+                               f"is {output.grad_fn.name()}, the ReLU rules cannot apply")
+        output.grad_fn.register_hook(node_hook)
 
     inplace = [m.inplace for m in relus]
     handles = []
@@ -202,6 +217,13 @@ class Pass:
     activations: torch.Tensor | None = None
     layer_grad: torch.Tensor | None = None
 
+    def rows(self, part: slice) -> Pass:
+        """The same for the rows in `part` (views, no copies)."""
+        def cut(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else value[part]
+
+        return Pass(self.logits[part], cut(self.input_grad), cut(self.activations), cut(self.layer_grad))
+
 
 def gradient_pass(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: nn.Module | None = None,
                   input_grad: bool = True, rules: int | torch.Tensor | None = None) -> Pass:
@@ -222,7 +244,6 @@ def gradient_pass(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, la
     with torch.enable_grad(), ExitStack() as stack:
         if rules is not None:
             stack.enter_context(relu_rules(model, rules))
-        # Registered after the rules' hooks, so a ReLU target layer records the output the rules put in place.
         record = stack.enter_context(record_output(layer)) if layer is not None else None
         # The input requires grad so layer outputs are in the graph even when the weights are frozen.
         rows = x.detach().requires_grad_(True)

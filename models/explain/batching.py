@@ -8,18 +8,30 @@ most reported complaint). Here the rows per batch come from the memory one row n
     size = rows_per_batch(model, x[:1], backward=True)    # at least 1, at most `max_rows`
     for part in chunks(n_rows, size): ...                 # near-equal slices covering range(n_rows)
 
-API: `available_memory(device)`, `bytes_per_row(model, row, backward=...)`, `rows_per_batch(...)`,
-`chunks(n, size)`. No hooks are left behind.
+`batched_passes(model, groups, like=x[:1])` sends the rows of several `RowGroup`s (path points, a bundle's
+normal / guided / deconv rows, the ends of a path) through such batches together: on a shared CPU each
+pass costs a fixed toll on top of its rows (threads wait for each other at every op), so a few full batches
+beat many small ones.
+
+API: `available_memory(device)`, `memory_budget(nbytes)` (a context manager capping what batches may take),
+`bytes_per_row(model, row, backward=...)`, `rows_per_batch(...)`, `chunks(n, size)`, `RowGroup`,
+`batched_passes(...)`. No hooks are left behind.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from models.explain.base import Pass, ReLURule, gradient_pass
 
 DEFAULT_MAX_ROWS = 32  # past ~16-32 rows a batch gains nothing on CPU (PERF-NOTES) and only risks memory
 MEMORY_FRACTION = 0.5  # of the free memory, leaving room for other jobs and the allocator's slack
@@ -28,6 +40,18 @@ MEMORY_FRACTION = 0.5  # of the free memory, leaving room for other jobs and the
 BACKWARD_FACTOR = 2.0
 
 _PROBED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+_BUDGET: ContextVar[int | None] = ContextVar("memory_budget", default=None)
+
+
+@contextmanager
+def memory_budget(nbytes: int) -> Iterator[None]:
+    """While open, plan batches to take at most `nbytes` (as well as at most `fraction` of the free
+    memory): e.g. a worker's share of a device, or a test of the planner without filling the machine."""
+    token = _BUDGET.set(int(nbytes))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
 
 
 def available_memory(device: torch.device | str) -> int:
@@ -82,13 +106,18 @@ def _saved_bytes(model: nn.Module, row: torch.Tensor) -> int:
 def rows_per_batch(model: nn.Module, row: torch.Tensor, *, backward: bool = True, max_rows: int | None = None,
                    fraction: float = MEMORY_FRACTION, rows_needed: int | None = None) -> int:
     """How many rows like `row` (1, C, *spatial) to send through `model` at once: as many as `fraction` of
-    the free memory holds, at least 1, at most `max_rows` (default `DEFAULT_MAX_ROWS`) and `rows_needed`."""
+    the free memory (and the `memory_budget`, if one is open) holds, at least 1, at most `max_rows` (default
+    `DEFAULT_MAX_ROWS`) and `rows_needed`."""
     cap = max_rows or DEFAULT_MAX_ROWS
     if rows_needed is not None:
         cap = min(cap, rows_needed)
     if cap <= 1:
         return 1
-    fits = int(available_memory(row.device) * fraction) // max(1, bytes_per_row(model, row, backward=backward))
+    usable = int(available_memory(row.device) * fraction)
+    budget = _BUDGET.get()
+    if budget is not None:
+        usable = min(usable, budget)
+    fits = usable // max(1, bytes_per_row(model, row, backward=backward))
     return max(1, min(cap, fits))
 
 
@@ -100,3 +129,60 @@ def chunks(n: int, size: int) -> list[slice]:
     parts = -(-n // max(1, size))
     step = -(-n // parts)
     return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+@dataclass
+class RowGroup:
+    """`n` rows to send through a model with one ReLU backward rule.
+
+    `rows(part)` makes the inputs (k, C, *spatial) and targets (k,) of the rows in `part`, a slice of
+    range(n), only when their batch is due (a path's points never exist all at once); `take(part, result)`
+    receives their `Pass`. Without `take`, the parts are kept and `collected()` joins them.
+    """
+
+    n: int
+    rows: Callable[[slice], tuple[torch.Tensor, torch.Tensor]]
+    take: Callable[[slice, Pass], None] | None = None
+    rule: ReLURule = ReLURule.NORMAL
+    parts: list[Pass] = field(default_factory=list)
+
+    def collected(self) -> Pass:
+        """The `Pass` of all n rows, in order (for a group without `take`)."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+
+        def join(name: str) -> torch.Tensor | None:
+            values = [getattr(part, name) for part in self.parts]
+            return None if values[0] is None else torch.cat(values)
+
+        return Pass(logits=torch.cat([p.logits for p in self.parts]), input_grad=join("input_grad"),
+                    activations=join("activations"), layer_grad=join("layer_grad"))
+
+
+def batched_passes(model: nn.Module, groups: Sequence[RowGroup], *, like: torch.Tensor,
+                   layer: nn.Module | None = None, input_grad: bool = True, max_rows: int | None = None) -> None:
+    """Send the rows of `groups`, in order, through `model` in memory-bounded batches of rows like `like`
+    (1, C, *spatial): one `gradient_pass` per batch, whatever groups and rules its rows come from, with
+    `layer` recorded and the input gradient computed (or not) for all rows. Each group gets its rows' results."""
+    total = sum(group.n for group in groups)
+    size = rows_per_batch(model, like, max_rows=max_rows, rows_needed=total)
+    starts = [sum(group.n for group in groups[:i]) for i in range(len(groups))]
+    for batch in chunks(total, size):
+        pieces = [(group, slice(max(batch.start, start) - start, min(batch.stop, start + group.n) - start))
+                  for group, start in zip(groups, starts, strict=True)
+                  if max(batch.start, start) < min(batch.stop, start + group.n)]
+        made = [group.rows(part) for group, part in pieces]
+        x, target = (made[0] if len(made) == 1 else (torch.cat([m[0] for m in made]), torch.cat([m[1] for m in made])))
+        rules = None
+        if any(group.rule != ReLURule.NORMAL for group, _ in pieces):
+            rules = torch.tensor([int(group.rule) for group, _ in pieces]).repeat_interleave(
+                torch.tensor([part.stop - part.start for _, part in pieces]))
+        result = gradient_pass(model, x, target, layer=layer, input_grad=input_grad, rules=rules)
+        offset = 0
+        for group, part in pieces:
+            rows = result.rows(slice(offset, offset + part.stop - part.start))
+            offset += part.stop - part.start
+            if group.take is None:
+                group.parts.append(rows)
+            else:
+                group.take(part, rows)

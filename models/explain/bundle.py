@@ -2,11 +2,13 @@
 
 `explain_bundle(model, x, target, methods, card_or_options)` plans the passes so that methods share them:
 
-- one forward + backward (a hook on the target layer) gives gradient, saliency, input_x_gradient, gradcam,
-  gradcam_pp and cam; rows with a different ReLU backward rule (guided, deconv) join the same batch for
-  guided_backprop, deconvnet and guided_gradcam: at most 3 x B rows, one batch (PERF-NOTES: six maps
-  2.3-2.5x faster than six calls);
-- integrated_gradients and expressive_gradients share one set of path passes;
+- one forward + backward row per image (a hook on the target layer) gives gradient, saliency,
+  input_x_gradient, gradcam, gradcam_pp and cam; rows with a different ReLU backward rule (guided, deconv)
+  give guided_backprop, deconvnet and guided_gradcam (PERF-NOTES: six maps 2.3-2.5x faster than six calls);
+- integrated_gradients and expressive_gradients share one set of path rows, and these rows travel in the
+  same memory-bounded batches as the single-pass rows (`batching.batched_passes`): the default bundle makes
+  as many passes as integrated gradients alone, with 3 rows per image more, and x's logits (for the
+  convergence delta) come from the single-pass rows, so only the baseline's row is added;
 - smoothgrad and vargrad share one set of noisy passes (same noise, same base method);
 - gradient_shap's samples, like the path and noise rows, go through in memory-bounded batches (batching.py);
 - any other registered method (deeplift, lrp, occlusion, ...) is delegated to its own class, one by one.
@@ -24,8 +26,8 @@ import torch
 from torch import nn
 
 from models.card import ModelCard
-from models.explain.base import ReLURule, gradient_pass, resolve_layer
-from models.explain.batching import chunks, rows_per_batch
+from models.explain.base import Pass, ReLURule, resolve_layer
+from models.explain.batching import RowGroup, batched_passes
 from models.explain.cam import CAM, GradCAMPlusPlus, final_linear
 from models.explain.gradcam import GradCAM
 from models.explain.gradient_shap import GradientShap
@@ -35,8 +37,10 @@ from models.explain.integrated_gradients import (
     Baseline,
     ExpressiveGradients,
     IntegratedGradients,
-    integrate,
+    PathIntegral,
+    PathRows,
     make_baseline,
+    path_weights,
 )
 from models.explain.names import EXPLAINERS
 from models.explain.noise_tunnel import SmoothGrad, VarGrad, noisy_moments
@@ -111,8 +115,7 @@ def explain_bundle(model: nn.Module, x: torch.Tensor, target: torch.Tensor, meth
     bundle = Bundle()
     start = time.perf_counter()
     groups = [
-        ([m for m in wanted if m in SINGLE_PASS], _single_pass),
-        ([m for m in wanted if m in PATH], _path),
+        ([m for m in wanted if m in SINGLE_PASS | PATH], _gradient_passes),
         ([m for m in wanted if m in NOISE], _noise),
     ]
     for names, run in groups:
@@ -138,31 +141,39 @@ def _layer(model: nn.Module, options: BundleOptions) -> nn.Module:
     return resolve_layer(model, options.target_layer)
 
 
-def _single_pass(model: nn.Module, x: torch.Tensor, target: torch.Tensor, names: list[str],
-                 options: BundleOptions, bundle: Bundle) -> None:
-    # One batch of up to 3 row groups: normal, guided, deconv; in image chunks if memory is short.
+def _gradient_passes(model: nn.Module, x: torch.Tensor, target: torch.Tensor, names: list[str],
+                     options: BundleOptions, bundle: Bundle) -> None:
+    # One row per image and ReLU rule (normal, guided, deconv) for the single-pass methods, then the path rows
+    # and the baseline's: all in the same memory-bounded batches, so a default bundle makes as many passes as
+    # integrated gradients alone (the floor: 3 + n_steps rows per image, batched), and one row more.
+    single, path_names = [m for m in names if m in SINGLE_PASS], [m for m in names if m in PATH]
     rules = [rule for rule, needed in ((ReLURule.NORMAL, _NORMAL_ROWS), (ReLURule.GUIDED, {"guided_backprop",
-             "guided_gradcam"}), (ReLURule.DECONV, {"deconvnet"})) if needed & set(names)]
-    layer = _layer(model, options) if _LAYER_METHODS & set(names) else None
-    input_grad = bool(set(names) - {"gradcam", "gradcam_pp", "cam"})
-    per_image = len(rules)
-    size = max(1, rows_per_batch(model, x[:1], max_rows=options.max_rows, rows_needed=per_image * len(x))
-               // per_image)
-    parts: list[dict[str, torch.Tensor]] = []
-    for part in chunks(len(x), size):
-        parts.append(_single_pass_maps(model, x[part], target[part], names, rules, layer, input_grad))
-    for name in names:
-        bundle[name] = torch.cat([p[name] for p in parts])
+             "guided_gradcam"}), (ReLURule.DECONV, {"deconvnet"})) if needed & set(single)]
+    at_x = {rule: RowGroup(len(x), lambda part: (x[part], target[part]), rule=rule) for rule in rules}
+    groups = list(at_x.values())
+    layer = _layer(model, options) if _LAYER_METHODS & set(single) or "expressive_gradients" in path_names else None
+    input_grad = bool(path_names) or bool(set(single) - {"gradcam", "gradcam_pp", "cam"})
+    path = _path_rows(x, target, path_names, options, with_x=not at_x) if path_names else None
+    groups += path.groups if path is not None else []
+    batched_passes(model, groups, like=x[:1], layer=layer, input_grad=input_grad, max_rows=options.max_rows)
+    passes = {rule: group.collected() for rule, group in at_x.items()}
+    if single:
+        bundle.update(_single_pass_maps(model, x, target, single, passes))
+    if path is not None:
+        _path_maps(path, path.integral(at_x=passes[rules[0]] if rules else None), path_names, options, bundle)
+
+
+def _path_rows(x: torch.Tensor, target: torch.Tensor, names: list[str], options: BundleOptions, *,
+               with_x: bool) -> PathRows:
+    alphas, weights = path_weights(options.ig_method, options.n_steps)
+    baseline = make_baseline(x, options.baseline, sigma=options.blur_sigma)
+    return PathRows(x, baseline, target, alphas, weights, with_x=with_x, with_layer="expressive_gradients" in names)
 
 
 def _single_pass_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, names: list[str],
-                      rules: list[ReLURule], layer: nn.Module | None, input_grad: bool) -> dict[str, torch.Tensor]:
-    b, spatial = len(x), list(x.shape[2:])
-    row_rules = torch.tensor([int(r) for r in rules], device=x.device).repeat_interleave(b)
-    result = gradient_pass(model, x.repeat(len(rules), *([1] * (x.dim() - 1))), target.repeat(len(rules)),
-                           layer=layer, input_grad=input_grad, rules=row_rules if len(rules) > 1 else int(rules[0]))
-    group = {rule: slice(i * b, (i + 1) * b) for i, rule in enumerate(rules)}
-    grads = {rule: result.input_grad[rows] for rule, rows in group.items()} if result.input_grad is not None else {}
+                      passes: dict[ReLURule, Pass]) -> dict[str, torch.Tensor]:
+    spatial = list(x.shape[2:])
+    grads = {rule: result.input_grad for rule, result in passes.items()}
     maps: dict[str, torch.Tensor] = {}
     for name, cls in _FROM_GRADIENT.items():
         if name in names:
@@ -171,29 +182,24 @@ def _single_pass_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, n
         maps["guided_backprop"] = grads[ReLURule.GUIDED].sum(1, keepdim=True)
     if "deconvnet" in names:
         maps["deconvnet"] = grads[ReLURule.DECONV].sum(1, keepdim=True)
-    if layer is not None:
-        normal = group[ReLURule.NORMAL]
-        acts, layer_grad = result.activations[normal], result.layer_grad[normal]
+    if _LAYER_METHODS & set(names):
+        normal = passes[ReLURule.NORMAL]
+        acts, layer_grad = normal.activations, normal.layer_grad
         gradcam = GradCAM.from_layer(acts, layer_grad, spatial)
         if "gradcam" in names:
             maps["gradcam"] = gradcam
         if "gradcam_pp" in names:
             maps["gradcam_pp"] = GradCAMPlusPlus.from_layer(acts, layer_grad, spatial)
         if "cam" in names:
-            maps["cam"] = CAM.from_layer(acts, result.logits[normal], target, final_linear(model), spatial)
+            maps["cam"] = CAM.from_layer(acts, normal.logits, target, final_linear(model), spatial)
         if "guided_gradcam" in names:
             maps["guided_gradcam"] = GuidedGradCAM.combine(grads[ReLURule.GUIDED], gradcam).sum(1, keepdim=True)
     return maps
 
 
-def _path(model: nn.Module, x: torch.Tensor, target: torch.Tensor, names: list[str], options: BundleOptions,
-          bundle: Bundle) -> None:
-    ig = IntegratedGradients(model, n_steps=options.n_steps, method=options.ig_method, baseline=options.baseline,
-                             blur_sigma=options.blur_sigma, max_rows=options.max_rows)
-    layer = _layer(model, options) if "expressive_gradients" in names else None
-    baseline = make_baseline(x, ig.baseline, sigma=ig.blur_sigma)
-    integral = integrate(model, x, baseline, target, ig.alphas, ig.weights, layer=layer, max_rows=ig.max_rows)
-    attribution, delta = IntegratedGradients.from_integral(x, baseline, integral)
+def _path_maps(path: PathRows, integral: PathIntegral, names: list[str], options: BundleOptions,
+               bundle: Bundle) -> None:
+    attribution, delta = IntegratedGradients.from_integral(path.x, path.baseline, integral)
     if "integrated_gradients" in names:
         bundle["integrated_gradients"] = attribution.sum(1, keepdim=True)
         bundle.deltas["integrated_gradients"] = delta

@@ -8,6 +8,9 @@ site and no functional `F.relu`, or the maps silently change.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -50,8 +53,9 @@ class GuidedGradCAM(ChannelExplainer):
     """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the Grad-CAM map upsampled to
     the input (bilinear in 2D, trilinear in 3D), per channel.
 
-    Both come from one pass of a batch of 2B rows: the first B with the normal ReLU gradient (for Grad-CAM),
-    the last B with the guided rule (for the input gradient).
+    Both usually come from one guided pass: when no ReLU module runs after the layer, no rule lies between
+    the layer and the logits, so the guided pass's layer gradient is Grad-CAM's. Otherwise a second pass,
+    with the normal gradient and stopping at the layer, gives Grad-CAM (as Captum does).
 
     Args:
         model: a classifier in eval mode with `nn.ReLU` modules.
@@ -73,15 +77,39 @@ class GuidedGradCAM(ChannelExplainer):
 
     def explain_channels(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self._check(x, target)
-        b = x.shape[0]
-        rules = torch.tensor([ReLURule.NORMAL] * b + [ReLURule.GUIDED] * b, device=x.device)
-        result = gradient_pass(self.model, torch.cat([x, x]), torch.cat([target, target]), layer=self.layer,
-                               rules=rules)
-        assert result.input_grad is not None and result.activations is not None and result.layer_grad is not None
-        cam = GradCAM.from_layer(result.activations[:b], result.layer_grad[:b], list(x.shape[2:]))
-        return self.combine(result.input_grad[b:], cam)
+        with _relus_after(self.model, self.layer) as after:
+            guided = gradient_pass(self.model, x, target, layer=self.layer, rules=int(ReLURule.GUIDED))
+        layer_pass = guided if not after else gradient_pass(self.model, x, target, layer=self.layer,
+                                                              input_grad=False)
+        assert guided.input_grad is not None and layer_pass.activations is not None
+        assert layer_pass.layer_grad is not None
+        cam = GradCAM.from_layer(layer_pass.activations, layer_pass.layer_grad, list(x.shape[2:]))
+        return self.combine(guided.input_grad, cam)
 
     @staticmethod
     def combine(guided: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
         """guided (B, C, *spatial) x Grad-CAM (B, 1, *spatial) -> (B, C, *spatial)."""
         return guided * cam
+
+
+@contextmanager
+def _relus_after(model: nn.Module, layer: nn.Module) -> Iterator[list[nn.Module]]:
+    # The ReLU modules that run after `layer` has given its output, in the forward passes made while open.
+    after: list[nn.Module] = []
+    done = False
+
+    def mark(*_: object) -> None:
+        nonlocal done
+        done = True
+
+    def note(module: nn.Module, *_: object) -> None:
+        if done and module is not layer:
+            after.append(module)
+
+    handles = [layer.register_forward_hook(mark)]
+    try:
+        handles += [m.register_forward_hook(note) for m in model.modules() if isinstance(m, nn.ReLU)]
+        yield after
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -7,7 +7,7 @@
   [39]): IG "enriched with high-level attribution maps" (see the class for exactly what is computed).
 
 The path points of all rows go through the network in memory-bounded batches (batching.py), never as one
-batch of n_steps x B rows.
+batch of n_steps x B rows; the rows at x and at the baseline (for the convergence delta) ride along.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from models.card import ModelCard
-from models.explain.base import ChannelExplainer, Explainer, gradient_pass, record_output, resolve_layer, upsample
-from models.explain.batching import chunks, rows_per_batch
+from models.explain.base import ChannelExplainer, Explainer, Pass, resolve_layer, upsample
+from models.explain.batching import RowGroup, batched_passes
 
 METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 Baseline = str | float | torch.Tensor
@@ -103,53 +103,79 @@ class PathIntegral:
     layer_at_baseline: torch.Tensor | None = None
 
 
+class PathRows:
+    """The rows of a path integral as `RowGroup`s for `batched_passes`, and the `PathIntegral` they add up to.
+
+    `groups`: the len(alphas) x B path rows (step-major, as Captum orders them), each batch's points made
+    when it is due; then the rows at the ends, the baseline and (unless `with_x` is False) x, whose logits
+    (and layer activations) give f(x) - f(b). The ends ride along in the path's batches, their gradients
+    unused: two rows more, instead of a forward pass of their own (on a shared CPU each pass pays a toll
+    beyond its rows: docs/benchmarks.md). Without `with_x`, `integral(at_x=...)` takes x's from a pass made elsewhere.
+    `with_layer`: also integrate the recorded layer's gradient (layer integrated gradients).
+    """
+
+    def __init__(self, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor, alphas: list[float],
+                 weights: list[float], *, with_x: bool = True, with_layer: bool = False) -> None:
+        self.x, self.baseline, self.target, self.with_layer = x.detach(), baseline.detach(), target, with_layer
+        self.alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device)
+        self.weight = torch.tensor(weights, dtype=x.dtype, device=x.device)
+        self.diff = self.x - self.baseline
+        self.total = torch.zeros_like(x)
+        self.layer_total: torch.Tensor | None = None
+        ends = torch.cat([self.baseline, self.x]) if with_x else self.baseline
+        end_target = target.repeat(len(ends) // len(x))
+        self.ends = RowGroup(len(ends), lambda part: (ends[part], end_target[part]))
+        self.groups = [RowGroup(len(alphas) * len(x), self._points, self._add), self.ends]
+
+    def _step_image(self, part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(part.start, part.stop, device=self.x.device)
+        return rows // len(self.x), rows % len(self.x)
+
+    def _points(self, part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        step, image = self._step_image(part)
+        alpha = self.alpha[step].view((-1,) + (1,) * (self.x.dim() - 1))
+        if len(self.x) == 1:  # one image: broadcast it rather than gather copies of it
+            return torch.addcmul(self.baseline, alpha, self.diff), self.target[image]
+        return torch.addcmul(self.baseline[image], alpha, self.diff[image]), self.target[image]
+
+    def _add(self, part: slice, result: Pass) -> None:
+        step, image = self._step_image(part)
+        assert result.input_grad is not None
+        self.total.index_add_(0, image, result.input_grad * self.weight[step].view((-1,) + (1,) * (self.x.dim() - 1)))
+        if self.with_layer:
+            assert result.layer_grad is not None
+            if self.layer_total is None:
+                self.layer_total = result.layer_grad.new_zeros((len(self.x), *result.layer_grad.shape[1:]))
+            layer_shape = (-1,) + (1,) * (result.layer_grad.dim() - 1)
+            self.layer_total.index_add_(0, image, result.layer_grad * self.weight[step].view(layer_shape))
+
+    def integral(self, at_x: Pass | None = None) -> PathIntegral:
+        """The integral once the groups went through; `at_x`: the logits (and activations) of x's rows, in
+        the order of x, when x was not among the ends."""
+        b = len(self.x)
+        ends = self.ends.collected()
+        at_b = ends.rows(slice(0, b))
+        at_x = at_x if at_x is not None else ends.rows(slice(b, 2 * b))
+        index = self.target.view(-1, 1)
+        delta_target = (at_x.logits.gather(1, index) - at_b.logits.gather(1, index)).squeeze(1)
+        integral = PathIntegral(input_grad=self.total, delta_target=delta_target, layer_grad=self.layer_total)
+        if self.layer_total is not None:
+            integral.layer_at_x, integral.layer_at_baseline = at_x.activations, at_b.activations
+        return integral
+
+
 def integrate(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor,
               alphas: list[float], weights: list[float], *, layer: nn.Module | None = None,
               max_rows: int | None = None) -> PathIntegral:
     """The weighted sum of gradients along the straight path from `baseline` to `x`, (B, C, *spatial) each.
 
-    The len(alphas) x B path rows (step-major, as Captum orders them) are made and sent batch by batch, at
-    most `rows_per_batch` rows at once; a forward of x and the baseline gives f(x) - f(b) (and the layer's
-    activations at both ends, for layer integrated gradients).
+    The len(alphas) x B path rows and the 2 x B rows at the ends (for f(x) - f(b), and the layer's
+    activations at both ends for layer integrated gradients) go through in memory-bounded batches, at most
+    `rows_per_batch` rows at once (`PathRows`, `batched_passes`).
     """
-    b = x.shape[0]
-    x, baseline = x.detach(), baseline.detach()
-    alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device)
-    weight = torch.tensor(weights, dtype=x.dtype, device=x.device)
-    n_rows = len(alphas) * b
-    size = rows_per_batch(model, x[:1], max_rows=max_rows, rows_needed=n_rows)
-    total = torch.zeros_like(x)
-    layer_total: torch.Tensor | None = None
-    for part in chunks(n_rows, size):
-        rows = torch.arange(part.start, part.stop, device=x.device)
-        step, image = rows // b, rows % b
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        points = baseline[image] + alpha[step].view(shape) * (x[image] - baseline[image])
-        result = gradient_pass(model, points, target[image], layer=layer)
-        assert result.input_grad is not None
-        total.index_add_(0, image, result.input_grad * weight[step].view(shape))
-        if result.layer_grad is not None:
-            if layer_total is None:
-                layer_total = result.layer_grad.new_zeros((b, *result.layer_grad.shape[1:]))
-            layer_shape = (-1,) + (1,) * (result.layer_grad.dim() - 1)
-            layer_total.index_add_(0, image, result.layer_grad * weight[step].view(layer_shape))
-    ends = _ends(model, torch.cat([x, baseline]), torch.cat([target, target]), layer)
-    delta_target = ends[0][:b] - ends[0][b:]
-    integral = PathIntegral(input_grad=total, delta_target=delta_target, layer_grad=layer_total)
-    if ends[1] is not None:
-        integral.layer_at_x, integral.layer_at_baseline = ends[1][:b], ends[1][b:]
-    return integral
-
-
-def _ends(model: nn.Module, rows: torch.Tensor, target: torch.Tensor,
-          layer: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    # Target logits (and the layer's output) at x and at the baseline, without a backward.
-    with torch.no_grad():
-        if layer is None:
-            return model(rows).gather(1, target.view(-1, 1)).squeeze(1), None
-        with record_output(layer) as record:
-            logits = model(rows)
-        return logits.gather(1, target.view(-1, 1)).squeeze(1), record.output
+    path = PathRows(x, baseline, target, alphas, weights, with_layer=layer is not None)
+    batched_passes(model, path.groups, like=x[:1], layer=layer, max_rows=max_rows)
+    return path.integral()
 
 
 class IntegratedGradients(ChannelExplainer):

@@ -6,7 +6,7 @@ statistics are made non-trivial, so eval mode is not the identity. Each net has 
 the dotted path of its last feature map (the usual GradCAM layer).
 
 API (stable, imported by other explainer tests):
-    tiny_densenet(spatial_dims=2, in_channels=3, num_classes=4, seed=0) -> nn.Module
+    tiny_densenet(spatial_dims=2, in_channels=3, num_classes=4, seed=0, stem_stride=1) -> nn.Module
     tiny_resnet(spatial_dims=2, in_channels=3, num_classes=4, seed=0) -> nn.Module
     NETS = {"densenet": tiny_densenet, "resnet": tiny_resnet}
     random_input(batch, in_channels=3, spatial_dims=2, size=12, seed=1) -> (B, C, *spatial) tensor
@@ -85,12 +85,13 @@ def _settle(model: nn.Module, spatial_dims: int, in_channels: int) -> nn.Module:
     return model.eval()
 
 
-def tiny_densenet(spatial_dims: int = 2, in_channels: int = 3, num_classes: int = 4, seed: int = 0) -> nn.Module:
+def tiny_densenet(spatial_dims: int = 2, in_channels: int = 3, num_classes: int = 4, seed: int = 0,
+                  stem_stride: int = 1) -> nn.Module:
     """A random two-block DenseNet (models.networks.densenet) in eval mode; `target_layer` =
-    "features.relu_final"."""
+    "features.relu_final". `stem_stride` 4 makes large images (1024 px) cheap enough for a test."""
     torch.manual_seed(seed)
     model = DenseNet(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, growth_rate=4,
-                     block_layers=(2, 2), init_features=8, dropout=0.0)
+                     block_layers=(2, 2), init_features=8, dropout=0.0, stem_stride=stem_stride)
     with torch.no_grad():  # a non-zero bias, so logits are not plain linear in the features' mean
         model.head.classifier.bias.normal_(0.0, 0.1)
     model = _settle(model, spatial_dims, in_channels)

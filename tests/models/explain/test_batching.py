@@ -2,8 +2,21 @@ from __future__ import annotations
 
 import torch
 
-from models.explain.batching import available_memory, bytes_per_row, chunks, rows_per_batch
-from tests.models.explain.nets import no_hooks_left, random_input, tiny_densenet
+from models.explain import batching
+from models.explain.base import ReLURule, gradient_pass
+from models.explain.batching import (
+    BACKWARD_FACTOR,
+    RowGroup,
+    available_memory,
+    batched_passes,
+    bytes_per_row,
+    chunks,
+    memory_budget,
+    rows_per_batch,
+)
+from models.explain.bundle import DEFAULT_METHODS, BundleOptions, explain_bundle
+from models.explain.integrated_gradients import IntegratedGradients
+from tests.models.explain.nets import no_hooks_left, random_input, relative_l2, tiny_densenet
 
 
 def test_chunks_are_near_equal_and_cover_everything():
@@ -40,3 +53,75 @@ def test_probe_leaves_parameters_and_autograd_state_alone():
         assert bytes_per_row(model, random_input(1, size=20)) > 0  # probes with grad even inside no_grad
         assert not torch.is_grad_enabled()
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_memory_budget_caps_rows_per_batch_while_open():
+    model, row = tiny_densenet(), random_input(1, size=16)
+    per_row = bytes_per_row(model, row)
+    with memory_budget(3 * per_row + 1):
+        assert rows_per_batch(model, row) == 3
+        with memory_budget(0):
+            assert rows_per_batch(model, row) == 1  # never below one row
+        assert rows_per_batch(model, row) == 3
+    assert rows_per_batch(model, row) == 32
+
+
+def test_groups_share_batches_and_get_their_own_rows():
+    model, x = tiny_densenet(), random_input(5, size=12)
+    target = torch.tensor([0, 1, 2, 3, 0])
+    groups = [RowGroup(5, lambda part: (x[part], target[part])),
+              RowGroup(5, lambda part: (x[part], target[part]), rule=ReLURule.GUIDED)]
+    batched_passes(model, groups, like=x[:1], max_rows=4)  # 10 rows in batches of 4, 4, 2
+    assert [len(p.logits) for p in groups[0].parts] == [4, 1] and [len(p.logits) for p in groups[1].parts] == [3, 2]
+    for group, rule in zip(groups, (ReLURule.NORMAL, ReLURule.GUIDED), strict=True):
+        alone = gradient_pass(model, x, target, rules=int(rule)).input_grad
+        assert relative_l2(group.collected().input_grad, alone) < 1e-6
+    assert no_hooks_left(model)
+
+
+def _spy_on_batches(monkeypatch) -> list[tuple[int, int]]:
+    # Records (rows, bytes the forward saved for the backward) of every batch the planner sends.
+    batches: list[tuple[int, int]] = []
+    real = batching.gradient_pass
+
+    def spy(model, x, *args, **kwargs):
+        saved: dict[int, int] = {}
+
+        def pack(tensor):
+            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            result = real(model, x, *args, **kwargs)
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        batches.append((len(x), sum(n for ptr, n in saved.items() if ptr not in params)))
+        return result
+
+    monkeypatch.setattr(batching, "gradient_pass", spy)
+    return batches
+
+
+def test_a_small_budget_splits_a_1024_px_path_into_bounded_batches_with_the_same_result(monkeypatch):
+    # A DenseNet at 1024 x 1024 (stem stride 4): ~100 MB per row. With room for 2 rows, integrated gradients
+    # (6 path rows + 2 end rows) and a bundle (3 single-pass rows of mixed ReLU rules + 6 path rows + the
+    # baseline's) go in batches of at most 2 rows, each saving at most what the budget allows, and give
+    # the maps of one unsplit batch.
+    model, x = tiny_densenet(in_channels=1, num_classes=2, stem_stride=4), random_input(1, in_channels=1, size=1024)
+    target = torch.tensor([1])
+    budget = int(2.5 * bytes_per_row(model, x))
+    batches = _spy_on_batches(monkeypatch)
+    options = BundleOptions(target_layer=model.target_layer, n_steps=6, max_rows=32)
+    ig = IntegratedGradients(model, n_steps=6, max_rows=32)
+    whole_ig, whole_bundle = ig.explain(x, target), explain_bundle(model, x, target, DEFAULT_METHODS, options)
+    assert [rows for rows, _ in batches] == [8, 10]
+    assert all(saved * BACKWARD_FACTOR > budget for _, saved in batches)  # one batch would not fit
+    batches.clear()
+    with memory_budget(budget):
+        split_ig, split_bundle = ig.explain(x, target), explain_bundle(model, x, target, DEFAULT_METHODS, options)
+    assert [rows for rows, _ in batches] == [2] * 4 + [2] * 5
+    assert all(saved * BACKWARD_FACTOR <= budget for _, saved in batches)
+    assert relative_l2(split_ig, whole_ig) < 1e-5
+    for name in DEFAULT_METHODS:
+        assert relative_l2(split_bundle[name], whole_bundle[name]) < 1e-5, name
+    assert torch.allclose(split_bundle.deltas["integrated_gradients"], whole_bundle.deltas["integrated_gradients"],
+                          atol=1e-5)

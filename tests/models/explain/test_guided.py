@@ -28,6 +28,14 @@ def test_equal_to_captum(net):
     assert no_hooks_left(model)
 
 
+def test_guided_gradcam_on_a_layer_with_relus_after_it_equals_captum():
+    # ReLUs after the layer change its gradient under the guided rule: Grad-CAM then needs its own pass.
+    model, x = tiny_resnet(), random_input(3)
+    reference = GuidedGradCam(model, model.features.block1).attribute(x, TARGET, interpolate_mode="bilinear")
+    assert relative_l2(GuidedGradCAM(model, "features.block1").explain_channels(x, TARGET), reference) < 1e-4
+    assert no_hooks_left(model)
+
+
 def test_rules_differ_from_the_gradient_and_from_each_other():
     model, x = tiny_resnet(), random_input(3)
     plain = gradient_pass(model, x, TARGET).input_grad
@@ -42,6 +50,18 @@ def test_one_batch_with_a_rule_per_row_equals_separate_passes():
     for i, rule in enumerate(ReLURule):
         alone = gradient_pass(model, x, TARGET, rules=int(rule)).input_grad
         assert torch.allclose(mixed[3 * i:3 * i + 3], alone, rtol=1e-5, atol=1e-7)
+
+
+def test_interleaved_rules_equal_separate_passes_and_normal_rows_are_exact():
+    model, x = tiny_resnet(), random_input(3)
+    rules = torch.tensor([ReLURule.GUIDED, ReLURule.NORMAL, ReLURule.DECONV] * 3)
+    rows = x.repeat_interleave(3, dim=0)
+    mixed = gradient_pass(model, rows, TARGET.repeat_interleave(3), rules=rules).input_grad
+    plain = gradient_pass(model, rows, TARGET.repeat_interleave(3)).input_grad
+    assert torch.equal(mixed[1::3], plain[1::3])  # autograd's own ReLU backward for the normal rows
+    for i, rule in enumerate((ReLURule.GUIDED, ReLURule.NORMAL, ReLURule.DECONV)):
+        alone = gradient_pass(model, x, TARGET, rules=int(rule)).input_grad
+        assert torch.allclose(mixed[i::3], alone, rtol=1e-5, atol=1e-7)
 
 
 def test_guided_backprop_on_one_relu_known_values():
