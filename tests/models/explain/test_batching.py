@@ -6,6 +6,7 @@ from models.explain import batching
 from models.explain.base import ReLURule, gradient_pass
 from models.explain.batching import (
     BACKWARD_FACTOR,
+    DEFAULT_MAX_BATCH_BYTES,
     RowGroup,
     available_memory,
     batched_passes,
@@ -37,10 +38,12 @@ def test_bytes_per_row_grows_with_the_image_and_is_cached():
 
 
 def test_rows_per_batch_is_capped_and_bounded_by_memory(monkeypatch):
-    model, row = tiny_densenet(), random_input(1, size=16)
-    assert rows_per_batch(model, row) == 32 and rows_per_batch(model, row, max_rows=5) == 5
-    assert rows_per_batch(model, row, rows_needed=3) == 3
-    per_row = bytes_per_row(model, row)
+    model, row, large = tiny_densenet(), random_input(1, size=16), random_input(1, size=512)
+    per_row, per_large_row = bytes_per_row(model, row), bytes_per_row(model, large)
+    monkeypatch.setattr("models.explain.batching.available_memory", lambda device: 2**50)
+    assert rows_per_batch(model, row) == DEFAULT_MAX_BATCH_BYTES // per_row > 32  # small rows: up to 1 GiB
+    assert per_large_row * 32 > DEFAULT_MAX_BATCH_BYTES and rows_per_batch(model, large) == 32
+    assert rows_per_batch(model, row, max_rows=5) == 5 and rows_per_batch(model, row, rows_needed=3) == 3
     monkeypatch.setattr("models.explain.batching.available_memory", lambda device: 8 * per_row)
     assert rows_per_batch(model, row, fraction=0.5) == 4
     monkeypatch.setattr("models.explain.batching.available_memory", lambda device: 0)
@@ -55,15 +58,16 @@ def test_probe_leaves_parameters_and_autograd_state_alone():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_memory_budget_caps_rows_per_batch_while_open():
+def test_memory_budget_caps_rows_per_batch_while_open(monkeypatch):
     model, row = tiny_densenet(), random_input(1, size=16)
     per_row = bytes_per_row(model, row)
+    monkeypatch.setattr("models.explain.batching.available_memory", lambda device: 2**50)
     with memory_budget(3 * per_row + 1):
         assert rows_per_batch(model, row) == 3
         with memory_budget(0):
             assert rows_per_batch(model, row) == 1  # never below one row
         assert rows_per_batch(model, row) == 3
-    assert rows_per_batch(model, row) == 32
+    assert rows_per_batch(model, row) == DEFAULT_MAX_BATCH_BYTES // per_row
 
 
 def test_groups_share_batches_and_get_their_own_rows():
