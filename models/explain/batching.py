@@ -13,7 +13,8 @@ normal / guided / deconv rows, the ends of a path) through such batches together
 pass costs a fixed toll on top of its rows (threads wait for each other at every op), so a few full batches
 beat many small ones.
 
-API: `available_memory(device)`, `memory_budget(nbytes)` (a context manager capping what batches may take),
+API: `available_memory(device)` (the least of the machine's, its container's and `ulimit -v`'s headroom),
+`cgroup_headroom()`, `memory_budget(nbytes)` (a context manager capping what batches may take),
 `bytes_per_row(model, row, backward=...)`, `rows_per_batch(...)`, `chunks(n, size)`, `RowGroup`,
 `batched_passes(...)`. No hooks are left behind.
 """
@@ -21,6 +22,7 @@ API: `available_memory(device)`, `memory_budget(nbytes)` (a context manager capp
 from __future__ import annotations
 
 import os
+import resource
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -58,12 +60,22 @@ def memory_budget(nbytes: int) -> Iterator[None]:
 
 
 def available_memory(device: torch.device | str) -> int:
-    """Bytes free for new tensors on `device`: `torch.cuda.mem_get_info` on CUDA (plus what PyTorch's
-    caching allocator holds but does not use), MemAvailable from /proc/meminfo on CPU (os.sysconf elsewhere)."""
+    """Bytes free for new tensors on `device`.
+
+    CUDA: `torch.cuda.mem_get_info` plus what PyTorch's caching allocator holds but does not use. CPU: the
+    least of the machine's MemAvailable (/proc/meminfo; os.sysconf elsewhere), the headroom of this
+    process's cgroup (a container's memory limit, which /proc/meminfo does not show) and the headroom
+    under its address-space limit (`ulimit -v`), so a worker in a 4 GiB container plans for 4 GiB.
+    """
     device = torch.device(device)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    limits = [_machine_available(), cgroup_headroom(), _address_space_headroom()]
+    return max(0, min(limit for limit in limits if limit is not None))
+
+
+def _machine_available() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -72,6 +84,64 @@ def available_memory(device: torch.device | str) -> int:
         pass
     # No /proc (not Linux): free pages as the C library counts them.
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def cgroup_headroom(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Bytes this process's memory cgroup may still take (limit - usage, reclaimable page cache counted as
+    free), or None without a limit. cgroup v2 (memory.max) and v1 (memory.limit_in_bytes); the process's
+    own cgroup folder is tried first, then the root of the mount (what a container sees of itself)."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _id, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: "0::/path"
+            folders, files = [root / path.lstrip("/"), root], ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):
+            folders = [root / "memory" / path.lstrip("/"), root / "memory"]
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        for folder in folders:
+            headroom = _cgroup_folder_headroom(folder, *files)
+            if headroom is not None:
+                return headroom
+    return None
+
+
+def _cgroup_folder_headroom(folder: Path, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
+    try:
+        limit_text = (folder / limit_file).read_text().strip()
+        usage = int((folder / usage_file).read_text())
+    except (OSError, ValueError):
+        return None
+    # v2 says "max"; v1 says a number near 2**63 (rounded to the page size) when there is no limit.
+    if limit_text == "max" or int(limit_text) >= 2**62:
+        return None
+    inactive = 0
+    try:
+        for line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == inactive_key:
+                inactive = int(value)
+    except (OSError, ValueError):
+        pass
+    return max(0, int(limit_text) - usage + inactive)
+
+
+def _address_space_headroom() -> int | None:
+    """RLIMIT_AS minus the process's virtual size, or None when unlimited."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return max(0, soft - int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return soft
 
 
 def bytes_per_row(model: nn.Module, row: torch.Tensor, *, backward: bool = True) -> int:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.explain.base import Explainer
+from models.explain.batching import chunks, rows_per_batch
 
 # Methods whose maps sum to f(x) - f(baseline) with a zero baseline by construction (completeness);
 # for the others completeness_delta says little and cheap_scores leaves it out.
@@ -46,10 +47,16 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def target_logits(model: nn.Module, x: torch.Tensor, target: torch.Tensor, batch: int = 64) -> torch.Tensor:
+def forward_rows(model: nn.Module, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """Logits of the rows of `x`, without gradients, in batches the free memory holds (batching.py; at most
+    `batch` rows): a 1024 px image's 16 perturbed copies do not go through at once."""
+    size = rows_per_batch(model, x[:1], backward=False, max_rows=batch, rows_needed=x.shape[0])
     with torch.no_grad():
-        logits = torch.cat([model(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
-    return logits.gather(1, target.view(-1, 1))[:, 0]
+        return torch.cat([model(x[part]) for part in chunks(x.shape[0], size)])
+
+
+def target_logits(model: nn.Module, x: torch.Tensor, target: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    return forward_rows(model, x, batch).gather(1, target.view(-1, 1))[:, 0]
 
 
 def completeness_delta(model: nn.Module, x: torch.Tensor, target: torch.Tensor, attribution: torch.Tensor,
@@ -109,7 +116,7 @@ def _order(attribution: torch.Tensor) -> torch.Tensor:
 
 def perturbation_curve(model: nn.Module, x: torch.Tensor, target: torch.Tensor, attribution: torch.Tensor,
                        start: torch.Tensor, end: torch.Tensor, steps: int, *, probability: bool = True,
-                       batch: int = 64) -> torch.Tensor:
+                       batch: int | None = None) -> torch.Tensor:
     """(B, steps + 1) target score along the path from `start` to `end` (both (B, C, *s)): at step i the
     top i/steps of the pixels (by the map) take their value in `end`, the rest in `start`."""
     b, c, *spatial = x.shape
@@ -119,9 +126,7 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, target: torch.Tensor, 
     counts = torch.round(torch.linspace(0, pixels, steps + 1, device=x.device)).long()
     switched = rank.unsqueeze(1) < counts.view(1, -1, 1)  # (B, steps + 1, P)
     inputs = torch.where(switched.view(b, steps + 1, 1, *spatial), end.unsqueeze(1), start.unsqueeze(1))
-    with torch.no_grad():
-        flat_inputs = inputs.reshape(b * (steps + 1), c, *spatial)
-        logits = torch.cat([model(flat_inputs[i:i + batch]) for i in range(0, flat_inputs.shape[0], batch)])
+    logits = forward_rows(model, inputs.reshape(b * (steps + 1), c, *spatial), batch)
     scores = logits.softmax(1) if probability else logits
     return scores.gather(1, target.repeat_interleave(steps + 1).view(-1, 1)).view(b, steps + 1)
 
@@ -250,7 +255,7 @@ def sparsity(attribution: torch.Tensor) -> torch.Tensor:
 
 def cheap_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, attribution: torch.Tensor, *,
                  method: str | None = None, steps: int = 8, baseline: float = 0.0) -> dict[str, float]:
-    """Scores stored with every heatmap, from one batch of 2 * steps forwards (16 by default).
+    """Scores stored with every heatmap, from 2 * steps forwards (16 by default) in memory-bounded batches.
 
     Deletion and insertion share their end points (x and the all-baseline input), so one batch gives both
     curves, the target logits for completeness and the target probability. Averages over the rows.
@@ -267,8 +272,7 @@ def cheap_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, attrib
     deleted = (rank.unsqueeze(1) < counts.view(1, -1, 1)).view(b, -1, 1, *spatial)
     inputs = torch.cat([x.unsqueeze(1), torch.where(deleted, base.unsqueeze(1), x.unsqueeze(1)),
                         torch.where(deleted, x.unsqueeze(1), base.unsqueeze(1)), base.unsqueeze(1)], dim=1)
-    with torch.no_grad():
-        logits = model(inputs.reshape(-1, c, *spatial)).view(b, inputs.shape[1], -1)
+    logits = forward_rows(model, inputs.reshape(-1, c, *spatial)).view(b, inputs.shape[1], -1)
     picked = logits.gather(2, target.view(b, 1, 1).expand(-1, inputs.shape[1], 1))[..., 0]
     probs = logits.softmax(2).gather(2, target.view(b, 1, 1).expand(-1, inputs.shape[1], 1))[..., 0]
     inner = steps - 1

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 from models.explain import batching
@@ -11,6 +15,7 @@ from models.explain.batching import (
     available_memory,
     batched_passes,
     bytes_per_row,
+    cgroup_headroom,
     chunks,
     memory_budget,
     rows_per_batch,
@@ -129,3 +134,45 @@ def test_a_small_budget_splits_a_1024_px_path_into_bounded_batches_with_the_same
         assert relative_l2(split_bundle[name], whole_bundle[name]) < 1e-5, name
     assert torch.allclose(split_bundle.deltas["integrated_gradients"], whole_bundle.deltas["integrated_gradients"],
                           atol=1e-5)
+
+
+def _fake_cgroup(tmp_path, membership: str, files: dict[str, str]):
+    (tmp_path / "self_cgroup").write_text(membership)
+    for name, text in files.items():
+        path = tmp_path / "fs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return {"root": tmp_path / "fs", "membership": tmp_path / "self_cgroup"}
+
+
+def test_cgroup_v2_limit_counts_reclaimable_cache_as_free(tmp_path):
+    where = _fake_cgroup(tmp_path, "0::/lumen/worker\n", {
+        "lumen/worker/memory.max": "4294967296\n", "lumen/worker/memory.current": "3221225472\n",
+        "lumen/worker/memory.stat": "anon 2147483648\ninactive_file 536870912\n"})
+    assert cgroup_headroom(**where) == 2**32 - 3 * 2**30 + 2**29
+
+
+def test_cgroup_v1_limit_is_read_from_the_mount_root_as_a_container_sees_it(tmp_path):
+    where = _fake_cgroup(tmp_path, "9:pids:/\n4:memory:/docker/abc\n", {
+        "memory/memory.limit_in_bytes": str(2**31), "memory/memory.usage_in_bytes": str(2**30),
+        "memory/memory.stat": "cache 5\ntotal_inactive_file 1024\n"})
+    assert cgroup_headroom(**where) == 2**30 + 1024
+
+
+def test_no_cgroup_limit_means_none(tmp_path):
+    v1 = _fake_cgroup(tmp_path, "4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712",
+                                                 "memory/memory.usage_in_bytes": "4791554048"})
+    assert cgroup_headroom(**v1) is None
+    v2 = _fake_cgroup(tmp_path, "0::/\n", {"memory.max": "max\n", "memory.current": "1\n"})
+    assert cgroup_headroom(**v2) is None
+
+
+def test_an_address_space_limit_bounds_the_memory_planned_for(tmp_path):
+    # A real `ulimit -v` in a child process: the planner must not count on memory the process cannot map.
+    script = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, resource.RLIM_INFINITY))\n"
+        "from models.explain.batching import available_memory\nprint(available_memory('cpu'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert 0 < int(done.stdout) < 6 * 2**30

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from models.explain import metrics
+from models.explain.batching import bytes_per_row, memory_budget
 from models.explain.deeplift import DeepLift
 from tests.models.explain.nets import NETS, random_input
 
@@ -81,6 +82,7 @@ def test_cheap_scores_in_sixteen_forwards_and_fast() -> None:
     model = NETS["densenet"](spatial_dims=3)
     x, target = random_input(1, spatial_dims=3, size=8), torch.tensor([2])
     maps = DeepLift(model).explain(x, target)
+    bytes_per_row(model, x, backward=False)  # the batch planner's one-row probe, cached from here on
     calls = []
     handle = model.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
     try:
@@ -91,3 +93,20 @@ def test_cheap_scores_in_sixteen_forwards_and_fast() -> None:
     assert scores["completeness_delta"] < 1e-4
     assert set(scores) == {"deletion_auc", "insertion_auc", "sparsity_gini", "target_probability", "completeness_delta"}
     assert "completeness_delta" not in metrics.cheap_scores(model, x, target, maps, method="occlusion")
+
+
+def test_cheap_scores_split_into_the_batches_memory_allows_and_agree() -> None:
+    # A 1024 px image's 16 perturbed copies must not go through at once when memory is short.
+    model = NETS["densenet"](spatial_dims=2)
+    x, target = random_input(2, spatial_dims=2, size=16), torch.tensor([1, 0])
+    maps = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    whole = metrics.cheap_scores(model, x, target, maps)
+    calls = []
+    handle = model.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    try:
+        with memory_budget(5 * bytes_per_row(model, x[:1], backward=False)):
+            split = metrics.cheap_scores(model, x, target, maps)
+    finally:
+        handle.remove()
+    assert max(calls) <= 5 and sum(calls) == 2 * 16
+    assert split == pytest.approx(whole, rel=1e-5, abs=1e-7)
