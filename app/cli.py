@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from app.config import get_settings
 
@@ -103,18 +105,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explainer_settings(items: list[str]) -> dict[str, dict[str, Any]]:
+    """["shapley_sampling.n_permutations=5", ...] -> {"shapley_sampling": {"n_permutations": 5}}; values are
+    JSON (numbers, lists, true/false) or else strings. Raises ValueError for an item not METHOD.NAME=VALUE."""
+    settings: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name):
+            raise ValueError(f"--set expects METHOD.NAME=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        settings.setdefault(method, {})[name] = value
+    return settings
+
+
 def _cmd_evaluate_explanations(args: argparse.Namespace) -> int:
     from models.explain import evaluate  # torch is imported only by this subcommand
 
     try:
-        report = evaluate.evaluate_explanations(args.model, out_dir=args.out, methods=args.methods, limit=args.limit)
+        settings = _explainer_settings(args.set)
+        report = evaluate.evaluate_explanations(
+            args.model, out_dir=args.out, methods=args.methods, limit=args.limit, skip=args.skip, settings=settings
+        )
     except ValueError as exc:
         print(f"lumen evaluate-explanations: {exc}", file=sys.stderr)
         return 2
+    shown = [
+        ("insertion_auc", "insertion"),
+        ("deletion_auc", "deletion"),
+        ("sensitivity_n", "sensitivity-n"),
+        ("randomisation_spearman", "randomisation"),
+        ("relevance_mass", "relevance mass"),
+    ]
     for rank, name in enumerate(report["ranking"], start=1):
         row = report["methods"][name]
-        print(f"{rank:2d}. {name:22s} insertion {row['insertion_auc']:.3f}  deletion {row['deletion_auc']:.3f}  "
-              f"sensitivity-n {row['sensitivity_n']:.3f}  randomisation {row['randomisation_spearman']:.3f}")
+        print(f"{rank:2d}. {name:22s} " + "  ".join(f"{label} {row[key]:.3f}" for key, label in shown if key in row))
     for name, reason in report["failed"].items():
         print(f"    {name}: failed ({reason})")
     return 0
@@ -229,6 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: reports/explanations/MODEL)")
     evaluate.add_argument("--methods", nargs="+", default=None, help="explainer names (default: all)")
     evaluate.add_argument("--limit", type=int, default=16, help="evaluation images")
+    evaluate.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        metavar="METRIC",
+        help="metrics to leave out, e.g. randomisation repeatability (they re-run the methods; "
+        "known: deletion insertion sensitivity_n randomisation completeness sparsity "
+        "repeatability localisation)",
+    )
+    evaluate.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="METHOD.NAME=VALUE",
+        help="explainer setting over the card's, e.g. shapley_sampling.n_permutations=5 (recorded in the report)",
+    )
     evaluate.set_defaults(func=_cmd_evaluate_explanations)
 
     sub.add_parser("sweep", help="re-send jobs the broker lost").set_defaults(func=_cmd_sweep)

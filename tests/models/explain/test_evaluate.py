@@ -43,13 +43,16 @@ def test_report_ranks_methods_and_reports_localisation(tiny_zoo: Path, tmp_path:
     assert "<table>" in page and "data:image/png;base64," in page
 
 
-def test_cli_evaluate_explanations(tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_evaluate_explanations(
+    tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(evaluate, "ZOO", tiny_zoo)
-    monkeypatch.setattr(evaluate.evaluate_explanations, "__kwdefaults__",
-                        {**evaluate.evaluate_explanations.__kwdefaults__, "zoo": tiny_zoo})
-    code = cli.main(["evaluate-explanations", "tiny", "--out", str(tmp_path), "--methods", "deeplift",
-                     "--limit", "1"])
+    monkeypatch.setattr(
+        evaluate.evaluate_explanations,
+        "__kwdefaults__",
+        {**evaluate.evaluate_explanations.__kwdefaults__, "zoo": tiny_zoo},
+    )
+    code = cli.main(["evaluate-explanations", "tiny", "--out", str(tmp_path), "--methods", "deeplift", "--limit", "1"])
     assert code == 0 and "deeplift" in capsys.readouterr().out
     assert cli.main(["evaluate-explanations", "unknown-model", "--out", str(tmp_path)]) == 2
 
@@ -74,3 +77,86 @@ def test_idrid_heldout_samples_carry_exudate_masks_through_the_crop() -> None:
     # The lesions lie on the fundus, which is bright in the input; the padding (black) has none.
     brightness = samples.x.mean(dim=1, keepdim=True)
     assert brightness[samples.masks].mean() > brightness[~samples.masks].mean()
+
+
+def test_skipped_metrics_are_absent_and_the_others_present(tiny_zoo: Path, tmp_path: Path) -> None:
+    skip = ["randomisation", "repeatability", "sensitivity_n"]
+    report = evaluate.evaluate_explanations(
+        "tiny", out_dir=tmp_path, methods=["deeplift", "lime"], limit=2, zoo=tiny_zoo, skip=skip
+    )
+    assert report["skipped_metrics"] == ["sensitivity_n", "randomisation", "repeatability"]
+    skipped_keys = {key for metric in skip for key in evaluate.METRICS[metric]}
+    kept_keys = {key for metric, keys in evaluate.METRICS.items() if metric not in skip for key in keys}
+    for row in report["methods"].values():
+        assert not skipped_keys & row.keys()
+        assert kept_keys | {"seconds_per_image", "mean_rank"} <= row.keys()
+    # Without skip, lime (stochastic) gets its repeatability: the skip above is what removed it.
+    full = evaluate.evaluate_explanations("tiny", out_dir=tmp_path, methods=["lime"], limit=1, zoo=tiny_zoo)
+    assert skipped_keys <= full["methods"]["lime"].keys()
+
+
+def test_skipping_every_ranking_metric_keeps_run_order_and_drops_the_curves(tiny_zoo: Path, tmp_path: Path) -> None:
+    skip = ["deletion", "insertion", "sensitivity_n", "randomisation"]
+    report = evaluate.evaluate_explanations(
+        "tiny", out_dir=tmp_path, methods=["lrp_epsilon", "deeplift"], limit=1, zoo=tiny_zoo, skip=skip
+    )
+    assert report["ranking"] == ["lrp_epsilon", "deeplift"]
+    assert all("mean_rank" not in row and row["curves"] == {} for row in report["methods"].values())
+    page = (tmp_path / "report.html").read_text()
+    assert "<table>" in page and "data:image/png" not in page and "deletion, insertion" in page
+
+
+def test_unknown_metric_is_an_error(tiny_zoo: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown metrics"):
+        evaluate.evaluate_explanations(
+            "tiny", out_dir=tmp_path, methods=["deeplift"], limit=1, zoo=tiny_zoo, skip=["localization"]
+        )
+
+
+def test_settings_override_the_card_and_a_misspelt_one_is_an_error(tiny_zoo: Path, tmp_path: Path) -> None:
+    card = evaluate.find_card("tiny", tiny_zoo)
+    model = torch.nn.Linear(1, 1)
+    explainer = evaluate.make_explainer("shapley_sampling", model, card, {"shapley_sampling": {"n_permutations": 3}})
+    assert explainer.n_permutations == 3  # type: ignore[attr-defined]
+    assert evaluate.make_explainer("shapley_sampling", model, card).n_permutations == 25  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="no setting 'n_permutation'"):
+        evaluate.make_explainer("shapley_sampling", model, card, {"shapley_sampling": {"n_permutation": 3}})
+    # The setting reaches the method: a 16 px input in 8 px windows at stride 8 gives four constant blocks.
+    network = evaluate.load_model(card)
+    occlusion = evaluate.make_explainer("occlusion", network, card, {"occlusion": {"window": 8, "stride": 8}})
+    maps = occlusion.explain(torch.randn(1, 3, 16, 16), torch.zeros(1, dtype=torch.long))
+    assert maps[0, 0, :8, :8].unique().numel() == 1 and maps.unique().numel() <= 4
+
+
+def test_cli_skip_and_set(
+    tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        evaluate.evaluate_explanations,
+        "__kwdefaults__",
+        {**evaluate.evaluate_explanations.__kwdefaults__, "zoo": tiny_zoo},
+    )
+    code = cli.main(
+        [
+            "evaluate-explanations",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "--methods",
+            "occlusion",
+            "--limit",
+            "1",
+            "--skip",
+            "randomisation",
+            "sensitivity_n",
+            "--set",
+            "occlusion.window=8",
+            "occlusion.stride=8",
+        ]
+    )
+    assert code == 0 and "relevance mass" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["settings"] == {"occlusion": {"window": 8, "stride": 8}}
+    assert saved["skipped_metrics"] == ["sensitivity_n", "randomisation"]
+    assert cli.main(["evaluate-explanations", "tiny", "--out", str(tmp_path), "--set", "occlusion.window"]) == 2
+    assert cli.main(["evaluate-explanations", "tiny", "--out", str(tmp_path), "--skip", "nothing"]) == 2
