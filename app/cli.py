@@ -128,7 +128,13 @@ def _cmd_evaluate_explanations(args: argparse.Namespace) -> int:
     try:
         settings = _explainer_settings(args.set)
         report = evaluate.evaluate_explanations(
-            args.model, out_dir=args.out, methods=args.methods, limit=args.limit, skip=args.skip, settings=settings
+            args.model,
+            out_dir=args.out,
+            methods=args.methods,
+            limit=args.limit,
+            skip=args.skip,
+            settings=settings,
+            replicas=args.replicas,
         )
     except ValueError as exc:
         print(f"lumen evaluate-explanations: {exc}", file=sys.stderr)
@@ -139,6 +145,7 @@ def _cmd_evaluate_explanations(args: argparse.Namespace) -> int:
         ("sensitivity_n", "sensitivity-n"),
         ("randomisation_spearman", "randomisation"),
         ("relevance_mass", "relevance mass"),
+        ("replica_l2_average_map", "replica L2"),
     ]
     for rank, name in enumerate(report["ranking"], start=1):
         row = report["methods"][name]
@@ -264,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC",
         help="metrics to leave out, e.g. randomisation repeatability (they re-run the methods; "
         "known: deletion insertion sensitivity_n randomisation completeness sparsity "
-        "repeatability localisation)",
+        "repeatability localisation replicas)",
     )
     evaluate.add_argument(
         "--set",
@@ -272,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="METHOD.NAME=VALUE",
         help="explainer setting over the card's, e.g. shapley_sampling.n_permutations=5 (recorded in the report)",
+    )
+    evaluate.add_argument(
+        "--replicas",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="the same model trained again with other seeds (lumen train MODEL --seed S --out DIR): adds each "
+        "method's repeatability across models",
     )
     evaluate.set_defaults(func=_cmd_evaluate_explanations)
 

@@ -40,11 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.card import ModelCard, scan_cards
+from models.card import CardError, ModelCard, load_card, scan_cards
 from models.datasets import idrid_heldout, load_medmnist
 from models.explain import metrics
 from models.explain.base import Explainer
 from models.explain.registry import EXPLAINERS, get_explainer
+from models.explain.replicas import replica_repeatability
 from models.explain.superpixels import feature_masks
 from models.preprocessing import InputRegion, prepare_with_region
 from models.registry import load_model
@@ -63,6 +64,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "sparsity": ("sparsity_gini",),
     "repeatability": ("repeatability_l2",),
     "localisation": ("pointing_game", "relevance_mass", "relevance_rank_accuracy"),
+    "replicas": ("replica_l2_per_image", "replica_l2_average_map"),
 }
 STOCHASTIC = (
     "smoothgrad",
@@ -177,6 +179,7 @@ def _method_scores(
     seed: int,
     skip: frozenset[str] = frozenset(),
     settings: dict[str, dict[str, Any]] | None = None,
+    replicas: tuple[nn.Module, ...] = (),
 ) -> dict[str, Any]:
     x = samples.x
     explainer = make_explainer(name, model, card, settings)
@@ -207,6 +210,11 @@ def _method_scores(
     if "repeatability" not in skip and name in STOCHASTIC and hasattr(explainer, "seed"):
         explainer.seed = seed + 1
         row["repeatability_l2"] = float(metrics.repeatability([maps, explainer.explain(x, target)]).mean())
+    if "replicas" not in skip and replicas:
+        # Same class, same seed in every replica: the distances come from the trained weights alone.
+        row.update(
+            replica_repeatability(lambda m: make_explainer(name, m, card, settings), [model, *replicas], x, target)
+        )
     if "localisation" not in skip and samples.masks is not None:
         row["pointing_game"] = float(metrics.pointing_game(maps, samples.masks).mean())
         row["relevance_mass"] = float(metrics.relevance_mass(maps, samples.masks).mean())
@@ -241,16 +249,20 @@ def evaluate_explanations(
     seed: int = 0,
     skip: Collection[str] = (),
     settings: dict[str, dict[str, Any]] | None = None,
+    replicas: Collection[Path] = (),
 ) -> dict[str, Any]:
     """Run `methods` (default: every registered one) on `limit` evaluation samples of the model, without the
     metrics in `skip` (names of `METRICS`) and with the explainer `settings` ({method: {attribute: value}});
     write report.json and report.html to `out_dir` (default reports/explanations/<model>) and return the
-    report. Raises ValueError for an unknown metric or model."""
+    report. `replicas`: folders of the same model trained again by its recipe with other seeds (`lumen train
+    MODEL --seed S --out DIR`); with them each method also gets its repeatability across models (replicas.py).
+    Raises ValueError for an unknown metric or model, or a replica of another model."""
     unknown = set(skip) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {list(METRICS)}")
     card = find_card(model_name, zoo)
     model = load_model(card)
+    replica_models = tuple(load_model(replica) for replica in _replica_cards(card, replicas))
     samples = sample_source(card)(card, limit)
     if samples.masks is not None:
         # Localisation: explain the finding whose mask we have, whatever the model ranks first.
@@ -261,7 +273,9 @@ def evaluate_explanations(
     results, failed = {}, {}
     for name in methods or list(EXPLAINERS):
         try:
-            results[name] = _method_scores(name, model, card, samples, target, seed, frozenset(skip), settings)
+            results[name] = _method_scores(
+                name, model, card, samples, target, seed, frozenset(skip), settings, replica_models
+            )
             logger.info("method %s: %.2f s per image", name, results[name]["seconds_per_image"])
         except (ImportError, AttributeError, NotImplementedError, RuntimeError, ValueError) as exc:
             # One method failing (e.g. not implemented yet) must not lose the others' numbers.
@@ -275,6 +289,7 @@ def evaluate_explanations(
         "ranking": _rank(results) if results else [],
         "skipped_metrics": [m for m in METRICS if m in skip],
         "settings": settings or {},
+        "replicas": [str(folder) for folder in replicas],
         "methods": results,
         "failed": failed,
     }
@@ -283,6 +298,22 @@ def evaluate_explanations(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
     return report
+
+
+def _replica_cards(card: ModelCard, folders: Collection[Path]) -> list[ModelCard]:
+    """The replicas' cards, checked to be the same model (name, labels, input) as `card`."""
+    cards = []
+    for folder in folders:
+        try:
+            replica = load_card(Path(folder))
+        except CardError as exc:
+            raise ValueError(f"replica {folder}: {exc}") from exc
+        if (replica.name, replica.labels, replica.input) != (card.name, card.labels, card.input):
+            raise ValueError(
+                f"replica {folder} is {replica.name!r} with other labels or input, not a replica of {card.name!r}"
+            )
+        cards.append(replica)
+    return cards
 
 
 def _curves_png(report: dict[str, Any]) -> str:
@@ -318,6 +349,8 @@ def render_html(report: dict[str, Any]) -> str:
         "completeness_rel",
         "sparsity_gini",
         "repeatability_l2",
+        "replica_l2_per_image",
+        "replica_l2_average_map",
         "pointing_game",
         "relevance_mass",
         "relevance_rank_accuracy",

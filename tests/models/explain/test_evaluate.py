@@ -86,7 +86,8 @@ def test_skipped_metrics_are_absent_and_the_others_present(tiny_zoo: Path, tmp_p
     )
     assert report["skipped_metrics"] == ["sensitivity_n", "randomisation", "repeatability"]
     skipped_keys = {key for metric in skip for key in evaluate.METRICS[metric]}
-    kept_keys = {key for metric, keys in evaluate.METRICS.items() if metric not in skip for key in keys}
+    # Replica distances need replica folders (another test): without them that metric has nothing to fill.
+    kept_keys = {key for metric, keys in evaluate.METRICS.items() if metric not in [*skip, "replicas"] for key in keys}
     for row in report["methods"].values():
         assert not skipped_keys & row.keys()
         assert kept_keys | {"seconds_per_image", "mean_rank"} <= row.keys()
@@ -160,3 +161,65 @@ def test_cli_skip_and_set(
     assert saved["skipped_metrics"] == ["sensitivity_n", "randomisation"]
     assert cli.main(["evaluate-explanations", "tiny", "--out", str(tmp_path), "--set", "occlusion.window"]) == 2
     assert cli.main(["evaluate-explanations", "tiny", "--out", str(tmp_path), "--skip", "nothing"]) == 2
+
+
+def _replica(tiny_zoo: Path, where: Path, *, nudge: float, **card_changes: object) -> Path:
+    """A copy of the tiny model folder outside the zoo, its weights nudged, its card's sha256 renewed."""
+    import hashlib
+    import shutil
+
+    folder = shutil.copytree(tiny_zoo / "tiny", where)
+    weights = torch.load(folder / "weights.pt")
+    generator = torch.Generator().manual_seed(3)
+    for key, value in weights.items():
+        if value.is_floating_point() and "running" not in key:  # batch-norm variances must stay positive
+            weights[key] = value + nudge * torch.randn(value.shape, generator=generator)
+    torch.save(weights, folder / "weights.pt")
+    card = json.loads((folder / "card.json").read_text())
+    card.update(card_changes, weights_sha256=hashlib.sha256((folder / "weights.pt").read_bytes()).hexdigest())
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_replicas_add_repeatability_across_models(tiny_zoo: Path, tmp_path: Path) -> None:
+    same = _replica(tiny_zoo, tmp_path / "replicas" / "same", nudge=0.0)
+    other = _replica(tiny_zoo, tmp_path / "replicas" / "other", nudge=0.5)
+    alike = evaluate.evaluate_explanations(
+        "tiny",
+        out_dir=tmp_path / "a",
+        methods=["gradient"],
+        limit=2,
+        zoo=tiny_zoo,
+        replicas=[same],
+        skip=["randomisation", "sensitivity_n"],
+    )
+    apart = evaluate.evaluate_explanations(
+        "tiny",
+        out_dir=tmp_path / "b",
+        methods=["gradient"],
+        limit=2,
+        zoo=tiny_zoo,
+        replicas=[same, other],
+        skip=["randomisation"],
+    )
+    assert alike["methods"]["gradient"]["replica_l2_per_image"] == pytest.approx(0.0, abs=1e-6)
+    assert apart["methods"]["gradient"]["replica_l2_per_image"] > 0.01
+    assert apart["methods"]["gradient"]["replica_l2_average_map"] > 0.0
+    assert apart["replicas"] == [str(same), str(other)]
+    assert "replica_l2_average_map" in (tmp_path / "b" / "report.html").read_text()
+    without = evaluate.evaluate_explanations(
+        "tiny", out_dir=tmp_path / "c", methods=["gradient"], limit=2, zoo=tiny_zoo, skip=["randomisation"]
+    )
+    assert "replica_l2_per_image" not in without["methods"]["gradient"]
+
+
+def test_a_replica_of_another_model_is_refused(tiny_zoo: Path, tmp_path: Path) -> None:
+    stranger = _replica(tiny_zoo, tmp_path / "replicas" / "stranger", nudge=0.1, labels=["x", "y", "z", "w"])
+    with pytest.raises(ValueError, match="not a replica"):
+        evaluate.evaluate_explanations(
+            "tiny", out_dir=tmp_path / "a", methods=["gradient"], limit=1, zoo=tiny_zoo, replicas=[stranger]
+        )
+    with pytest.raises(ValueError, match="replica"):
+        evaluate.evaluate_explanations(
+            "tiny", out_dir=tmp_path / "a", methods=["gradient"], limit=1, zoo=tiny_zoo, replicas=[tmp_path / "nowhere"]
+        )
