@@ -28,13 +28,25 @@ class Settings(BaseSettings):
     inference_queue: str = Field("gpu", alias="LUMEN_INFERENCE_QUEUE")
     # The explanation bundle computed for every new study (one shared pass + the IG path).
     default_methods: Annotated[list[str], NoDecode] = Field(
-        ["gradient", "saliency", "input_x_gradient", "gradcam", "guided_backprop", "deconvnet", "guided_gradcam",
-         "integrated_gradients"],
+        [
+            "gradient",
+            "saliency",
+            "input_x_gradient",
+            "gradcam",
+            "guided_backprop",
+            "deconvnet",
+            "guided_gradcam",
+            "integrated_gradients",
+        ],
         alias="LUMEN_DEFAULT_METHODS",
     )
     max_upload_bytes: int = Field(512 * 1024 * 1024, alias="LUMEN_MAX_UPLOAD_BYTES")
     max_job_attempts: int = Field(3, alias="LUMEN_MAX_JOB_ATTEMPTS")
     stale_job_seconds: int = Field(120, alias="LUMEN_STALE_JOB_SECONDS")
+    # Jobs a worker runs together: a claimed job takes up to this many - 1 queued first-try jobs of the same
+    # model and methods into one batch (app.jobs.service.co_claim). 1: each job alone. Unset: 8 on a GPU
+    # worker, 1 on a CPU worker, where batching measured 0.73-0.96x (docs/worker-batching.md).
+    worker_batch_size: int | None = Field(None, ge=1, alias="LUMEN_WORKER_BATCH_SIZE")
     sweep_interval_seconds: int = Field(30, alias="LUMEN_SWEEP_INTERVAL_SECONDS")
     session_hours: int = Field(12, alias="LUMEN_SESSION_HOURS")
     token_hours: int = Field(24, alias="LUMEN_TOKEN_HOURS")
@@ -74,7 +86,7 @@ class Settings(BaseSettings):
             url = self.database_url
             for prefix in ("postgresql://", "postgres://"):
                 if url.startswith(prefix):
-                    return "postgresql+psycopg://" + url[len(prefix):]
+                    return "postgresql+psycopg://" + url[len(prefix) :]
             return url
         return f"sqlite:///{(self.data_dir / 'lumen.db').resolve()}"
 

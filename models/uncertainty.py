@@ -14,7 +14,8 @@ Methods: MC dropout (Gal and Ghahramani, ICML 2016) runs `model.features` once a
 with its dropout on, when the network has that split (all of `models.networks` have; dropout sits only in
 the head), else T full passes; deep ensembles (Lakshminarayanan et al., NeurIPS 2017) one pass per member;
 TTA (Wang et al., Neurocomputing 2019) one pass per flip of the input (its "MI" is the spread over
-augmentations, aleatoric as much as epistemic). Sampling is seeded: the same input gives the same result.
+augmentations, aleatoric as much as epistemic). Sampling is seeded: the same input gives the same result, alone
+or in any batch (`estimate_batch`).
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ def estimate(
 def estimate_batch(
     model: nn.Module, x: torch.Tensor, card: ModelCard, *, members: Sequence[nn.Module] | None = None, seed: int = 0
 ) -> list[UncertaintyResult]:
-    """`estimate` for each of (B, C, *spatial) inputs."""
-    samples = sample_probabilities(model, x, card, members=members, seed=seed)
+    """`estimate` for each of (B, C, *spatial) inputs: row i equals `estimate(model, x[i:i + 1], card)`.
+
+    MC dropout draws each row's masks as if the row were alone (`mc_dropout_logits(per_row=True)`), so what
+    else is in the batch does not change a row's result; the backbone still runs once for the batch.
+    """
+    samples = sample_probabilities(model, x, card, members=members, seed=seed, per_row=True)
     stats = statistics(samples, multilabel=card.task == "multilabel")
     threshold = card.uncertainty_threshold
     return [
@@ -93,12 +98,22 @@ def estimate_batch(
 
 
 def sample_probabilities(
-    model: nn.Module, x: torch.Tensor, card: ModelCard, *, members: Sequence[nn.Module] | None = None, seed: int = 0
+    model: nn.Module,
+    x: torch.Tensor,
+    card: ModelCard,
+    *,
+    members: Sequence[nn.Module] | None = None,
+    seed: int = 0,
+    per_row: bool = False,
 ) -> torch.Tensor:
-    """(T, B, K) calibrated probabilities sampled by the card's method (T = 1 for "none")."""
+    """(T, B, K) calibrated probabilities sampled by the card's method (T = 1 for "none").
+
+    `per_row`: MC dropout masks drawn per row as if each row were alone (see `mc_dropout_logits`); the other
+    methods are deterministic and row by row already.
+    """
     spec = card.uncertainty
     if spec.method == "mc_dropout":
-        logits = mc_dropout_logits(model, x, spec.samples, seed=seed)
+        logits = mc_dropout_logits(model, x, spec.samples, seed=seed, per_row=per_row)
     elif spec.method == "ensemble":
         if not members:
             raise ValueError(f"model {card.name!r} is an ensemble: pass members=models.registry.load_members(card)")
@@ -162,22 +177,34 @@ def has_head_split(model: nn.Module) -> bool:
 
 
 def mc_dropout_logits(
-    model: nn.Module, x: torch.Tensor, samples: int, *, seed: int = 0, head_only: bool | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    samples: int,
+    *,
+    seed: int = 0,
+    head_only: bool | None = None,
+    per_row: bool = False,
 ) -> torch.Tensor:
     """(T, B, K) logits of T passes with dropout on (batch norm stays in eval mode).
 
     With `head_only` (default: when `has_head_split(model)`), `features(x)` runs once and `head` T times: the
     dropout masks, drawn from the same seeded generator in the same order, equal those of T full passes.
+    With `per_row`, the generator is seeded again for each row and the row goes through alone, so row i gets
+    the masks that `x[i:i + 1]` alone gets: a row's samples do not depend on the other rows. The backbone
+    still runs once for the batch with `head_only`; without it, per-row sampling costs B x T full passes.
     """
     head_only = has_head_split(model) if head_only is None else head_only
     if not _dropouts(model):
         raise ValueError("MC dropout needs a model with dropout modules")
     with torch.no_grad(), _dropout_on(model), torch.random.fork_rng(devices=_devices(x)):
-        torch.manual_seed(seed)
-        if head_only:
-            features = model.features(x)
-            return torch.stack([model.head(features).float() for _ in range(samples)])
-        return torch.stack([model(x).float() for _ in range(samples)])
+        # The backbone has no dropout (has_head_split), so it draws nothing from the generator.
+        inputs, run = (model.features(x), model.head) if head_only else (x, model)
+        parts = [inputs[i : i + 1] for i in range(inputs.shape[0])] if per_row else [inputs]
+        logits = []
+        for part in parts:
+            torch.manual_seed(seed)
+            logits.append(torch.stack([run(part).float() for _ in range(samples)]))
+        return torch.cat(logits, dim=1)
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, flips: Sequence[Sequence[int]]) -> torch.Tensor:

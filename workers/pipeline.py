@@ -1,15 +1,19 @@
-"""The work of one job, testable without Celery: pixels -> model -> prediction + heatmaps -> Postgres."""
+"""The work of a job, or of a batch of similar jobs, testable without Celery: pixels -> model -> prediction +
+heatmaps -> Postgres. The batch's compute is in `workers.batch`."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import session_scope
@@ -17,11 +21,9 @@ from app.ingest import pixels
 from app.jobs import service as jobs_service
 from app.storage import get_blob_store
 from app.tables import Heatmap, Job, JobState, Prediction
-from models import uncertainty
-from models.explain.bundle import explain_bundle
-from models.explain.metrics import cheap_scores
-from models.preprocessing import InputRegion, prepare_with_region, to_image_space
-from workers import model_cache
+from models.card import ModelCard
+from models.preprocessing import prepare_with_region
+from workers import batch, model_cache
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +60,120 @@ class Outcome:
 
 
 def run_job(job_id: int, *, worker: str) -> str:
-    """Run one job to its end. Idempotent: a finished job, or one another worker holds, is skipped."""
+    """Run one job to its end, in one batch with up to `worker_batch_size - 1` similar queued jobs (their own
+    tasks then find them taken). Idempotent: a finished job, or one another worker holds, is skipped."""
     with session_scope() as session:
         if not jobs_service.claim(session, job_id=job_id, worker=worker):
             logger.info("job %s is finished or taken: nothing to do", job_id)
             return Outcome.skipped
         work = _load_work(session, job_id)
+        others = jobs_service.co_claim(session, job_id=job_id, worker=worker, limit=batch_limit() - 1)
+        works = [work, *(_load_work(session, other) for other in others)]
+    if others:
+        logger.info("job %s runs in one batch with jobs %s", job_id, others)
+    return run_works(works)[job_id]
+
+
+GPU_BATCH_SIZE = 8  # jobs per batch on a GPU worker when LUMEN_WORKER_BATCH_SIZE is unset
+
+
+def batch_limit() -> int:
+    """Jobs per batch: LUMEN_WORKER_BATCH_SIZE, else 8 on a GPU worker and 1 on a CPU worker (on CPU a batch
+    was not faster than its jobs one by one, and it holds every job of the batch until the last is done)."""
+    configured = get_settings().worker_batch_size
+    if configured is not None:
+        return configured
+    return GPU_BATCH_SIZE if model_cache.device().type == "cuda" else 1
+
+
+@contextmanager
+def _heartbeat(job_ids: list[int]) -> Iterator[None]:
+    """While the block runs, touch the jobs' rows every quarter of `stale_job_seconds`, so that a long
+    compute (a batch, a 1024 px image on CPU) is not taken for a dead worker's and claimed again."""
+    stop = threading.Event()
+    interval = max(0.5, get_settings().stale_job_seconds / 4)
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                with session_scope() as session:
+                    jobs_service.touch(session, job_ids=job_ids)
+            except Exception:  # a missed beat is harmless; the next one may get through
+                logger.warning("heartbeat for jobs %s failed", job_ids, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_ids[0]}", daemon=True)
+    thread.start()
     try:
-        _compute_and_store(work)
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A job whose input is prepared, with its own timings so far."""
+
+    work: JobWork
+    prepared: batch.Prepared
+    timings: dict[str, float]
+
+
+def run_works(works: list[JobWork]) -> dict[int, str]:
+    """Compute and store claimed jobs of one model and methods list as one batch; the outcome of each job.
+
+    A job whose image cannot be read or prepared fails alone; if the batch's compute fails (out of memory, one
+    bad input), each job is computed alone, so that one job cannot fail the others. Each job is stored, or its
+    failure recorded, in its own transaction.
+    """
+    started = time.perf_counter()
+    try:
+        model, card = _get_model(works[0])
     except Exception as exc:
-        return _record_failure(work, exc)
-    return Outcome.done
+        return {work.job_id: _record_failure(work, exc) for work in works}
+    load_model_s = time.perf_counter() - started
+    outcomes: dict[int, str] = {}
+    ready: list[_Ready] = []
+    for work in works:
+        try:
+            prepared, timings = _prepare(work, model, card)
+        except Exception as exc:
+            outcomes[work.job_id] = _record_failure(work, exc)
+        else:
+            ready.append(_Ready(work, prepared, {"load_model_s": load_model_s, **timings}))
+    batched = _compute_batch(model, card, ready, started) if len(ready) > 1 else None
+    if batched is not None:
+        return outcomes | batched
+    for item in ready:
+        outcomes[item.work.job_id] = _compute_alone(model, card, item, started)
+    return outcomes
 
 
-def _load_work(session, job_id: int) -> JobWork:  # type: ignore[no-untyped-def]
+def _compute_batch(
+    model: torch.nn.Module, card: ModelCard, ready: list[_Ready], started: float
+) -> dict[int, str] | None:
+    """Outcomes of the jobs computed as one batch and stored one by one; None if the batch's compute failed."""
+    job_ids = [item.work.job_id for item in ready]
+    try:
+        with _heartbeat(job_ids):
+            computed = batch.compute(
+                model,
+                card,
+                [item.prepared for item in ready],
+                ready[0].work.methods,
+                on_progress=lambda value: _progress(job_ids, value),
+            )
+    except Exception:
+        logger.exception("the batch of jobs %s failed: each runs alone", job_ids)
+        _release_memory()
+        return None
+    return {
+        item.work.job_id: _finish(item.work, result, item.timings, started)
+        for item, result in zip(ready, computed, strict=True)
+    }
+
+
+def _load_work(session: Session, job_id: int) -> JobWork:
     job = jobs_service.get_job(session, job_id=job_id)
     instance = job.instance
     if instance is None:
@@ -101,96 +203,82 @@ def _voi_window(center: float | None, width: float | None) -> tuple[float, float
     return (center, width) if center is not None and width is not None and width > 0 else None
 
 
-def _progress(job_id: int, value: int) -> None:
+def _progress(job_ids: list[int], value: int) -> None:
     with session_scope() as session:
-        jobs_service.set_progress(session, job_id=job_id, progress=value)
+        for job_id in job_ids:
+            jobs_service.set_progress(session, job_id=job_id, progress=value)
 
 
-def _compute_and_store(work: JobWork) -> None:
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+def _get_model(work: JobWork) -> tuple[torch.nn.Module, ModelCard]:
+    try:
+        return model_cache.get_model(work.model_name, work.model_version)
+    except (model_cache.ModelUnavailable, ValueError) as exc:
+        raise PermanentJobError(str(exc)) from exc
+
+
+def _prepare(work: JobWork, model: torch.nn.Module, card: ModelCard) -> tuple[batch.Prepared, dict[str, float]]:
+    """The job's network input; its own decode and prepare seconds."""
+    mark = time.perf_counter()
     try:
         image = pixels.load_frame(get_blob_store().get(work.storage_key), work.source_format, 0)
     except Exception as exc:
         raise PermanentJobError(f"cannot read the image: {exc}") from exc
-    timings["decode_s"] = time.perf_counter() - started
-    _progress(work.job_id, 20)
-
-    mark = time.perf_counter()
-    try:
-        model, card = model_cache.get_model(work.model_name, work.model_version)
-    except (model_cache.ModelUnavailable, ValueError) as exc:
-        raise PermanentJobError(str(exc)) from exc
-    timings["load_model_s"] = time.perf_counter() - mark
-    _progress(work.job_id, 40)
-
-    mark = time.perf_counter()
+    decoded = time.perf_counter()
     device = next(model.parameters()).device
     x, region = prepare_with_region(
         image, card, device=device, photometric=work.photometric, voi_window=work.voi_window
     )
-    estimate = uncertainty.estimate(model, x, card)
-    timings["predict_s"] = time.perf_counter() - mark
-    _progress(work.job_id, 50)
-
-    predicted = int(torch.argmax(estimate.probabilities))
-    target = predicted if work.earlier_target is None else work.earlier_target
-    targets = torch.tensor([target], device=device)
-    bundle = explain_bundle(model, x, targets, work.methods, card)
-    _progress(work.job_id, 80)
-    maps = [_stored_map(name, bundle, model, x, targets, region, card) for name in work.methods]
-    timings.update({f"{name}_s": seconds for name, seconds in bundle.seconds.items() if name != "total"})
-    timings["explain_s"] = bundle.seconds["total"]
-    timings["total_s"] = time.perf_counter() - started
-    _store(work, estimate, target, card.labels, maps, timings)
+    timings = {"decode_s": decoded - mark, "prepare_s": time.perf_counter() - decoded}
+    _progress([work.job_id], 40)
+    return batch.Prepared(x, region, work.earlier_target), timings
 
 
-@dataclass(frozen=True)
-class StoredMap:
-    """One method's map in the image's frame, with its provenance and cheap faithfulness scores."""
-
-    method: str
-    array: np.ndarray
-    parameters: dict[str, Any]
-    scores: dict[str, float]
-    seconds: float
-
-
-def _stored_map(name: str, bundle, model, x, targets, region: InputRegion, card) -> StoredMap:  # type: ignore[no-untyped-def]
-    attribution = bundle[name].detach()
-    scores = {key: float(value) for key, value in cheap_scores(model, x, targets, attribution, method=name).items()}
-    if name in bundle.deltas:
-        scores["convergence_delta"] = float(bundle.deltas[name][0])
-    # Stored in the image's own frame (aspect kept, at most 512 px) so that any viewer can overlay it.
-    on_image = to_image_space(attribution, region)[0, 0].cpu().numpy()
-    parameters = {"input_size": list(card.input.size), "region": [region.top, region.left, region.height,
-                                                                  region.width]}
-    return StoredMap(name, on_image, parameters, scores, bundle.seconds.get(name, 0.0))
+def _compute_alone(model: torch.nn.Module, card: ModelCard, item: _Ready, started: float) -> str:
+    work = item.work
+    try:
+        with _heartbeat([work.job_id]):
+            [result] = batch.compute(
+                model, card, [item.prepared], work.methods, on_progress=lambda value: _progress([work.job_id], value)
+            )
+    except Exception as exc:
+        _release_memory()
+        return _record_failure(work, exc)
+    return _finish(work, result, item.timings, started)
 
 
-def _store(
-    work: JobWork,
-    estimate: uncertainty.UncertaintyResult,
-    target: int,
-    labels: list[str],
-    maps: list[StoredMap],
-    timings: dict[str, float],
-) -> None:
+def _finish(work: JobWork, result: batch.Computed, timings: dict[str, float], started: float) -> str:
+    """Store one job's results in its own transaction: `timings` its own, then the batch's, then its total."""
+    try:
+        total = {**timings, **result.timings, "total_s": time.perf_counter() - started}
+        _store(work, result, total)
+    except Exception as exc:
+        return _record_failure(work, exc)
+    return Outcome.done
+
+
+def _release_memory() -> None:
+    # After an out-of-memory error the allocator keeps the batch's blocks cached: give them back before the
+    # jobs run alone.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _store(work: JobWork, result: batch.Computed, timings: dict[str, float]) -> None:
     """Write the prediction (or add to this model's earlier one for the image) and its heatmaps; finish."""
     with session_scope() as session:
         job = session.get(Job, work.job_id)
         if job is None or job.state != JobState.running:
             # The job was finished or cancelled by someone else meanwhile: keep what is there.
             return
-        prediction = _prediction_for(session, work, estimate, target, labels)
+        prediction = _prediction_for(session, work, result)
         present = {(h.method, h.target_class) for h in prediction.heatmaps}
-        for stored_map in maps:
+        for stored_map in result.maps:
             if (stored_map.method, prediction.label_index) not in present:
                 prediction.heatmaps.append(_heatmap_row(stored_map, prediction.label_index))
         jobs_service.mark_done(session, job=job, timings=timings)
 
 
-def _prediction_for(session, work: JobWork, estimate, target: int, labels: list[str]) -> Prediction:  # type: ignore[no-untyped-def]
+def _prediction_for(session: Session, work: JobWork, result: batch.Computed) -> Prediction:
     """The model's earlier prediction for this image (a request for more methods adds to it), else a new one."""
     earlier = session.scalar(
         select(Prediction)
@@ -200,13 +288,14 @@ def _prediction_for(session, work: JobWork, estimate, target: int, labels: list[
     )
     if earlier is not None:
         return earlier
+    estimate = result.estimate
     prediction = Prediction(
         job_id=work.job_id,
         instance_id=work.instance_id,
         model_id=work.model_id,
         probabilities=[float(p) for p in estimate.probabilities],
-        label=labels[target],
-        label_index=target,
+        label=result.label,
+        label_index=result.target,
         predictive_entropy=estimate.predictive_entropy,
         mutual_information=estimate.mutual_information,
         mc_spread=estimate.mc_spread,
@@ -216,7 +305,7 @@ def _prediction_for(session, work: JobWork, estimate, target: int, labels: list[
     return prediction
 
 
-def _heatmap_row(stored_map: StoredMap, target: int) -> Heatmap:
+def _heatmap_row(stored_map: batch.StoredMap, target: int) -> Heatmap:
     array = stored_map.array.astype(np.float16)
     return Heatmap(
         method=stored_map.method,

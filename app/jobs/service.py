@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Text, cast, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from app import queue
 from app.config import get_settings
@@ -15,7 +15,6 @@ from app.tables import AiModel, Instance, Job, JobState
 from models.explain.names import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
-
 
 
 class JobNotFound(LookupError):
@@ -31,9 +30,7 @@ def model_for_modality(session: Session, *, modality: str) -> AiModel | None:
     models = session.scalars(
         select(AiModel).where(AiModel.is_active.is_(True)).order_by(AiModel.created_at.desc(), AiModel.id.desc())
     ).all()
-    return next(
-        (m for m in models if modality in m.modalities and m.card.get("serve_automatically", True)), None
-    )
+    return next((m for m in models if modality in m.modalities and m.card.get("serve_automatically", True)), None)
 
 
 def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> list[Job]:
@@ -45,8 +42,11 @@ def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> 
     for instance in instances:
         model = model_for_modality(session, modality=instance.modality)
         if model is not None:
-            jobs.append(_new_job(session, study_id=study_id, instance=instance, model=model,
-                                 methods=get_settings().default_methods))
+            jobs.append(
+                _new_job(
+                    session, study_id=study_id, instance=instance, model=model, methods=get_settings().default_methods
+                )
+            )
     return jobs
 
 
@@ -61,8 +61,9 @@ def request_explanations(session: Session, *, instance_id: int, methods: list[st
     model = model_for_modality(session, modality=instance.modality)
     if model is None:
         raise JobRequestError(f"no model for modality {instance.modality or 'unknown'}")
-    return _new_job(session, study_id=instance.series.study_id, instance=instance, model=model,
-                    methods=list(dict.fromkeys(methods)))
+    return _new_job(
+        session, study_id=instance.series.study_id, instance=instance, model=model, methods=list(dict.fromkeys(methods))
+    )
 
 
 def _new_job(session: Session, *, study_id: int, instance: Instance, model: AiModel, methods: list[str]) -> Job:
@@ -113,6 +114,50 @@ def claim(session: Session, *, job_id: int, worker: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
+
+
+def co_claim(session: Session, *, job_id: int, worker: str, limit: int) -> list[int]:
+    """Claim up to `limit` more jobs to run in one batch with `job_id`, which this worker has just claimed.
+
+    Taken, oldest first: `queued` jobs never tried (a job that failed before runs alone, so it cannot spoil a
+    batch) of the same model, methods list and queue, with an instance. Only a job on its first attempt
+    gathers others. Rows another worker is claiming meanwhile are skipped, not waited for (no deadlock between
+    two workers gathering each other's jobs). Their own tasks arrive later and find them taken: skipped.
+    Returns the ids claimed.
+    """
+    if limit <= 0:
+        return []
+    lead = aliased(Job)
+    candidates = session.scalars(
+        select(Job.id)
+        .join(lead, lead.id == job_id)
+        .where(
+            lead.attempts == 1,
+            Job.id != job_id,
+            Job.state == JobState.queued,
+            Job.attempts == 0,
+            Job.instance_id.is_not(None),
+            Job.model_id == lead.model_id,
+            Job.queue == lead.queue,
+            # The JSON lists as stored: the same list written by this app is the same text.
+            cast(Job.methods, Text) == cast(lead.methods, Text),
+        )
+        .order_by(Job.created_at, Job.id)
+        .limit(limit)
+        .with_for_update(of=Job, skip_locked=True)
+    ).all()
+    return [candidate for candidate in candidates if claim(session, job_id=candidate, worker=worker)]
+
+
+def touch(session: Session, *, job_ids: list[int]) -> None:
+    """Say these running jobs are alive (their worker is busy, not dead): `claim` takes a running job whose
+    row has not moved for `stale_job_seconds` as abandoned."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.state == JobState.running)
+        .values(updated_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def set_progress(session: Session, *, job_id: int, progress: int) -> None:

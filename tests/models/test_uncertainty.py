@@ -153,6 +153,36 @@ def test_ensemble_of_identical_members_has_no_disagreement(make_model_folder):
         uncertainty.estimate(model, x, ensemble)
 
 
+@pytest.mark.parametrize("head_only", [True, False])
+def test_per_row_mc_dropout_gives_each_row_its_own_masks_as_if_alone(head_only):
+    model = build_network("densenet", **SMALL, dropout=0.5).eval()
+    x = torch.randn(3, 3, 16, 16)
+    rows = uncertainty.mc_dropout_logits(model, x, 10, seed=3, head_only=head_only, per_row=True)
+    alone = torch.cat(
+        [uncertainty.mc_dropout_logits(model, x[i : i + 1], 10, seed=3, head_only=head_only) for i in range(3)], dim=1
+    )
+    # Same masks; only the backbone's batched convolutions may round differently from batch-1 ones.
+    assert rows.shape == (10, 3, 3) and torch.allclose(rows, alone, rtol=1e-5, atol=1e-6)
+    # Without per_row, a batch draws one set of masks for all rows: not what each row alone gets (why
+    # estimate_batch, which the worker uses for a batch of jobs, samples per row).
+    batched = uncertainty.mc_dropout_logits(model, x, 10, seed=3, head_only=head_only)
+    assert not torch.allclose(batched, alone, rtol=1e-3, atol=1e-4)
+
+
+def test_estimate_batch_equals_estimate_of_each_input_alone(make_model_folder):
+    card = _card(make_model_folder, uncertainty={"method": "mc_dropout", "samples": 12}, uncertainty_threshold=0.9)
+    model = load_model(card)
+    x = torch.randn(4, 3, 16, 16)
+    batch = uncertainty.estimate_batch(model, x, card)
+    for i, result in enumerate(batch):
+        alone = uncertainty.estimate(model, x[i : i + 1], card)
+        assert torch.allclose(result.probabilities, alone.probabilities, rtol=1e-5, atol=1e-7)
+        for field in ("predictive_entropy", "mutual_information", "mc_spread"):
+            assert getattr(result, field) == pytest.approx(getattr(alone, field), rel=1e-4, abs=1e-7)
+        assert (result.referral, result.n_samples) == (alone.referral, 12)
+    assert batch[0].mutual_information > 0  # dropout was on: the comparison is not between plain passes
+
+
 def test_mc_dropout_on_a_torchscript_model(make_model_folder):
     card = _card(make_model_folder, uncertainty={"method": "mc_dropout", "samples": 6})
     eager = load_model(card)

@@ -30,9 +30,18 @@ def _job_for_blob(data: bytes, methods: list[str] | None = None) -> int:
         assert isinstance(model, AiModel)
         study = Study(study_instance_uid=generate_uid(), modality="OP")
         series = Series(study=study, series_instance_uid=generate_uid(), modality="OP")
-        instance = Instance(series=series, sop_instance_uid=generate_uid(), source_format="jpeg", modality="OP",
-                            rows=1, columns=1, samples_per_pixel=3, storage_key=key, sha256=sha,
-                            size_bytes=len(data))
+        instance = Instance(
+            series=series,
+            sop_instance_uid=generate_uid(),
+            source_format="jpeg",
+            modality="OP",
+            rows=1,
+            columns=1,
+            samples_per_pixel=3,
+            storage_key=key,
+            sha256=sha,
+            size_bytes=len(data),
+        )
         job = Job(study=study, instance=instance, model_id=model.id, methods=methods or ["gradcam"], queue="gpu")
         session.add(job)
         session.flush()
@@ -84,8 +93,9 @@ def test_asking_for_more_methods_adds_heatmaps_to_the_same_prediction() -> None:
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
     with session_scope() as session:
         instance_id = session.get(Job, job_id).instance_id
-        more = jobs_service.request_explanations(session, instance_id=instance_id,
-                                                 methods=["saliency", "integrated_gradients"])
+        more = jobs_service.request_explanations(
+            session, instance_id=instance_id, methods=["saliency", "integrated_gradients"]
+        )
         more_id = more.id
     assert pipeline.run_job(more_id, worker="test") == pipeline.Outcome.done
     with session_scope() as session:
@@ -102,9 +112,11 @@ def test_unknown_methods_are_refused_with_the_list_of_known_ones(app_client, aut
     job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=200))
     with session_scope() as session:
         instance_id = session.get(Job, job_id).instance_id
-    response = app_client.post("/api/jobs", json={"instance_id": instance_id, "methods": ["gradcam", "magic"]},
-                               headers=auth_headers("reader"))
+    response = app_client.post(
+        "/api/jobs", json={"instance_id": instance_id, "methods": ["gradcam", "magic"]}, headers=auth_headers("reader")
+    )
     assert response.status_code == 422 and "magic" in response.json()["detail"]
-    response = app_client.post("/api/jobs", json={"instance_id": instance_id, "methods": ["occlusion"]},
-                               headers=auth_headers("reader"))
+    response = app_client.post(
+        "/api/jobs", json={"instance_id": instance_id, "methods": ["occlusion"]}, headers=auth_headers("reader")
+    )
     assert response.status_code == 201 and response.json()["methods"] == ["occlusion"]

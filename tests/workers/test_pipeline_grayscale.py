@@ -70,10 +70,21 @@ def _cxr_job(data: bytes) -> int:
         study = Study(study_instance_uid=generate_uid(), modality="DX")
         series = Series(study=study, series_instance_uid=generate_uid(), modality="DX")
         # As ingest records it (app.ingest.files): the photometric and the header's window.
-        instance = Instance(series=series, sop_instance_uid=generate_uid(), source_format="dicom", modality="DX",
-                            rows=SIZE, columns=SIZE, bits_stored=16, photometric="MONOCHROME1",
-                            window_center=CENTER, window_width=WIDTH, storage_key=key, sha256=sha,
-                            size_bytes=len(data))
+        instance = Instance(
+            series=series,
+            sop_instance_uid=generate_uid(),
+            source_format="dicom",
+            modality="DX",
+            rows=SIZE,
+            columns=SIZE,
+            bits_stored=16,
+            photometric="MONOCHROME1",
+            window_center=CENTER,
+            window_width=WIDTH,
+            storage_key=key,
+            sha256=sha,
+            size_bytes=len(data),
+        )
         job = Job(study=study, instance=instance, model_id=model.id, methods=["gradcam"], queue="gpu")
         session.add(job)
         session.flush()
