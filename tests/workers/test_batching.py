@@ -6,7 +6,6 @@ batched passes), its own failure, its own row.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import secrets
 import time
@@ -16,19 +15,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 
 from app.config import get_settings
 from app.db import session_scope
 from app.jobs import models_sync
 from app.jobs import service as jobs_service
-from app.storage import get_blob_store
-from app.tables import AiModel, Heatmap, Instance, Job, JobState, Prediction, Series, Study
+from app.tables import AiModel, Heatmap, Job, JobState, Prediction
 from models import uncertainty
 from models.card import ModelCard
 from models.preprocessing import InputRegion, prepare, prepare_with_region
 from tests.e2e.helpers import DEMO
+from tests.workers.jobs import queued_photo_job
 from workers import batch, model_cache, pipeline
 
 METHODS = ["gradcam", "guided_backprop", "integrated_gradients"]
@@ -49,28 +47,9 @@ def _photo(variant: int) -> bytes:
 
 def _queued_job(data: bytes, *, methods: list[str] = METHODS, model_name: str = DR_MODEL, attempts: int = 0) -> int:
     """A stored photograph and a queued job for it (not sent: the tests call the pipeline directly)."""
-    sha = hashlib.sha256(data).hexdigest()
-    key = get_blob_store().put(sha, data)
     with session_scope() as session:
-        model = session.scalars(select(AiModel).where(AiModel.name == model_name)).one()
-        study = Study(study_instance_uid=generate_uid(), modality="OP")
-        series = Series(study=study, series_instance_uid=generate_uid(), modality="OP")
-        instance = Instance(
-            series=series,
-            sop_instance_uid=generate_uid(),
-            source_format="jpeg",
-            modality="OP",
-            rows=1,
-            columns=1,
-            samples_per_pixel=3,
-            storage_key=key,
-            sha256=sha,
-            size_bytes=len(data),
-        )
-        job = Job(study=study, instance=instance, model_id=model.id, methods=methods, queue="gpu", attempts=attempts)
-        session.add(job)
-        session.flush()
-        return job.id
+        model_id = session.scalars(select(AiModel.id).where(AiModel.name == model_name)).one()
+    return queued_photo_job(data, model_id=model_id, methods=methods, attempts=attempts)
 
 
 @pytest.fixture(autouse=True)

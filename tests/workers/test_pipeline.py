@@ -2,50 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import secrets
 
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.uid import generate_uid
 
 from app.db import session_scope
 from app.jobs import models_sync
 from app.jobs import service as jobs_service
-from app.storage import get_blob_store
-from app.tables import AiModel, Instance, Job, JobState, Prediction, Series, Study
+from app.tables import AiModel, Job, JobState, Prediction
 from tests.e2e.helpers import DEMO, fresh_jpeg
+from tests.workers.jobs import queued_photo_job
 from workers import pipeline
 
 
 def _job_for_blob(data: bytes, methods: list[str] | None = None) -> int:
     """A stored fundus photograph and a job for the DR model (not sent: the test runs it directly)."""
     models_sync.sync_now()
-    sha = hashlib.sha256(data).hexdigest()
-    key = get_blob_store().put(sha, data)
     with session_scope() as session:
         model = jobs_service.model_for_modality(session, modality="OP")
         assert isinstance(model, AiModel)
-        study = Study(study_instance_uid=generate_uid(), modality="OP")
-        series = Series(study=study, series_instance_uid=generate_uid(), modality="OP")
-        instance = Instance(
-            series=series,
-            sop_instance_uid=generate_uid(),
-            source_format="jpeg",
-            modality="OP",
-            rows=1,
-            columns=1,
-            samples_per_pixel=3,
-            storage_key=key,
-            sha256=sha,
-            size_bytes=len(data),
-        )
-        job = Job(study=study, instance=instance, model_id=model.id, methods=methods or ["gradcam"], queue="gpu")
-        session.add(job)
-        session.flush()
-        return job.id
+        model_id = model.id
+    return queued_photo_job(data, model_id=model_id, methods=methods or ["gradcam"])
 
 
 def test_a_job_stores_probabilities_entropy_and_a_gradcam_map() -> None:
