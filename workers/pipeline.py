@@ -153,18 +153,10 @@ def _compute_batch(
     model: torch.nn.Module, card: ModelCard, ready: list[_Ready], started: float
 ) -> dict[int, str] | None:
     """Outcomes of the jobs computed as one batch and stored one by one; None if the batch's compute failed."""
-    job_ids = [item.work.job_id for item in ready]
     try:
-        with _heartbeat(job_ids):
-            computed = batch.compute(
-                model,
-                card,
-                [item.prepared for item in ready],
-                ready[0].work.methods,
-                on_progress=lambda value: _progress(job_ids, value),
-            )
+        computed = _compute(model, card, ready)
     except Exception:
-        logger.exception("the batch of jobs %s failed: each runs alone", job_ids)
+        logger.exception("the batch of jobs %s failed: each runs alone", [item.work.job_id for item in ready])
         _release_memory()
         return None
     return {
@@ -233,17 +225,26 @@ def _prepare(work: JobWork, model: torch.nn.Module, card: ModelCard) -> tuple[ba
     return batch.Prepared(x, region, work.earlier_target), timings
 
 
+def _compute(model: torch.nn.Module, card: ModelCard, items: list[_Ready]) -> list[batch.Computed]:
+    """`batch.compute` of the items' inputs (same methods), with their rows kept alive and their progress shown."""
+    job_ids = [item.work.job_id for item in items]
+    with _heartbeat(job_ids):
+        return batch.compute(
+            model,
+            card,
+            [item.prepared for item in items],
+            items[0].work.methods,
+            on_progress=lambda value: _progress(job_ids, value),
+        )
+
+
 def _compute_alone(model: torch.nn.Module, card: ModelCard, item: _Ready, started: float) -> str:
-    work = item.work
     try:
-        with _heartbeat([work.job_id]):
-            [result] = batch.compute(
-                model, card, [item.prepared], work.methods, on_progress=lambda value: _progress([work.job_id], value)
-            )
+        [result] = _compute(model, card, [item])
     except Exception as exc:
         _release_memory()
-        return _record_failure(work, exc)
-    return _finish(work, result, item.timings, started)
+        return _record_failure(item.work, exc)
+    return _finish(item.work, result, item.timings, started)
 
 
 def _finish(work: JobWork, result: batch.Computed, timings: dict[str, float], started: float) -> str:
