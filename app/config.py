@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     secret_key: str = Field(DEV_SECRET_KEY, alias="LUMEN_SECRET_KEY")
     models_dir: Path | None = Field(None, alias="LUMEN_MODELS_DIR")
     inference_queue: str = Field("gpu", alias="LUMEN_INFERENCE_QUEUE")
+    # Prefix of every key the broker writes in Redis, so that several deployments (or test runs) share one
+    # Redis without taking or wiping each other's messages. Not used by the embedded filesystem broker.
+    broker_namespace: str = Field("", alias="LUMEN_BROKER_NAMESPACE")
     # The explanation bundle computed for every new study (one shared pass + the IG path).
     default_methods: Annotated[list[str], NoDecode] = Field(
         [

@@ -1,7 +1,8 @@
 """Test session on the real components: a fresh Postgres database with migrations applied, Redis.
 
-Each pytest session creates its own database (dropped at the end) and data folder, and points Lumen's
-settings at them before anything reads the settings.
+Each pytest session creates its own database (dropped at the end), data folder and broker namespace (a
+key prefix in Redis, deleted at the end), and points Lumen's settings at them before anything reads the
+settings: two suites on one Postgres and one Redis never see each other's rows or messages.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TEST_OUTPUT = ROOT / "test-output"
 
 _DB_NAME = f"lumen_test_{os.getpid()}_{secrets.token_hex(3)}"
+BROKER_NAMESPACE = f"{_DB_NAME}:"
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="lumen-test-"))
 
 
@@ -34,12 +36,30 @@ def _postgres_url(database: str) -> str:
 def _configure_environment() -> None:
     os.environ["DATABASE_URL"] = _postgres_url(_DB_NAME)
     os.environ["BROKER_URL"] = REDIS_TEST_URL
+    os.environ["LUMEN_BROKER_NAMESPACE"] = BROKER_NAMESPACE
     os.environ["LUMEN_DATA_DIR"] = str(_DATA_DIR)
     os.environ.pop("LUMEN_MODELS_DIR", None)
     os.environ["LUMEN_ENV"] = "test"
 
 
 _configure_environment()
+
+
+def broker_redis() -> redis.Redis:
+    """The Redis that carries this session's broker keys (see `queue_key`)."""
+    return redis.Redis.from_url(REDIS_TEST_URL)
+
+
+def queue_key(queue: str) -> str:
+    """The Redis list that holds this session's messages for a Celery queue."""
+    return BROKER_NAMESPACE + queue
+
+
+def delete_broker_keys() -> int:
+    """Delete this session's broker keys (and only those); returns how many there were."""
+    client = broker_redis()
+    keys = list(client.scan_iter(match=BROKER_NAMESPACE + "*", count=1000))
+    return client.delete(*keys) if keys else 0
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -51,7 +71,6 @@ def database() -> Iterator[str]:
 
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{_DB_NAME}"')
-    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
     get_settings.cache_clear()
     reset_engine()
     upgrade("head")
@@ -59,6 +78,7 @@ def database() -> Iterator[str]:
     reset_engine()
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{_DB_NAME}" WITH (FORCE)')
+    delete_broker_keys()
     shutil.rmtree(_DATA_DIR, ignore_errors=True)
 
 
@@ -116,3 +136,15 @@ def test_output() -> Path:
     """Folder for artefacts a person may want to look at (screenshots)."""
     TEST_OUTPUT.mkdir(exist_ok=True)
     return TEST_OUTPUT
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failing test's report carries the log tail of each process tests started that ran meanwhile."""
+    from tests import processes
+
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for started in processes.running_since(call.start):
+            report.sections.append((f"log of {started.name} (pid {started.pid}, {started.log_path})", started.tail()))

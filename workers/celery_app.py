@@ -28,6 +28,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_time_limit": 30 * 60,
         "task_soft_time_limit": 25 * 60,
     }
+    if settings.broker_url is not None and settings.broker_namespace:
+        config["broker_transport_options"] = {"global_keyprefix": settings.broker_namespace}
     if settings.broker_url is None:
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import DEMO, free_port, fresh_jpeg, wait_for
+from tests.processes import start_lumen
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +42,13 @@ def embedded_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
                      "--role", "coordinator")
     assert created.returncode == 0, created.stderr
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_lumen("embedded-serve", "serve", "--port", str(port), env=env)
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: _up(base), timeout=60, what="lumen serve to answer")
     yield base, data_dir
     workers = _processes_with(data_dir)
     assert workers, "lumen serve started no embedded worker"
-    server.terminate()  # SIGTERM, as a process manager stops it
-    server.wait(timeout=60)
+    server.stop(timeout=60)  # SIGTERM, as a process manager stops it
     wait_for(lambda: not _processes_with(data_dir), timeout=40, what="the embedded worker to stop with the server")
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -17,24 +14,25 @@ from app.config import get_settings
 from app.db import session_scope
 from app.jobs import models_sync
 from app.tables import Heatmap, Instance
+from tests.conftest import broker_redis, queue_key
 from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg, wait_for
+from tests.processes import LoggedProcess, start_lumen
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[subprocess.Popen]:
-    """A real `lumen worker` process on the test database and Redis."""
+def worker() -> Iterator[LoggedProcess]:
+    """A real `lumen worker` process on the test database and this session's Redis namespace.
+
+    Earlier tests' uploads left their messages in the session's queues (no worker ran for them): they are
+    dropped first, so the worker starts on this module's jobs and not behind a backlog of others'.
+    """
     models_sync.sync_now()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--queues", "gpu,cpu"],
-        env=dict(os.environ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    broker_redis().delete(queue_key("gpu"), queue_key("cpu"))
+    process = start_lumen("worker", "worker", "--queues", "gpu,cpu")
     yield process
-    process.terminate()
-    process.wait(timeout=30)
+    assert process.stop() == 0, f"the worker did not stop cleanly; see {process.log_path}"
 
 
 def _done_prediction(client, headers, instance_id: int):

@@ -8,20 +8,19 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 from pydicom.uid import generate_uid
 from sqlalchemy import update
 
 from app.db import session_scope
 from app.jobs import service as jobs_service
 from app.tables import AiModel, Instance, Job, JobState, Series, Study
-from tests.conftest import REDIS_TEST_URL
+from tests.conftest import broker_redis, queue_key
 
 
 def _messages_for(job_id: int, queue: str = "gpu") -> list[dict]:
     """Celery messages waiting in the Redis queue whose argument is this job id."""
     found = []
-    for raw in redis.Redis.from_url(REDIS_TEST_URL).lrange(queue, 0, -1):
+    for raw in broker_redis().lrange(queue_key(queue), 0, -1):
         message = json.loads(raw)
         args = json.loads(base64.b64decode(message["body"]))[0]
         if args == [job_id]:
@@ -138,7 +137,7 @@ def test_failure_with_retry_requeues_and_without_retry_keeps_the_reason(op_model
 
 def test_sweeper_resends_a_job_the_broker_lost(op_model) -> None:
     job_id = _planned_job(op_model[1])
-    redis.Redis.from_url(REDIS_TEST_URL).delete("gpu")  # the broker lost every message
+    broker_redis().delete(queue_key("gpu"))  # the broker lost every message
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(sent_at=datetime.now(UTC) - timedelta(hours=1)))
     with session_scope() as session:
