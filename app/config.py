@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.explain.names import METHOD_NAMES
 
 DEV_SECRET_KEY = "lumen-development-secret-change-me"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# One folder of a blob key or of LUMEN_S3_PREFIX: no empty, hidden, "." or ".." parts (app.storage.base).
+_KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class Settings(BaseSettings):
@@ -54,6 +58,16 @@ class Settings(BaseSettings):
     session_hours: int = Field(12, alias="LUMEN_SESSION_HOURS")
     token_hours: int = Field(24, alias="LUMEN_TOKEN_HOURS")
     secure_cookies: bool = Field(False, alias="LUMEN_SECURE_COOKIES")
+    # Blobs go to this S3 bucket when it is set (any S3-compatible server), else under data_dir/blobs
+    # (docs/storage.md). Unset keys mean boto3's own credential chain (AWS_* variables, instance role).
+    s3_bucket: str | None = Field(None, alias="LUMEN_S3_BUCKET")
+    s3_endpoint_url: str | None = Field(None, alias="LUMEN_S3_ENDPOINT_URL")
+    s3_region: str = Field("us-east-1", alias="LUMEN_S3_REGION")
+    s3_access_key_id: str | None = Field(None, alias="LUMEN_S3_ACCESS_KEY_ID")
+    s3_secret_access_key: SecretStr | None = Field(None, alias="LUMEN_S3_SECRET_ACCESS_KEY")
+    s3_prefix: str = Field("", alias="LUMEN_S3_PREFIX")
+    # Connect and read timeout of each S3 request; a request is tried at most 3 times (app.storage.s3).
+    s3_timeout_seconds: float = Field(5.0, gt=0, le=300, alias="LUMEN_S3_TIMEOUT_SECONDS")
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -63,6 +77,43 @@ class Settings(BaseSettings):
             if not self.secure_cookies:
                 raise ValueError("LUMEN_SECURE_COOKIES must be true in production (HTTPS only)")
         return self
+
+    @field_validator("s3_bucket", "s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `LUMEN_S3_BUCKET=` (as compose files write an optional variable) means unset.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_s3(self) -> Settings:
+        if self.s3_bucket is None:
+            given = [name for name, value in self._s3_options().items() if value]
+            if given:
+                raise ValueError(f"{', '.join(given)} set without LUMEN_S3_BUCKET: set the bucket to keep blobs in S3")
+            return self
+        if not _BUCKET.fullmatch(self.s3_bucket):
+            raise ValueError(f"LUMEN_S3_BUCKET {self.s3_bucket!r} is not a bucket name (3-63 of a-z 0-9 . -)")
+        if self.s3_endpoint_url is not None and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ValueError(f"LUMEN_S3_ENDPOINT_URL {self.s3_endpoint_url!r} must start with http:// or https://")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set both LUMEN_S3_ACCESS_KEY_ID and LUMEN_S3_SECRET_ACCESS_KEY, or neither")
+        return self
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        prefix = value.strip("/")
+        if prefix and not all(_KEY_PART.fullmatch(part) for part in prefix.split("/")):
+            raise ValueError(f"LUMEN_S3_PREFIX {value!r}: use folders of letters, digits, . _ - (no . or ..)")
+        return prefix
+
+    def _s3_options(self) -> dict[str, object]:
+        return {
+            "LUMEN_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "LUMEN_S3_ACCESS_KEY_ID": self.s3_access_key_id,
+            "LUMEN_S3_SECRET_ACCESS_KEY": self.s3_secret_access_key,
+            "LUMEN_S3_PREFIX": self.s3_prefix,
+        }
 
     @field_validator("default_methods", mode="before")
     @classmethod
@@ -95,7 +146,7 @@ class Settings(BaseSettings):
 
     @property
     def celery_broker_url(self) -> str:
-        return self.broker_url or "filesystem://"
+        return self.broker_url or "filesystem://localhost/"
 
     @property
     def broker_folder(self) -> Path:

@@ -13,10 +13,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.s3 import S3Server
 
 POSTGRES_ADMIN_URL = os.environ.get("LUMEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("LUMEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -39,6 +43,9 @@ def _configure_environment() -> None:
     os.environ["LUMEN_BROKER_NAMESPACE"] = BROKER_NAMESPACE
     os.environ["LUMEN_DATA_DIR"] = str(_DATA_DIR)
     os.environ.pop("LUMEN_MODELS_DIR", None)
+    # Blobs in the session's data folder; tests that want S3 say so (tests/s3.py).
+    for name in [name for name in os.environ if name.startswith("LUMEN_S3_")]:
+        del os.environ[name]
     os.environ["LUMEN_ENV"] = "test"
 
 
@@ -129,6 +136,16 @@ def auth_headers(make_user) -> Callable[[str], dict[str, str]]:
         return {"Authorization": f"Bearer {token}"}
 
     return _headers
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (`rclone serve s3`) on loopback over a temporary folder (tests/s3.py)."""
+    from tests.s3 import start_rclone_s3
+
+    server = start_rclone_s3(tmp_path_factory.mktemp("s3") / "root")
+    yield server
+    server.process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Processes that tests start (a `lumen worker`, `lumen serve`), each writing to a log file of its own.
+"""Processes that tests start (a `lumen worker`, `lumen serve`, an S3 server), each writing to a log file of its own.
 
 A failing test gets the tail of the log of every process that was running while it ran (the hook in
 tests/conftest.py), so a worker that crashed or never picked a job up says why in the test report.
@@ -60,14 +60,16 @@ _STARTED: list[LoggedProcess] = []
 
 def start_lumen(name: str, *args: str, env: dict[str, str] | None = None) -> LoggedProcess:
     """Start `lumen ARGS...` (as `python -m app.cli`) with its output in test-output/logs/<name>-<pid>.log."""
+    return start_process(name, [sys.executable, "-m", "app.cli", *args], env=env)
+
+
+def start_process(name: str, argv: list[str], *, env: dict[str, str] | None = None) -> LoggedProcess:
+    """Start any program (a server tests need) with its output in test-output/logs/<name>-<pid>.log."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{name}-{os.getpid()}-{len(_STARTED)}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *args],
-            env=dict(os.environ if env is None else env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            argv, env=dict(os.environ if env is None else env), stdout=log, stderr=subprocess.STDOUT
         )
     started = LoggedProcess(name=name, process=process, log_path=log_path)
     _STARTED.append(started)

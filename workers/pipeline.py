@@ -19,7 +19,7 @@ from app.config import get_settings
 from app.db import session_scope
 from app.ingest import pixels
 from app.jobs import service as jobs_service
-from app.storage import get_blob_store
+from app.storage import BlobNotFound, get_blob_store
 from app.tables import Heatmap, Job, JobState, Prediction
 from models.card import ModelCard
 from models.preprocessing import prepare_with_region
@@ -212,7 +212,12 @@ def _prepare(work: JobWork, model: torch.nn.Module, card: ModelCard) -> tuple[ba
     """The job's network input; its own decode and prepare seconds."""
     mark = time.perf_counter()
     try:
-        image = pixels.load_frame(get_blob_store().get(work.storage_key), work.source_format, 0)
+        data = get_blob_store().get(work.storage_key)
+    except BlobNotFound as exc:
+        raise PermanentJobError(f"cannot read the image: {exc}") from exc
+    # Other errors of the store (S3 unreachable, a timeout) are not permanent: they go up, the job is tried again.
+    try:
+        image = pixels.load_frame(data, work.source_format, 0)
     except Exception as exc:
         raise PermanentJobError(f"cannot read the image: {exc}") from exc
     decoded = time.perf_counter()

@@ -1,7 +1,4 @@
-"""Blob store for uploaded files: a local folder, content-addressed by sha256.
-
-What is derived from a file is kept under the file's sha256 with a suffix (its preview: `<sha256>-preview`).
-"""
+"""Blobs in a local folder: one host, or a folder every host mounts."""
 
 from __future__ import annotations
 
@@ -9,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from app.config import get_settings
+from app.storage.base import BlobNotFound, check_key, key_for
 
 
 class LocalBlobStore:
@@ -19,17 +16,17 @@ class LocalBlobStore:
         self.root = root
 
     def key_for(self, sha256: str) -> str:
-        return f"{sha256[:2]}/{sha256}"
+        return key_for(sha256)
 
-    def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
         if self.root.resolve() not in path.parents:
             raise ValueError(f"storage key escapes the blob folder: {key!r}")
         return path
 
     def put(self, sha256: str, data: bytes) -> str:
         key = self.key_for(sha256)
-        target = self.path(key)
+        target = self._path(key)
         if target.exists():
             return key
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -44,14 +41,17 @@ class LocalBlobStore:
         return key
 
     def get(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
 
     def exists(self, key: str) -> bool:
-        return self.path(key).exists()
+        return self._path(key).exists()
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        self._path(key).unlink(missing_ok=True)
 
-
-def get_blob_store() -> LocalBlobStore:
-    return LocalBlobStore(get_settings().blob_dir)
+    def prepare(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return f"blobs in the local folder {self.root}"
