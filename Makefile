@@ -3,23 +3,32 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+INSTALL_LOG := $(VENV)/install.log
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TORCH_INDEX ?=
 
 .PHONY: install run test lint bench clean
 
+# The install's output goes to a log (pip's chatter would bury what `make run` prints); a failure shows its end.
+# TORCH_INDEX: an index to take torch from first, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Lumen needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing Lumen into $(VENV) (log: $(INSTALL_LOG)) ..."
+	@{ $(BIN)/python -m pip install --upgrade pip \
+	   && { [ -z "$(TORCH_INDEX)" ] || $(BIN)/python -m pip install --index-url "$(TORCH_INDEX)" torch==2.13.0; } \
+	   && $(BIN)/python -m pip install -e '.[worker,dev]'; } > $(INSTALL_LOG) 2>&1 \
+	 || { tail -n 30 $(INSTALL_LOG); echo "make: the install failed; its whole log is $(INSTALL_LOG)"; exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 
 ## Embedded default: SQLite + a filesystem broker + a real worker, demo model, user and studies.
 run: install
-	$(BIN)/lumen migrate
-	$(BIN)/lumen load-demo
-	$(BIN)/lumen serve
+	@$(BIN)/lumen migrate
+	@$(BIN)/lumen load-demo
+	@$(BIN)/lumen serve --host $(HOST) --port $(PORT)
 
 ## The whole suite, on Postgres and Redis on loopback (and the embedded default in its own tests).
 test: install

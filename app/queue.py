@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+from app.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +47,30 @@ def _forget_pending(session: Session, _previous_transaction: object) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 
+def check_broker(settings: Settings, *, timeout: float) -> None:
+    """Raise unless the broker answers within `timeout` s; the embedded broker: its folder is writable."""
+    if settings.broker_url is None:
+        folder = settings.broker_folder
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"broker folder {folder} is not writable")
+        return
+    from kombu import Connection
+
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "max_retries": 0}
+    with Connection(settings.broker_url, connect_timeout=timeout, transport_options=options) as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=timeout)
+
+
+def ping_worker(*, name: str | None = None, timeout: float = 5.0) -> tuple[str, bool]:
+    """(node, answered): whether the worker named `name` (`lumen worker --name`; default celery@HOSTNAME, this
+    host's) answers a ping within `timeout` s. Raises kombu's OperationalError if the broker is not reachable."""
+    from celery.utils.nodenames import default_nodename, host_format
+
+    from workers.celery_app import celery_app
+
+    node = host_format(default_nodename(name or ""))
+    with celery_app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=timeout)
+        replies = celery_app.control.ping(destination=[node], timeout=timeout, connection=connection)
+    return node, any(node in reply for reply in replies)
