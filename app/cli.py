@@ -1,5 +1,5 @@
-"""The `lumen` command: serve, worker, migrate, create-user, import, train, evaluate-explanations, models, sweep,
-load-demo."""
+"""The `lumen` command: serve, worker, worker-ping, migrate, create-user, import, train, evaluate-explanations,
+models, sweep, load-demo."""
 
 from __future__ import annotations
 
@@ -21,16 +21,26 @@ logger = logging.getLogger("lumen")
 
 DEMO_EMAIL = "demo@lumen.local"
 DEMO_PASSWORD = "lumen-demo"
-DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
-DEMO_STUDY_DATA = Path(__file__).resolve().parent.parent / "data" / "retinamnist.npz"
+# The demo files are not in the installed package: a checkout has them next to app/, the image (pip install .)
+# in its working directory, /srv/lumen.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+_DEMO_ROOT = _CHECKOUT if (_CHECKOUT / "demo").is_dir() else Path.cwd()
+DEMO_DIR = _DEMO_ROOT / "demo"
+DEMO_STUDY_DATA = _DEMO_ROOT / "data" / "retinamnist.npz"
 
 
 def _cmd_migrate(_args: argparse.Namespace) -> int:
     from app.jobs import models_sync
     from app.migrations import upgrade
+    from app.storage import BlobStoreError, get_blob_store
 
     upgrade("head")
     print(f"database at {get_settings().sqlalchemy_url.split('@')[-1]} is up to date")
+    try:
+        print(get_blob_store().prepare())
+    except BlobStoreError as exc:
+        print(f"lumen migrate: {exc}", file=sys.stderr)
+        return 2
     print(f"active models: {models_sync.sync_now()}")
     return 0
 
@@ -96,12 +106,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from models import training  # torch is imported only by this subcommand
 
+    # Never over the shipped model (models/zoo is tracked): a new folder under the data folder unless --out says.
+    out = args.out or get_settings().data_dir / "trained" / args.recipe
     try:
-        report = training.run_recipe(args.recipe, out_dir=args.out, data=args.data, seed=args.seed)
+        report = training.run_recipe(args.recipe, out_dir=out, data=args.data, seed=args.seed)
     except (training.TrainingDataError, ValueError) as exc:
         print(f"lumen train: {exc}", file=sys.stderr)
         return 2
     print(report)
+    print(f"wrote {out}; to serve it: LUMEN_MODELS_DIR={out.parent} lumen models sync")
     return 0
 
 
@@ -177,10 +190,32 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from workers.celery_app import celery_app
 
     argv = ["worker", "--queues", args.queues, "--concurrency", str(args.concurrency), "--loglevel", "INFO"]
+    if args.name:
+        argv += ["--hostname", args.name]
     if get_settings().embedded:
         # The filesystem transport has no remote control; solo pool keeps the one process real and simple.
         argv += ["--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     celery_app.worker_main(argv)
+    return 0
+
+
+def _cmd_worker_ping(args: argparse.Namespace) -> int:
+    """Exit 0 if this host's worker answers a ping: the healthcheck of a worker container."""
+    from kombu.exceptions import OperationalError
+
+    from app import queue
+
+    if get_settings().embedded:
+        print("lumen worker-ping: the embedded filesystem broker has no remote control", file=sys.stderr)
+        return 2
+    try:
+        node, answered = queue.ping_worker(name=args.name, timeout=args.timeout)
+    except OperationalError as exc:
+        print(f"lumen worker-ping: broker not reachable: {exc}", file=sys.stderr)
+        return 1
+    if not answered:
+        print(f"lumen worker-ping: no answer from {node} within {args.timeout:g} s", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -190,23 +225,78 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app.main import create_app
 
     settings = get_settings()
+    log_dir = None
+    if settings.embedded:
+        # The embedded default keeps the terminal for what a user needs (where Lumen is, how to sign in); the
+        # server's and the worker's logs go to files. Deployed, everything logs to stdout for the platform.
+        log_dir = settings.data_dir.resolve() / "logs"
+        _log_to_file(log_dir / "server.log")
     worker = None
     if settings.embedded and not args.no_worker:
         from app.migrations import upgrade
 
         upgrade("head")
-        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "gpu,cpu"])
-        logger.info("embedded worker started (pid %s)", worker.pid)
-    print(f"Lumen is at http://{args.host}:{args.port}/  (sign in: {DEMO_EMAIL} / {DEMO_PASSWORD})", flush=True)
+        worker = _start_embedded_worker(log_dir / "worker.log" if log_dir else None)
     # uvicorn re-raises SIGTERM after its graceful shutdown with the handler it found; the default handler
     # would end the process before `finally` and leave the embedded worker running on its own.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    config = uvicorn.Config(
+        create_app(), host=args.host, port=args.port, log_level="info", **({"log_config": None} if log_dir else {})
+    )
     try:
-        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+        _announcing_server(config, _welcome(args.host, args.port, log_dir)).run()
     finally:
         if worker is not None:
             _stop(worker)
     return 0
+
+
+def _log_to_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+
+
+def _start_embedded_worker(log_path: Path | None) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "app.cli", "worker", "--queues", "gpu,cpu"]
+    if log_path is None:
+        worker = subprocess.Popen(command)
+    else:
+        with log_path.open("ab") as log:
+            worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    logger.info("embedded worker started (pid %s)", worker.pid)
+    return worker
+
+
+def _welcome(host: str, port: int, log_dir: Path | None) -> list[str]:
+    """What `lumen serve` prints once it answers: the logs, then the address and the sign-in as last lines."""
+    from app import demo
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    lines = [f"Logs: {log_dir / 'server.log'} and {log_dir / 'worker.log'}. Stop with Ctrl+C."] if log_dir else []
+    lines.append(f"Lumen is running at http://{shown_host}:{port}/")
+    if get_settings().environment != "production" and demo.login_works(email=DEMO_EMAIL, password=DEMO_PASSWORD):
+        lines.append(f"Sign in as {DEMO_EMAIL} with the password {DEMO_PASSWORD}")
+    else:
+        lines.append("Sign in with your account (lumen create-user EMAIL --role admin adds one)")
+    return lines
+
+
+def _announcing_server(config: Any, lines: list[str]) -> Any:
+    """uvicorn's server, printing `lines` once it listens (after uvicorn's own start-up messages)."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print("\n".join(lines), flush=True)
+
+    return AnnouncingServer(config)
 
 
 def _stop(worker: subprocess.Popen[bytes], grace: float = 30.0) -> None:
@@ -226,14 +316,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="API and pages (in the embedded default, also a worker)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="default 8000 (make run PORT=8080)")
     serve.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
     serve.set_defaults(func=_cmd_serve)
 
     worker = sub.add_parser("worker", help="a Celery worker")
     worker.add_argument("--queues", default="gpu,cpu")
     worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument(
+        "--name", default=None, help="Celery node name, e.g. gpu1@%%h (default celery@HOST); shown in each job's row"
+    )
     worker.set_defaults(func=_cmd_worker)
+
+    ping = sub.add_parser("worker-ping", help="exit 0 if this host's worker answers (a container healthcheck)")
+    ping.add_argument("--name", default=None, help="the worker's node name as given to `lumen worker --name`")
+    ping.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    ping.set_defaults(func=_cmd_worker_ping)
 
     sub.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(func=_cmd_migrate)
 
@@ -249,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a reference model from its recipe")
     train.add_argument("recipe")
-    train.add_argument("--out", type=Path, default=None, help="model folder to write (default: models/zoo/RECIPE)")
+    train.add_argument("--out", type=Path, default=None,
+                       help="model folder to write (default: LUMEN_DATA_DIR/trained/RECIPE; the shipped models are "
+                       "in models/zoo/RECIPE)")
     train.add_argument("--data", type=Path, default=None, help="dataset file (default: the recipe's)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_cmd_train)
@@ -297,11 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Long-running commands log what they do; one-shot commands print their outcome and log only warnings.
+_LOGGING_COMMANDS = {"serve", "worker"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    level = logging.INFO if args.command in _LOGGING_COMMANDS else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Alembic announces each of its plugins at INFO; only its warnings matter to a user.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -14,6 +14,17 @@ from app.jobs import models_sync
 from app.tables import Role, User
 
 
+def login_works(*, email: str, password: str) -> bool:
+    """True if this user exists and signs in with this password (the demo login was not changed)."""
+    with session_scope() as session:
+        try:
+            auth_service.authenticate(session, email=email, password=password)
+        except auth_service.AuthError:
+            return False
+        session.rollback()  # authenticate may rehash the password: nothing of this check is kept
+    return True
+
+
 def load(*, demo_dir: Path, email: str, password: str) -> Iterator[str]:
     """Idempotent: running it twice adds nothing new (duplicates are recognised by UID + sha256)."""
     yield f"models registered: {models_sync.sync_now()}"

@@ -1,6 +1,6 @@
 """Benchmark: Lumen's attribution methods and bundle against Captum and against the floor.
 
-Run: `.venv/bin/python bench/attribution.py [--quick] [--repeats N] [--repeats-large N] [--out docs/benchmarks.md]`.
+Run: `.venv/bin/python bench/attribution.py [--quick] [--repeats N] [--repeats-large N] [--out reports/benchmarks.md]`.
 
 For each network (the DR reference model at 28 px, a ResNet-18-size and a DenseNet-121-size net at 224 px,
 random weights, batch 1) it measures, in rounds that call each contender in turn after one warm-up (ratios are
@@ -309,6 +309,7 @@ def write_markdown(path: Path, rows: list, info: str, repeats: dict[str, int], s
     lines += [f"| {n} | {m} | {ms(a)} | {ms(b)} | {ratio(c)} | {ratio(d)} | {ratio(e)} |"
               for n, m, a, b, c, d, e in rows]
     lines += ["", *bound_section(rows)]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -317,7 +318,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one repeat, DR model and ResNet-18 only")
     parser.add_argument("--repeats", type=int, default=5, help="rounds for the small DR model")
     parser.add_argument("--repeats-large", type=int, default=3, help="rounds for the 224 px networks")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks.md",
+                        help="report to write (default under reports/; --out docs/benchmarks.md publishes it)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # Captum warns on every guided call
     torch.set_num_threads(THREADS)

@@ -1,4 +1,4 @@
-"""Reading-room timings in a real browser (a benchmark, not a timed test); writes docs/browser-timings.md.
+"""Reading-room timings in a real browser (a benchmark, not a timed test); writes reports/browser-timings.md (or --out).
 
 Measured with the Performance API inside Chromium, from navigation start:
 - first image: the first frame presented with the image on the canvas (the 512-px preview, or full data if first);
@@ -187,13 +187,15 @@ def report(results: dict[str, list[dict[str, float]]], repeats: int, load: tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "browser-timings.md",
+                        help="report to write (default under reports/; --out docs/browser-timings.md publishes it)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     from app.main import create_app
     from tests.e2e.helpers import free_port, wait_for
 
-    output = ROOT / "docs" / "browser-timings.md"
+    output = args.out
     # Earlier results, written by hand under "## History", are kept.
     previous = output.read_text() if output.exists() else ""
     history = previous[previous.index(HISTORY):] if HISTORY in previous else ""
@@ -216,7 +218,7 @@ def main() -> None:
     server.should_exit = True
     thread.join(timeout=10)
     text = report(results, args.repeats, (load_at_start, os.getloadavg()[0]), history)
-    output.parent.mkdir(exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     sys.stdout.write(text)
 

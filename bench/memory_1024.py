@@ -1,6 +1,6 @@
 """Benchmark: the default explanation bundle on a 1024 px DenseNet-121 within a fixed memory limit.
 
-Run: `.venv/bin/python bench/memory_1024.py [--limit-gib 12] [--steps 50] [--size 1024] [--out docs/memory-1024.md]`.
+Run: `.venv/bin/python bench/memory_1024.py [--limit-gib 12] [--steps 50] [--size 1024] [--out reports/memory-1024.md]`.
 
 The most reported complaint about Captum is that integrated gradients runs out of memory on a chest
 radiograph DenseNet unless batched by hand (its issues #538 and #1350): by default all path points go
@@ -125,6 +125,7 @@ def write_markdown(path: Path, results: list[dict[str, object]], args: argparse.
         "forward saves for the backward), and sends its rows in batches of that size; wall time on a shared "
         "2-core CPU is dominated by the passes themselves and says nothing about a GPU.", "",
     ]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
 
@@ -134,7 +135,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--only", choices=CONTENDERS, action="append", help="run only these contenders")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "memory-1024.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "memory-1024.md",
+                        help="report to write (default under reports/; --out docs/memory-1024.md publishes it)")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -1,7 +1,7 @@
 """Benchmark: the worker's compute of 8 jobs one by one against one batch of 8 (`workers.batch.compute`).
 
 Run: `.venv/bin/python bench/worker_batching.py [--models dr-grading-retinamnist fundus-lesions-idrid]
-[--jobs 8] [--rounds 5] [--rounds-large 1] [--images FOLDER] [--out docs/worker-batching.md]`.
+[--jobs 8] [--rounds 5] [--rounds-large 1] [--images FOLDER] [--out reports/worker-batching.md]`.
 
 For each shipped model, real fundus photographs (IDRiD, cropped) are decoded and prepared once, outside the
 timing (each job does that alone in both cases). Then, in rounds that run both contenders in turn (the order
@@ -37,7 +37,9 @@ from models.registry import load_model  # noqa: E402
 from workers import batch  # noqa: E402
 
 THREADS = 2
-DEFAULT_IMAGES = Path("/work/shared/data/idrid/cropped")
+# The photographs shipped in data/idrid (downscaled); docs/worker-batching.md was measured on the full-size
+# IDRiD crops, given with --images.
+DEFAULT_IMAGES = ROOT / "data" / "idrid"
 
 
 def main() -> None:
@@ -47,7 +49,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rounds-large", type=int, default=1, help="rounds for inputs of 256 px and more")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "worker-batching.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "worker-batching.md",
+                        help="report to write (default under reports/; --out docs/worker-batching.md publishes it)")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,6 +163,7 @@ def write_page(out: Path, rows: list[dict], methods: list[str], *, device: torch
         text = text[:start] + generated + text[end + len("<!-- end generated -->") :]
     else:
         text = text + ("\n" if text else "") + generated + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(generated)
 

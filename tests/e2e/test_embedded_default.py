@@ -45,7 +45,7 @@ def embedded_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     server = start_lumen("embedded-serve", "serve", "--port", str(port), env=env)
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: _up(base), timeout=60, what="lumen serve to answer")
-    yield base, data_dir
+    yield base, data_dir, server
     workers = _processes_with(data_dir)
     assert workers, "lumen serve started no embedded worker"
     server.stop(timeout=60)  # SIGTERM, as a process manager stops it
@@ -74,7 +74,7 @@ def _up(base: str) -> bool:
 
 
 def test_upload_is_predicted_by_the_embedded_worker(embedded_server, test_output) -> None:
-    base, data_dir = embedded_server
+    base, data_dir, _server = embedded_server
     assert (data_dir / "lumen.db").is_file()
     token = httpx.post(f"{base}/api/auth/token", data={"username": "e@example.org", "password": "embedded-pass-1"})
     assert token.status_code == 200, token.text
@@ -97,3 +97,16 @@ def test_upload_is_predicted_by_the_embedded_worker(embedded_server, test_output
     assert "gradcam" in {h["method"] for h in prediction["heatmaps"]}
     assert all("deletion_auc" in h["scores"] for h in prediction["heatmaps"])
     (test_output / "embedded_timing.txt").write_text(f"upload to done (embedded, SQLite): {elapsed:.2f} s\n")
+
+
+def test_the_terminal_ends_with_the_address_and_the_sign_in(embedded_server) -> None:
+    base, data_dir, server = embedded_server
+    printed = [line for line in server.log_path.read_text().splitlines() if line.strip()]
+    assert printed[-2:] == [
+        f"Lumen is running at {base}/",
+        "Sign in with your account (lumen create-user EMAIL --role admin adds one)",  # no demo user here
+    ]
+    # The server's and the worker's logs went to files, not to the terminal.
+    assert "Uvicorn running" not in "\n".join(printed)
+    assert "Uvicorn running" in (data_dir / "logs" / "server.log").read_text()
+    assert "celery@" in (data_dir / "logs" / "worker.log").read_text()

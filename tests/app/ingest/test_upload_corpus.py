@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.tables import Instance, Study
-
 from tests.conftest import FIXTURES
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
