@@ -1,18 +1,34 @@
-"""The only place the app talks to Celery: send a task by name with a job id, after commit."""
+"""The only place the app talks to Celery: send a task by name with a job id, after commit; see which jobs the
+broker still holds a message for (the sweeper re-sends only the others)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import os
+from collections.abc import Collection
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.config import Settings
+from app.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
 _PENDING_KEY = "lumen_jobs_to_send"
+# Kombu's Redis transport gives a message that a worker took and never acknowledged (the worker died) back to
+# its queue after this long (its visibility_timeout, 1 hour). A broker that cannot be inspected is trusted to
+# have lost a job's message only after it.
+UNSEEN_RESEND_SECONDS = 3600
+
+
+class BrokerNotInspectable(RuntimeError):
+    """The broker's messages cannot be listed (an unknown transport, or it did not answer)."""
 
 
 def send_job(job_id: int, queue: str) -> None:
@@ -74,3 +90,118 @@ def ping_worker(*, name: str | None = None, timeout: float = 5.0) -> tuple[str, 
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=timeout)
         replies = celery_app.control.ping(destination=[node], timeout=timeout, connection=connection)
     return node, any(node in reply for reply in replies)
+
+
+def jobs_in_broker(queues: Collection[str], *, taken_grace_seconds: float) -> set[int]:
+    """The ids of the jobs the broker holds a `run_job` message for: waiting in one of `queues`, or taken by a
+    worker less than `taken_grace_seconds` ago or with a countdown (a task retry) that ended less than that ago.
+
+    A message taken longer ago by a worker that has not started its job yet is not counted: that worker died
+    between taking it and claiming the job, and Redis would give it back only after an hour. Raises
+    BrokerNotInspectable when the broker cannot be listed; the caller falls back on sent_at alone.
+    """
+    settings = get_settings()
+    if settings.broker_url is None:
+        return _jobs_in_folder(settings.broker_folder / "queue", queues)
+    scheme = settings.broker_url.partition("://")[0]
+    if scheme in ("redis", "rediss"):
+        return _jobs_in_redis(settings, queues, taken_grace_seconds)
+    raise BrokerNotInspectable(f"Lumen cannot list the messages of the {scheme}:// broker")
+
+
+def _jobs_in_redis(settings: Settings, queues: Collection[str], taken_grace_seconds: float) -> set[int]:
+    """Kombu's Redis layout: a list per queue (and per priority step), and the `unacked` hash of the messages
+    workers took, with the time each was taken in `unacked_index`. Every key carries the namespace prefix, which
+    kombu adds itself only to some commands (not LRANGE or HGETALL): added here by hand to all."""
+    import redis
+    from kombu.transport.redis import Channel
+
+    prefix = settings.broker_namespace
+    keys = [
+        prefix + (f"{queue}{Channel.sep}{step}" if step else queue)
+        for queue in queues
+        for step in Channel.priority_steps
+    ]
+    client = redis.Redis.from_url(str(settings.broker_url), socket_timeout=5, socket_connect_timeout=5)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            waiting = pipe.execute()
+        # Read after the lists: a message a worker moves meanwhile is then seen in one place or the other.
+        taken = client.hgetall(prefix + Channel.unacked_key)
+        taken_at = dict(client.zrange(prefix + Channel.unacked_index_key, 0, -1, withscores=True))
+    except redis.RedisError as exc:
+        raise BrokerNotInspectable(f"Redis did not answer: {exc}") from exc
+    finally:
+        client.close()
+    held = {job for messages in waiting for raw in messages if (job := _job_of(raw)) is not None}
+    recent = datetime.now(UTC).timestamp() - taken_grace_seconds
+    for tag, entry in taken.items():
+        try:
+            raw = json.loads(entry)[0]
+        except (ValueError, TypeError, IndexError):
+            continue
+        job, eta = _job_of(raw), _eta_of(raw)
+        if job is not None and max(taken_at.get(tag, float("inf")), eta) > recent:
+            held.add(job)
+    return held
+
+
+def _jobs_in_folder(folder: Path, queues: Collection[str]) -> set[int]:
+    """Kombu's filesystem transport: a file per waiting message, `<time>_<uuid>.<queue>.msg`. A worker deletes
+    the file when it takes the message, so what it holds (a countdown) is not seen here."""
+    wanted = {f"{queue}.msg" for queue in queues}
+    try:
+        names = [name for name in os.listdir(folder) if name.partition(".")[2] in wanted]
+    except OSError as exc:
+        raise BrokerNotInspectable(f"cannot list the broker folder {folder}: {exc}") from exc
+    held = set()
+    for name in names:
+        try:
+            job = _job_of((folder / name).read_bytes())
+        except OSError:  # taken by a worker meanwhile
+            continue
+        if job is not None:
+            held.add(job)
+    return held
+
+
+def _message(raw: bytes | str | dict[str, Any]) -> dict[str, Any] | None:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        message = json.loads(raw)
+    except ValueError:  # a file still being written, or not a kombu message
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _job_of(raw: bytes | str | dict[str, Any]) -> int | None:
+    """The job id of a Celery `run_job` message (protocol 2: body = [args, kwargs, embed]); None for others."""
+    from workers.celery_app import RUN_JOB_TASK
+
+    message = _message(raw)
+    if message is None or (message.get("headers") or {}).get("task") != RUN_JOB_TASK:
+        return None
+    body = message.get("body", "")
+    try:
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+    except (ValueError, TypeError, IndexError, KeyError, binascii.Error):
+        return None
+    return args[0] if isinstance(args, list) and args and isinstance(args[0], int) else None
+
+
+def _eta_of(raw: bytes | str | dict[str, Any]) -> float:
+    """When a countdown (a task retry) lets the message run, as a timestamp; 0 if it has none."""
+    message = _message(raw) or {}
+    eta = (message.get("headers") or {}).get("eta")
+    try:
+        moment = datetime.fromisoformat(eta) if isinstance(eta, str) else None
+    except ValueError:
+        return 0.0
+    if moment is None:
+        return 0.0
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

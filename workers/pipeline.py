@@ -1,18 +1,25 @@
 """The work of a job, or of a batch of similar jobs, testable without Celery: pixels -> model -> prediction +
-heatmaps -> Postgres. The batch's compute is in `workers.batch`."""
+heatmaps -> Postgres. The batch's compute is in `workers.batch`.
+
+Every write about a job goes through the worker's claim on it (`jobs_service.Claim`): a worker that lost its
+job (it stopped beating, say the database was away, and the sweeper gave the job another attempt) stores
+nothing when it comes back. Database errors of the connection are retried where giving up would waste the work.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -20,12 +27,13 @@ from app.db import session_scope
 from app.ingest import pixels
 from app.jobs import service as jobs_service
 from app.storage import BlobNotFound, get_blob_store
-from app.tables import Heatmap, Job, JobState, Prediction
+from app.tables import Heatmap, JobState, Prediction
 from models.card import ModelCard
 from models.preprocessing import prepare_with_region
 from workers import batch, model_cache
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PermanentJobError(Exception):
@@ -37,7 +45,8 @@ class JobWork:
     """What a worker needs of a job, read in one short transaction."""
 
     job_id: int
-    attempts: int
+    attempts: int  # the attempt this worker claimed
+    worker: str
     storage_key: str
     source_format: str
     model_id: int
@@ -50,6 +59,10 @@ class JobWork:
     methods: list[str]
     # The class this model already predicted for the image: maps added later explain the same class.
     earlier_target: int | None
+
+    @property
+    def claim(self) -> jobs_service.Claim:
+        return jobs_service.Claim(job_id=self.job_id, attempt=self.attempts, worker=self.worker)
 
 
 class Outcome:
@@ -87,9 +100,9 @@ def batch_limit() -> int:
 
 
 @contextmanager
-def _heartbeat(job_ids: list[int]) -> Iterator[None]:
-    """While the block runs, touch the jobs' rows every quarter of `stale_job_seconds`, so that a long
-    compute (a batch, a 1024 px image on CPU) is not taken for a dead worker's and claimed again."""
+def _heartbeat(claims: list[jobs_service.Claim]) -> Iterator[None]:
+    """While the block runs, beat for the claimed jobs every quarter of `stale_job_seconds`, so that a long
+    model load or compute (a batch, a 1024 px image on CPU) is not taken for a dead worker's and claimed again."""
     stop = threading.Event()
     interval = max(0.5, get_settings().stale_job_seconds / 4)
 
@@ -97,11 +110,11 @@ def _heartbeat(job_ids: list[int]) -> Iterator[None]:
         while not stop.wait(interval):
             try:
                 with session_scope() as session:
-                    jobs_service.touch(session, job_ids=job_ids)
-            except Exception:  # a missed beat is harmless; the next one may get through
-                logger.warning("heartbeat for jobs %s failed", job_ids, exc_info=True)
+                    jobs_service.touch(session, claims=claims)
+            except Exception:  # a missed beat is harmless (the database restarts, say); the next may get through
+                logger.warning("heartbeat for jobs %s failed", [c.job_id for c in claims], exc_info=True)
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job_ids[0]}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{claims[0].job_id}", daemon=True)
     thread.start()
     try:
         yield
@@ -124,8 +137,13 @@ def run_works(works: list[JobWork]) -> dict[int, str]:
 
     A job whose image cannot be read or prepared fails alone; if the batch's compute fails (out of memory, one
     bad input), each job is computed alone, so that one job cannot fail the others. Each job is stored, or its
-    failure recorded, in its own transaction.
+    failure recorded, in its own transaction. The jobs' heartbeat runs from the model's load to the last store.
     """
+    with _heartbeat([work.claim for work in works]):
+        return _run_works(works)
+
+
+def _run_works(works: list[JobWork]) -> dict[int, str]:
     started = time.perf_counter()
     try:
         model, card = _get_model(works[0])
@@ -173,6 +191,7 @@ def _load_work(session: Session, job_id: int) -> JobWork:
     return JobWork(
         job_id=job.id,
         attempts=job.attempts,
+        worker=job.worker,
         storage_key=instance.storage_key,
         source_format=instance.source_format,
         model_id=job.model_id,
@@ -195,10 +214,15 @@ def _voi_window(center: float | None, width: float | None) -> tuple[float, float
     return (center, width) if center is not None and width is not None and width > 0 else None
 
 
-def _progress(job_ids: list[int], value: int) -> None:
-    with session_scope() as session:
-        for job_id in job_ids:
-            jobs_service.set_progress(session, job_id=job_id, progress=value)
+def _progress(works: list[JobWork], value: int) -> None:
+    """Show the jobs' progress. A write that fails (the database restarts) is skipped, not the job: the next
+    one, or the heartbeat, gets through."""
+    try:
+        with session_scope() as session:
+            for work in works:
+                jobs_service.set_progress(session, claim=work.claim, progress=value)
+    except SQLAlchemyError:
+        logger.warning("progress %s%% of jobs %s not recorded", value, [w.job_id for w in works], exc_info=True)
 
 
 def _get_model(work: JobWork) -> tuple[torch.nn.Module, ModelCard]:
@@ -226,21 +250,20 @@ def _prepare(work: JobWork, model: torch.nn.Module, card: ModelCard) -> tuple[ba
         image, card, device=device, photometric=work.photometric, voi_window=work.voi_window
     )
     timings = {"decode_s": decoded - mark, "prepare_s": time.perf_counter() - decoded}
-    _progress([work.job_id], 40)
+    _progress([work], 40)
     return batch.Prepared(x, region, work.earlier_target), timings
 
 
 def _compute(model: torch.nn.Module, card: ModelCard, items: list[_Ready]) -> list[batch.Computed]:
-    """`batch.compute` of the items' inputs (same methods), with their rows kept alive and their progress shown."""
-    job_ids = [item.work.job_id for item in items]
-    with _heartbeat(job_ids):
-        return batch.compute(
-            model,
-            card,
-            [item.prepared for item in items],
-            items[0].work.methods,
-            on_progress=lambda value: _progress(job_ids, value),
-        )
+    """`batch.compute` of the items' inputs (same methods), with their progress shown."""
+    works = [item.work for item in items]
+    return batch.compute(
+        model,
+        card,
+        [item.prepared for item in items],
+        items[0].work.methods,
+        on_progress=lambda value: _progress(works, value),
+    )
 
 
 def _compute_alone(model: torch.nn.Module, card: ModelCard, item: _Ready, started: float) -> str:
@@ -256,10 +279,10 @@ def _finish(work: JobWork, result: batch.Computed, timings: dict[str, float], st
     """Store one job's results in its own transaction: `timings` its own, then the batch's, then its total."""
     try:
         total = {**timings, **result.timings, "total_s": time.perf_counter() - started}
-        _store(work, result, total)
+        stored = _with_db_retries(lambda: _store(work, result, total), what=f"storing job {work.job_id}")
     except Exception as exc:
         return _record_failure(work, exc)
-    return Outcome.done
+    return Outcome.done if stored else Outcome.skipped
 
 
 def _release_memory() -> None:
@@ -269,19 +292,46 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _store(work: JobWork, result: batch.Computed, timings: dict[str, float]) -> None:
-    """Write the prediction (or add to this model's earlier one for the image) and its heatmaps; finish."""
+def _store(work: JobWork, result: batch.Computed, timings: dict[str, float]) -> bool:
+    """Finish the job and write its prediction (or add to this model's earlier one for the image) and heatmaps,
+    in one transaction, if this worker's claim still holds; False (nothing written) if it lost the job."""
     with session_scope() as session:
-        job = session.get(Job, work.job_id)
-        if job is None or job.state != JobState.running:
-            # The job was finished or cancelled by someone else meanwhile: keep what is there.
-            return
+        if not jobs_service.finish(session, claim=work.claim, timings=timings):
+            job = jobs_service.get_job(session, job_id=work.job_id)
+            if (job.state, job.attempts, job.worker) == (JobState.done, work.attempts, work.worker):
+                return True  # this attempt's own commit, whose answer the connection lost: stored once
+            logger.warning(
+                "job %s: attempt %s by %s lost its claim (the job was taken back or finished meanwhile); "
+                "its results are dropped",
+                work.job_id,
+                work.attempts,
+                work.worker,
+            )
+            return False
         prediction = _prediction_for(session, work, result)
         present = {(h.method, h.target_class) for h in prediction.heatmaps}
         for stored_map in result.maps:
             if (stored_map.method, prediction.label_index) not in present:
                 prediction.heatmaps.append(_heatmap_row(stored_map, prediction.label_index))
-        jobs_service.mark_done(session, job=job, timings=timings)
+    return True
+
+
+def _with_db_retries(write: Callable[[], T], *, what: str) -> T:
+    """Run a unit of work, again while the database connection fails (a restart, a failover), for up to
+    `stale_job_seconds`: after that the sweeper may have given the job to another attempt anyway, and the claim
+    then turns this worker's write into nothing. A commit whose answer was lost is safe to repeat: the claim
+    no longer holds after it, so the repeat writes nothing."""
+    deadline = time.monotonic() + get_settings().stale_job_seconds
+    pause = 0.25
+    while True:
+        try:
+            return write()
+        except OperationalError as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning("%s: the database did not answer (%s); trying again in %.2f s", what, exc.orig, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
 
 
 def _prediction_for(session: Session, work: JobWork, result: batch.Computed) -> Prediction:
@@ -333,6 +383,12 @@ def _record_failure(work: JobWork, exc: Exception) -> str:
     logger.warning(
         "job %s attempt %s failed (%s): %s", work.job_id, work.attempts, "retry" if retry else "final", reason
     )
-    with session_scope() as session:
-        jobs_service.mark_failed(session, job_id=work.job_id, error=reason, retry=retry)
+
+    def record() -> bool:
+        with session_scope() as session:
+            return jobs_service.mark_failed(session, claim=work.claim, error=reason, retry=retry)
+
+    if not _with_db_retries(record, what=f"recording the failure of job {work.job_id}"):
+        logger.warning("job %s: attempt %s lost its claim; its failure is not recorded", work.job_id, work.attempts)
+        return Outcome.skipped
     return Outcome.retry if retry else Outcome.failed

@@ -1,12 +1,14 @@
-"""Jobs: which model runs on which instance, the job's life cycle, and re-sending lost jobs."""
+"""Jobs: which model runs on which instance, the job's life cycle (claims fenced by attempt, a heartbeat for
+liveness), and the sweeper's rules: take back silent jobs, re-send only what the broker lost."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Text, cast, or_, select, update
+from sqlalchemy import ColumnElement, Text, cast, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app import queue
@@ -88,28 +90,54 @@ def get_job(session: Session, *, job_id: int) -> Job:
     return job
 
 
-def claim(session: Session, *, job_id: int, worker: str) -> bool:
-    """Mark the job running for this worker, atomically. False if it is finished or held by another.
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a running job: which attempt it claimed. Every write of a worker about its job goes
+    through its claim, so that a worker that lost the job (it stopped beating, the sweeper gave the job to
+    another attempt, then it came back) neither keeps the job alive nor stores results nor finishes it."""
 
-    A `running` job whose row has not moved for `stale_job_seconds` is claimable again: its worker died
-    and the broker redelivered the task (acks_late).
+    job_id: int
+    attempt: int
+    worker: str
+
+
+def _held(claim: Claim) -> ColumnElement[bool]:
+    return (
+        (Job.id == claim.job_id)
+        & (Job.state == JobState.running)
+        & (Job.attempts == claim.attempt)
+        & (Job.worker == claim.worker)
+    )
+
+
+def _silent_since(cutoff: datetime) -> ColumnElement[bool]:
+    """A running job whose worker has not beaten since `cutoff` (no beat at all counts as silent)."""
+    return (Job.state == JobState.running) & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)
+
+
+def claim(session: Session, *, job_id: int, worker: str) -> bool:
+    """Mark the job running for this worker as its next attempt, atomically. False if it is finished, held by a
+    worker that still beats, or silent on its last allowed attempt (the sweeper fails that one with the reason).
+
+    A `running` job whose heartbeat is older than `stale_job_seconds` is claimable again: its worker died (or
+    lost the database) and the task came back. Each claim counts one attempt.
     """
     settings = get_settings()
-    stale_before = datetime.now(UTC) - timedelta(seconds=settings.stale_job_seconds)
+    now = datetime.now(UTC)
+    abandoned = _silent_since(now - timedelta(seconds=settings.stale_job_seconds)) & (
+        Job.attempts < settings.max_job_attempts
+    )
     result = session.execute(
         update(Job)
-        .where(
-            Job.id == job_id,
-            or_(Job.state == JobState.queued, (Job.state == JobState.running) & (Job.updated_at < stale_before)),
-        )
+        .where(Job.id == job_id, or_(Job.state == JobState.queued, abandoned))
         .values(
             state=JobState.running,
             attempts=Job.attempts + 1,
             worker=worker,
             progress=0,
             error="",
-            started_at=datetime.now(UTC),
-            updated_at=datetime.now(UTC),
+            started_at=now,
+            heartbeat_at=now,
         )
         .execution_options(synchronize_session=False)
     )
@@ -149,76 +177,174 @@ def co_claim(session: Session, *, job_id: int, worker: str, limit: int) -> list[
     return [candidate for candidate in candidates if claim(session, job_id=candidate, worker=worker)]
 
 
-def touch(session: Session, *, job_ids: list[int]) -> None:
-    """Say these running jobs are alive (their worker is busy, not dead): `claim` takes a running job whose
-    row has not moved for `stale_job_seconds` as abandoned."""
+def touch(session: Session, *, claims: list[Claim]) -> list[int]:
+    """Beat: the worker of these claims is alive (busy, not dead). Returns the jobs it still holds; a claim
+    lost to another attempt is not beaten for, so that a worker that came back cannot keep a dead one's job
+    looking alive."""
+    if not claims:
+        return []
+    result = session.execute(
+        update(Job)
+        .where(or_(*(_held(c) for c in claims)))
+        .values(heartbeat_at=datetime.now(UTC))
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
+def set_progress(session: Session, *, claim: Claim, progress: int) -> None:
+    """Show how far the job is; also a heartbeat."""
     session.execute(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.state == JobState.running)
-        .values(updated_at=datetime.now(UTC))
+        .where(_held(claim))
+        .values(progress=max(0, min(100, progress)), heartbeat_at=datetime.now(UTC))
         .execution_options(synchronize_session=False)
     )
 
 
-def set_progress(session: Session, *, job_id: int, progress: int) -> None:
-    session.execute(
+def finish(session: Session, *, claim: Claim, timings: dict[str, float]) -> bool:
+    """Mark the job done if this claim still holds it; False if it lost it (the caller then stores nothing).
+
+    The row stays locked until the caller's transaction commits the job's results with it, so the sweeper
+    cannot give the job away in between.
+    """
+    result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == JobState.running)
-        .values(progress=max(0, min(100, progress)), updated_at=datetime.now(UTC))
+        .where(_held(claim))
+        .values(state=JobState.done, progress=100, error="", timings=timings, finished_at=datetime.now(UTC))
         .execution_options(synchronize_session=False)
     )
+    return result.rowcount == 1
 
 
-def mark_done(session: Session, *, job: Job, timings: dict[str, float]) -> None:
-    job.state = JobState.done
-    job.progress = 100
-    job.error = ""
-    job.timings = timings
-    job.finished_at = datetime.now(UTC)
+def mark_failed(session: Session, *, claim: Claim, error: str, retry: bool) -> bool:
+    """Record the failure if this claim still holds the job; False if it lost it. With retry the job goes back
+    to `queued` (the caller re-sends it, with a countdown)."""
+    now = datetime.now(UTC)
+    outcome = {"state": JobState.queued, "sent_at": now} if retry else {"state": JobState.failed, "finished_at": now}
+    result = session.execute(
+        update(Job)
+        .where(_held(claim))
+        .values(error=error[:4000], progress=0, **outcome)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
-def mark_failed(session: Session, *, job_id: int, error: str, retry: bool) -> Job:
-    """Record the failure. With retry the job goes back to `queued` (the caller re-sends it)."""
-    job = get_job(session, job_id=job_id)
-    job.error = error[:4000]
-    job.progress = 0
-    if retry:
-        job.state = JobState.queued
-        job.sent_at = datetime.now(UTC)
-    else:
-        job.state = JobState.failed
-        job.finished_at = datetime.now(UTC)
-    return job
+@dataclass(frozen=True)
+class Sweep:
+    """What one pass of the sweeper did, by job id."""
+
+    resent: list[int]  # queued, and the broker had no message for them any more: sent again
+    requeued: list[int]  # running, their worker stopped beating: back to queued (reason in `error`), sent again
+    failed: list[int]  # the same on their last attempt: failed with the reason
+
+    def __bool__(self) -> bool:
+        return bool(self.resent or self.requeued or self.failed)
 
 
-def resend_stale(session: Session, *, older_than_seconds: int | None = None) -> list[int]:
-    """Re-send jobs left `queued` (e.g. the broker lost them) and jobs stuck `running` by a dead worker."""
+def resend_stale(session: Session) -> Sweep:
+    """One pass of the sweeper: take back the jobs of workers that stopped beating, and re-send the queued jobs
+    whose message the broker lost (never one that merely waits in the queue). Sent once the session commits."""
     settings = get_settings()
-    age = older_than_seconds if older_than_seconds is not None else settings.stale_job_seconds
-    cutoff = datetime.now(UTC) - timedelta(seconds=age)
-    stale = session.scalars(
-        select(Job)
-        .where(
-            or_(
-                (Job.state == JobState.queued) & (Job.sent_at < cutoff),
-                (Job.state == JobState.running) & (Job.updated_at < cutoff),
-            )
+    now = datetime.now(UTC)
+    requeued, failed = _take_back_silent(session, now=now)
+    resent = _resend_lost(session, now=now, grace_seconds=settings.stale_job_seconds)
+    sweep = Sweep(resent=resent, requeued=requeued, failed=failed)
+    if sweep:
+        logger.info(
+            "sweeper: re-sent lost jobs %s; requeued silent jobs %s; failed silent jobs %s", resent, requeued, failed
         )
+    return sweep
+
+
+def _take_back_silent(session: Session, *, now: datetime) -> tuple[list[int], list[int]]:
+    """Running jobs whose heartbeat is older than `stale_job_seconds`: queued and re-sent for another attempt,
+    or failed when that was the last one. Each row is changed only if it is still the silent attempt seen (its
+    worker may beat again meanwhile, or finish: then it keeps the job)."""
+    settings = get_settings()
+    silent_since = now - timedelta(seconds=settings.stale_job_seconds)
+    silent = session.execute(
+        select(Job.id, Job.attempts, Job.worker, Job.heartbeat_at, Job.queue)
+        .where(_silent_since(silent_since))
         .order_by(Job.id)
         .limit(500)
     ).all()
-    for job in stale:
-        if job.state == JobState.running and job.attempts >= settings.max_job_attempts:
-            job.state = JobState.failed
-            job.error = f"the worker stopped answering after {job.attempts} attempts"
-            job.finished_at = datetime.now(UTC)
-            continue
-        job.sent_at = datetime.now(UTC)
-        queue.send_after_commit(session, job.id, job.queue)
-    resent = [job.id for job in stale if job.state != JobState.failed]
-    if resent:
-        logger.info("sweeper re-sends jobs %s", resent)
+    requeued: list[int] = []
+    failed: list[int] = []
+    for row in silent:
+        last_beat = (
+            f"last heartbeat {_utc(row.heartbeat_at):%Y-%m-%d %H:%M:%S} UTC" if row.heartbeat_at else "no heartbeat"
+        )
+        what = f"worker {row.worker or '?'} stopped answering during attempt {row.attempts} ({last_beat})"
+        give_up = row.attempts >= settings.max_job_attempts
+        values: dict[str, Any] = (
+            {
+                "state": JobState.failed,
+                "finished_at": now,
+                "error": f"failed after {row.attempts} attempts (LUMEN_MAX_JOB_ATTEMPTS={settings.max_job_attempts}): "
+                f"{what}",
+            }
+            if give_up
+            else {"state": JobState.queued, "sent_at": now, "error": f"{what}; tried again"}
+        )
+        same_attempt = (Job.id == row.id) & (Job.attempts == row.attempts) & (Job.worker == row.worker)
+        changed = session.execute(
+            update(Job)
+            .where(same_attempt, _silent_since(silent_since))
+            .values(progress=0, **values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed and give_up:
+            failed.append(row.id)
+        elif changed:
+            requeued.append(row.id)
+            queue.send_after_commit(session, row.id, row.queue)
+    return requeued, failed
+
+
+def _resend_lost(session: Session, *, now: datetime, grace_seconds: int) -> list[int]:
+    """Queued jobs sent over `grace_seconds` ago of which the broker holds no message: sent again.
+
+    One look at the broker per pass (app.queue.jobs_in_broker), and only when some job is that old. When the
+    broker cannot be looked at, only jobs sent over UNSEEN_RESEND_SECONDS ago are sent again: a job that
+    waits behind a long backlog must not be sent twice every pass.
+    """
+    unsent = (Job.state == JobState.queued) & or_(
+        Job.sent_at.is_(None), Job.sent_at < now - timedelta(seconds=grace_seconds)
+    )
+    waiting = session.execute(select(Job.id, Job.queue, Job.sent_at).where(unsent).order_by(Job.id).limit(10_000)).all()
+    if not waiting:
+        return []
+    try:
+        held = queue.jobs_in_broker({row.queue for row in waiting}, taken_grace_seconds=grace_seconds)
+        lost = [row for row in waiting if row.id not in held]
+    except queue.BrokerNotInspectable as exc:
+        unseen_before = now - timedelta(seconds=queue.UNSEEN_RESEND_SECONDS)
+        lost = [row for row in waiting if row.sent_at is None or _utc(row.sent_at) < unseen_before]
+        logger.warning(
+            "sweeper: %s; re-sending only the %s of %s waiting jobs sent over %s s ago",
+            exc,
+            len(lost),
+            len(waiting),
+            queue.UNSEEN_RESEND_SECONDS,
+        )
+    resent = []
+    for row in lost:
+        # Still queued and not sent meanwhile (a worker's retry sends it again with a countdown).
+        updated = session.execute(
+            update(Job).where(Job.id == row.id, unsent).values(sent_at=now).execution_options(synchronize_session=False)
+        ).rowcount
+        if updated:
+            queue.send_after_commit(session, row.id, row.queue)
+            resent.append(row.id)
     return resent
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite gives back naive datetimes; Lumen writes UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The sweeper: every few seconds, re-send jobs that the broker lost. Runs inside `lumen serve`."""
+"""The sweeper: every few seconds, take back the jobs of workers that stopped beating and re-send the jobs that
+the broker lost (app.jobs.service.resend_stale; docs/faults.md). Runs inside `lumen serve`."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from app.jobs import service as jobs_service
 logger = logging.getLogger(__name__)
 
 
-def sweep_once() -> list[int]:
-    """One pass of the sweeper in its own unit of work; returns the re-sent job ids."""
+def sweep_once() -> jobs_service.Sweep:
+    """One pass of the sweeper in its own unit of work; what it did. Its messages go once the pass commits."""
     with session_scope() as session:
         return jobs_service.resend_stale(session)
 
