@@ -19,6 +19,7 @@ from app.config import get_settings
 
 logger = logging.getLogger("lumen")
 
+SHUTDOWN_GRACE_SECONDS = 5
 DEMO_EMAIL = "demo@lumen.local"
 DEMO_PASSWORD = "lumen-demo"
 # The demo files are not in the installed package: a checkout has them next to app/, the image (pip install .)
@@ -171,7 +172,10 @@ def _cmd_evaluate_explanations(args: argparse.Namespace) -> int:
 def _cmd_sweep(_args: argparse.Namespace) -> int:
     from app.jobs.sweeper import sweep_once
 
-    print(f"re-sent jobs: {sweep_once()}")
+    sweep = sweep_once()
+    print(f"re-sent lost jobs: {sweep.resent}")
+    print(f"requeued jobs of silent workers: {sweep.requeued}")
+    print(f"failed jobs of silent workers on their last attempt: {sweep.failed}")
     return 0
 
 
@@ -241,7 +245,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # would end the process before `finally` and leave the embedded worker running on its own.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = uvicorn.Config(
-        create_app(), host=args.host, port=args.port, log_level="info", **({"log_config": None} if log_dir else {})
+        create_app(),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        # On SIGTERM, requests still running get this long to finish; then the server stops regardless.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        **({"log_config": None} if log_dir else {}),
     )
     try:
         _announcing_server(config, _welcome(args.host, args.port, log_dir)).run()
@@ -299,8 +309,9 @@ def _announcing_server(config: Any, lines: list[str]) -> Any:
     return AnnouncingServer(config)
 
 
-def _stop(worker: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """Warm shutdown of the embedded worker (it finishes its task), killed if it takes longer than `grace`."""
+def _stop(worker: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Warm shutdown of the embedded worker (it finishes its task), killed if it takes longer than `grace`: the
+    job it was running is then taken up again once its heartbeat is stale (docs/faults.md)."""
     worker.terminate()
     try:
         worker.wait(timeout=grace)
@@ -391,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(func=_cmd_evaluate_explanations)
 
-    sub.add_parser("sweep", help="re-send jobs the broker lost").set_defaults(func=_cmd_sweep)
+    sweep = sub.add_parser("sweep", help="one pass of the sweeper: re-send lost jobs, take back silent ones")
+    sweep.set_defaults(func=_cmd_sweep)
     demo = sub.add_parser("load-demo", help="demo models, users, studies and a draft reader study")
     demo.set_defaults(func=_cmd_load_demo)
     return parser

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     session_hours: int = Field(12, alias="LUMEN_SESSION_HOURS")
     token_hours: int = Field(24, alias="LUMEN_TOKEN_HOURS")
     secure_cookies: bool = Field(False, alias="LUMEN_SECURE_COOKIES")
+    # Connections of one process to Postgres: the API's threads (40 by default) share pool + overflow. A request
+    # that cannot get one within the timeout is answered 503 with Retry-After instead of waiting on.
+    db_pool_size: int = Field(10, ge=1, alias="LUMEN_DB_POOL_SIZE")
+    db_max_overflow: int = Field(30, ge=0, alias="LUMEN_DB_MAX_OVERFLOW")
+    db_pool_timeout_seconds: float = Field(10.0, gt=0, alias="LUMEN_DB_POOL_TIMEOUT_SECONDS")
+    # How long to wait for the database to accept a connection (Postgres) or a write lock (SQLite).
+    db_connect_timeout_seconds: int = Field(5, ge=1, alias="LUMEN_DB_CONNECT_TIMEOUT_SECONDS")
     # Blobs go to this S3 bucket when it is set (any S3-compatible server), else under data_dir/blobs
     # (docs/storage.md). Unset keys mean boto3's own credential chain (AWS_* variables, instance role).
     s3_bucket: str | None = Field(None, alias="LUMEN_S3_BUCKET")

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from app import api_docs
+from app import api_docs, unavailable
 from app.admin import pages as admin_pages
 from app.admin import router as admin_router
 from app.auth import pages as auth_pages
 from app.auth import router as auth_router
 from app.auth.dependencies import LoginRequired
+from app.health import monitor
 from app.health import router as health_router
 from app.jobs import router as jobs_router
 from app.jobs import sweeper
@@ -25,24 +25,27 @@ from app.reader_studies import pages as reader_study_pages
 from app.reader_studies import router as reader_study_router
 from app.reading import pages as reading_pages
 from app.reading import router as reading_router
-from app.storage import BlobStoreError
 from app.studies import router as studies_router
 from app.viewer import pages as viewer_pages
 from app.viewer import router as viewer_router
 
 _STATIC = Path(__file__).resolve().parent / "static"
-logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with sweeper.running_in_background(enabled=app.state.run_sweeper):
+    background = app.state.run_sweeper
+    async with (
+        sweeper.running_in_background(enabled=background),
+        monitor.running_in_background(app, enabled=background),
+    ):
         yield
 
 
 def create_app(*, run_sweeper: bool = True) -> FastAPI:
     app = FastAPI(title="Lumen", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None)
-    app.state.run_sweeper = run_sweeper
+    app.state.run_sweeper = run_sweeper  # and the outage monitor: the background work of `lumen serve`
+    app.state.outage = None
     app.include_router(health_router.router)  # /healthz and /readyz, outside /api: probes need no sign-in
     api = (auth_router, studies_router, jobs_router, predictions_router, viewer_router, reading_router,
            reader_study_router, admin_router)
@@ -53,14 +56,10 @@ def create_app(*, run_sweeper: bool = True) -> FastAPI:
     api_docs.add_docs(app)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
+    unavailable.add_handlers(app)
+
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, _exc: LoginRequired) -> RedirectResponse:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-
-    @app.exception_handler(BlobStoreError)
-    async def _store_unavailable(request: Request, exc: BlobStoreError) -> JSONResponse:
-        # The reason names the bucket and endpoint: for the log, not for the client.
-        logger.error("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": "the file store is not reachable; try again later"}, status_code=503)
 
     return app

@@ -15,7 +15,9 @@ the load and measures how long the server takes to answer again.
         [--think 0] [--out reports/load.md]
 
 `--think S` waits S seconds between a reader's requests (0: every reader asks again at once, a closed loop:
-far harsher than people reading). Several runs append to the same report.
+far harsher than people reading). Each reader revalidates what it already holds with If-None-Match, as a
+browser does on a reload (the server answers 304 without the pixels); `--no-cache` sends everything again.
+Several runs append to the same report.
 """
 
 from __future__ import annotations
@@ -149,24 +151,27 @@ def _requests(case: Case) -> list[tuple[str, str]]:
 
 
 async def _reader(base: str, token: str, cases: list[Case], start: int, until: float, think: float,
-                  tally: Tally, timeout: float) -> None:
+                  tally: Tally, timeout: float, revalidate: bool) -> None:
     headers = {"Authorization": f"Bearer {token}"}
+    etags: dict[str, str] = {}  # this reader's browser cache: what it has, by path
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout) as client:
         turn = start
         while time.monotonic() < until:
             for name, path in _requests(cases[turn % len(cases)]):
                 if time.monotonic() >= until:
                     return
-                await _ask(client, name, path, tally)
+                await _ask(client, name, path, tally, etags if revalidate else None)
                 if think:
                     await asyncio.sleep(think)
             turn += 1
 
 
-async def _ask(client: httpx.AsyncClient, name: str, path: str, tally: Tally) -> None:
+async def _ask(client: httpx.AsyncClient, name: str, path: str, tally: Tally, etags: dict[str, str] | None) -> None:
+    # Like a browser reloading a page: what it holds is asked for again with If-None-Match (304 if unchanged).
+    headers = {"If-None-Match": etags[path]} if etags is not None and path in etags else {}
     began = time.monotonic()
     try:
-        response = await client.get(path)
+        response = await client.get(path, headers=headers)
     except httpx.TimeoutException:
         tally.unanswered[name] += 1
         return
@@ -175,15 +180,16 @@ async def _ask(client: httpx.AsyncClient, name: str, path: str, tally: Tally) ->
         return
     tally.latencies[name].append(time.monotonic() - began)
     tally.statuses[name][response.status_code] += 1
+    if etags is not None and "etag" in response.headers:
+        etags[path] = response.headers["etag"]
     if response.status_code == 503 and "retry-after" not in response.headers:
         tally.without_retry_after[name] += 1
 
 
-async def _load(base: str, tokens: list[str], cases: list[Case], seconds: float, think: float,
-                timeout: float) -> Tally:
+async def _load(base: str, tokens: list[str], cases: list[Case], args: argparse.Namespace) -> Tally:
     tally = Tally()
-    until = time.monotonic() + seconds
-    await asyncio.gather(*(_reader(base, token, cases, n, until, think, tally, timeout)
+    until = time.monotonic() + args.seconds
+    await asyncio.gather(*(_reader(base, token, cases, n, until, args.think, tally, args.timeout, not args.no_cache)
                            for n, token in enumerate(tokens)))
     return tally
 
@@ -213,14 +219,15 @@ def _percentile(values: list[float], q: float) -> float:
 def _report(args: argparse.Namespace, tally: Tally, seconds: float, load: tuple[float, float],
             recovery: float | None, cases: list[Case]) -> str:
     lines = [
-        f"## {args.shape}, {args.readers} readers, {args.seconds:.0f} s, think {args.think:g} s",
+        f"## {args.shape}, {args.readers} readers, {args.seconds:.0f} s, think {args.think:g} s, "
+        f"{'no cache' if args.no_cache else 'revalidating'}",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} CPUs; {len(cases)} cases; load average (1 min) "
         f"{load[0]:.2f} at the start, {load[1]:.2f} at the end; the readers run in this process on the same "
         f"machine. Answered again {recovery:.2f} s after the load stopped." if recovery is not None else
         f"Not answering {60} s after the load stopped.",
         "",
-        "| route | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | not 2xx | no answer in "
+        "| route | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | not 2xx/304 | no answer in "
         f"{args.timeout:.0f} s | 503 without Retry-After |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
@@ -229,7 +236,7 @@ def _report(args: argparse.Namespace, tally: Tally, seconds: float, load: tuple[
         lat = tally.latencies[name]
         count = sum(tally.statuses[name].values()) + tally.unanswered[name]
         bad = ", ".join(f"{n} x {code or 'reset'}" for code, n in sorted(tally.statuses[name].items())
-                        if not 200 <= code < 300)
+                        if not (200 <= code < 300 or code == 304))
         lines.append(
             f"| {name} | {count} | {count / seconds:.1f} | {_percentile(lat, 50) * 1e3:.0f} | "
             f"{_percentile(lat, 95) * 1e3:.0f} | {_percentile(lat, 99) * 1e3:.0f} | "
@@ -251,6 +258,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--think", type=float, default=0.0, help="seconds between a reader's requests")
     parser.add_argument("--timeout", type=float, default=30.0, help="a request unanswered this long is a hang")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="readers keep nothing: every image and map is sent again (default: they revalidate "
+                        "what they hold with If-None-Match, as a browser reloading a page)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "load.md")
@@ -278,7 +288,7 @@ def main() -> int:
         print(f"{len(cases)} cases, {len(tokens)} readers; loading for {args.seconds:.0f} s", flush=True)
         load_start = os.getloadavg()[0]
         began = time.monotonic()
-        tally = asyncio.run(_load(base, tokens, cases, args.seconds, args.think, args.timeout))
+        tally = asyncio.run(_load(base, tokens, cases, args))
         elapsed = time.monotonic() - began
         load_end = os.getloadavg()[0]
         recovery = _recovery_seconds(base, tokens[0])

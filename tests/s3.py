@@ -11,14 +11,11 @@ import os
 import secrets
 import shutil
 import sysconfig
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from botocore.config import Config
 
 from tests.e2e.helpers import free_port, wait_for
@@ -94,28 +91,6 @@ def start_rclone_s3(root: Path) -> S3Server:
 
     wait_for(answers, timeout=20, what=f"rclone serve s3 on port {port} (log: {process.log_path})")
     return server
-
-
-def refresh_settings() -> None:
-    """Read the settings again and forget the S3 clients built from the old ones."""
-    from app.config import get_settings
-    from app.storage import reset_blob_store
-
-    get_settings.cache_clear()
-    reset_blob_store()
-
-
-@contextmanager
-def settings_env(env: dict[str, str]) -> Iterator[None]:
-    """Lumen's settings with these environment variables for the block; the session's own again after it."""
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in env.items():
-                patch.setenv(name, value)
-            refresh_settings()
-            yield
-    finally:
-        refresh_settings()
 
 
 def new_bucket_name() -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import service as auth_service
 from app.db import DbSession
@@ -41,17 +42,21 @@ async def _check_csrf(request: Request, expected: str) -> None:
 
 
 async def get_caller(request: Request, session: DbSession) -> Caller:
-    """The authenticated caller, or 401. Cookie callers must send the CSRF token on unsafe methods."""
+    """The authenticated caller, or 401. Cookie callers must send the CSRF token on unsafe methods.
+
+    The token lookup runs in the threadpool: a database call on the event loop would stall every request
+    (and, with the pool exhausted, the whole server) while it waits.
+    """
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        row = auth_service.resolve_token(session, token=header[7:].strip(), kind="bearer")
+        row = await run_in_threadpool(auth_service.resolve_token, session, token=header[7:].strip(), kind="bearer")
         if row is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, "invalid or expired token", {"WWW-Authenticate": "Bearer"}
             )
         return Caller(user=row.user, auth_session=row, via_cookie=False)
     cookie = request.cookies.get(SESSION_COOKIE)
-    row = auth_service.resolve_token(session, token=cookie, kind="cookie") if cookie else None
+    row = await run_in_threadpool(auth_service.resolve_token, session, token=cookie, kind="cookie") if cookie else None
     if row is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "sign in or send a bearer token", {"WWW-Authenticate": "Bearer"}

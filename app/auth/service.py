@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from pwdlib import PasswordHash
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.tables import AuthSession, Role, User
 
@@ -87,8 +87,11 @@ def issue_token(session: Session, *, user: User, kind: str, hours: int) -> tuple
 
 def resolve_token(session: Session, *, token: str, kind: str) -> AuthSession | None:
     """The live session row of this token, or None if unknown, expired or revoked."""
+    # The user comes in the same query: callers read row.user on the event loop, where a lazy load would block.
     row = session.scalar(
-        select(AuthSession).where(AuthSession.token_sha256 == _digest(token), AuthSession.kind == kind)
+        select(AuthSession)
+        .options(joinedload(AuthSession.user))
+        .where(AuthSession.token_sha256 == _digest(token), AuthSession.kind == kind)
     )
     if row is None or row.revoked_at is not None or _aware(row.expires_at) <= datetime.now(UTC):
         return None

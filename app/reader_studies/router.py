@@ -8,6 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.audit import service as audit_service
 from app.auth.dependencies import CanRead
@@ -111,7 +112,10 @@ async def upload_reference(
     All rows are checked first; one bad row rejects the file and changes nothing.
     """
     text = await _csv_text(request)
-    added, references = _call(lambda: study_service.upload_reference(session, study=study, text=text))
+    # The body is read on the event loop; the database work goes to the threadpool.
+    added, references = await run_in_threadpool(
+        _call, lambda: study_service.upload_reference(session, study=study, text=text)
+    )
     return ReferenceUploadOut(cases_added=added, references_set=references)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from app.ingest import previews as ingest_previews
+from app.storage import BlobNotFound, get_blob_store
 from app.tables import Heatmap, Instance
 from app.viewer import frames as viewer_frames
 
@@ -52,7 +53,21 @@ def instance_png(*, instance: Instance, frame: int, max_size: int | None) -> byt
         raise FrameOutOfRange(f"instance {instance.id} has {instance.frames} frame(s), not frame {frame}")
     if max_size is not None and from_preview(frame=frame, max_size=max_size):
         return ingest_previews.downscale_png(preview_png(instance), max_size=max_size)
-    return _render(instance, frame=frame, max_size=max_size)
+    return _kept_rendering(instance, frame=frame, max_size=max_size)
+
+
+def _kept_rendering(instance: Instance, *, frame: int, max_size: int | None) -> bytes:
+    """A full rendering, kept beside the file as a derived blob (as the preview is): the first view of a 4288 px
+    photograph costs a decode and an encode of a second or more, which fifty readers opening it would each pay
+    again and take from everyone else's requests; later views read it back."""
+    name = f"{instance.sha256}-render-{frame}-{max_size or 0}"
+    store = get_blob_store()
+    try:
+        return store.get(store.key_for(name))
+    except BlobNotFound:
+        png = _render(instance, frame=frame, max_size=max_size)
+        store.put(name, png)
+        return png
 
 
 def preview_png(instance: Instance) -> bytes:

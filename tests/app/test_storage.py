@@ -23,7 +23,8 @@ from app.storage import BlobNotFound, BlobStore, BlobStoreError, LocalBlobStore,
 from app.storage.s3 import MAX_ATTEMPTS, S3BlobStore
 from app.tables import Instance
 from tests.e2e.helpers import free_port, fresh_dicom
-from tests.s3 import S3Server, new_bucket_name, settings_env
+from tests.s3 import S3Server, new_bucket_name
+from tests.settings import settings_env
 
 DICOM = Path(__file__).resolve().parents[1] / "fixtures" / "dicom"
 ESCAPING_KEYS = ["../x", "ab/../../x", "/etc/passwd", "ab//cd", "ab/", ".hidden", "ab/./cd", "ab\\..\\x", ""]
@@ -270,7 +271,8 @@ def test_an_unreachable_store_is_a_503_and_no_rows(app_client, auth_headers) -> 
             "/api/studies", files=[("files", ("RG1_J2KI.dcm", data, "application/dicom"))], headers=auth_headers()
         )
     assert upload.status_code == 503, upload.text
-    assert upload.json()["detail"] == "the file store is not reachable; try again later"
+    assert upload.json()["detail"] == "the file store is not reachable; try again in a few seconds"
+    assert upload.headers["retry-after"] == "5"
     assert endpoint not in upload.text  # where the store is stays in the server's log
     with session_scope() as session:
         sha256 = hashlib.sha256(data).hexdigest()

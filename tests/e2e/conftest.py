@@ -3,15 +3,13 @@ and settings as the test session) and Debian's Chromium driven by Playwright."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from app.main import create_app
-from tests.e2e.helpers import free_port, wait_for
+from tests.e2e.helpers import running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -21,15 +19,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """The real app on a free loopback port, in a background thread."""
-    port = free_port()
-    config = uvicorn.Config(create_app(run_sweeper=False), host="127.0.0.1", port=port, log_level="warning")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_for(lambda: uvicorn_server.started, timeout=20, what="uvicorn to start")
-    yield f"http://127.0.0.1:{port}"
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(run_sweeper=False)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.reading.config import ASSISTANCE_EVENTS
 from tests.e2e.helpers import DEMO, free_port, fresh_jpeg, wait_for
 from tests.processes import start_lumen
 
@@ -110,3 +113,54 @@ def test_the_terminal_ends_with_the_address_and_the_sign_in(embedded_server) -> 
     assert "Uvicorn running" not in "\n".join(printed)
     assert "Uvicorn running" in (data_dir / "logs" / "server.log").read_text()
     assert "celery@" in (data_dir / "logs" / "worker.log").read_text()
+
+
+def test_concurrent_writers_on_sqlite_never_get_an_error(embedded_server) -> None:
+    """Three readers saving drafts, logging assistance and submitting while a coordinator uploads and the worker
+    stores its results: every write answered 2xx (SQLite's one writer at a time, taken in turn)."""
+    base, data_dir, _server = embedded_server
+    env = _embedded_env(data_dir)
+    readers = []
+    for n in range(3):
+        email = f"writer{n}-{uuid.uuid4().hex[:6]}@example.org"
+        created = _lumen({**env, "LUMEN_PASSWORD": "embedded-pass-1"}, "create-user", email, "--role", "reader")
+        assert created.returncode == 0, created.stderr
+        readers.append(_bearer(base, email))
+    coordinator = _bearer(base, "e@example.org")
+    first = httpx.post(f"{base}/api/studies", headers=coordinator, timeout=60,
+                       files=[("files", ("fundus.jpg", fresh_jpeg(next(DEMO.glob("*.jpg"))), "image/jpeg"))])
+    assert first.status_code == 201, first.text
+    study_id = first.json()["id"]
+    statuses: list[tuple[str, int]] = []
+    until = time.monotonic() + 8
+
+    def read_and_log(headers: dict[str, str]) -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            while time.monotonic() < until:
+                client_id = uuid.uuid4()
+                body = {"study_id": study_id, "answers": {"dr_grade": 1, "dme": False, "confidence": 3}}
+                statuses.append(("draft", client.put(f"/api/reads/{client_id}", json=body).status_code))
+                events = [{"event": ASSISTANCE_EVENTS[0], "study_id": study_id}] * 5
+                statuses.append(("events", client.post("/api/assistance-events", json={"events": events}).status_code))
+                statuses.append(("submit", client.post(f"/api/reads/{client_id}/submit", json=body).status_code))
+
+    def upload() -> None:
+        photo = next(DEMO.glob("*.jpg"))
+        with httpx.Client(base_url=base, headers=coordinator, timeout=60) as client:
+            while time.monotonic() < until:
+                files = [("files", ("fundus.jpg", fresh_jpeg(photo, max_side=256), "image/jpeg"))]
+                statuses.append(("upload", client.post("/api/studies", files=files).status_code))
+
+    threads = [threading.Thread(target=read_and_log, args=(h,)) for h in readers] + [threading.Thread(target=upload)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    failed = [(what, code) for what, code in statuses if not 200 <= code < 300]
+    assert len(statuses) > 40 and failed == [], failed
+
+
+def _bearer(base: str, email: str) -> dict[str, str]:
+    token = httpx.post(f"{base}/api/auth/token", data={"username": email, "password": "embedded-pass-1"})
+    assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}

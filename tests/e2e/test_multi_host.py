@@ -21,7 +21,8 @@ from app.tables import Job, JobState, Prediction
 from tests.conftest import broker_redis, queue_key
 from tests.e2e.helpers import DEMO, fresh_jpeg, wait_for
 from tests.processes import LoggedProcess, start_lumen
-from tests.s3 import S3Server, new_bucket_name, settings_env
+from tests.s3 import S3Server, new_bucket_name
+from tests.settings import settings_env
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from app.jobs import service as jobs_service
 from app.storage import get_blob_store
 from app.tables import AiModel, Instance, Job, JobState
 from tests.e2e.helpers import DEMO, free_port, fresh_jpeg
-from tests.s3 import settings_env
+from tests.settings import settings_env
 from tests.workers.jobs import queued_photo_job
 from workers import pipeline
 

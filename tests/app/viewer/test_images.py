@@ -71,6 +71,21 @@ def test_preview_and_thumbnails_are_served_without_decoding(app_client, auth_hea
     assert _png(app_client.get(f"{url}?max_size=1024", headers=reader)).size == (964, 1024)
 
 
+def test_a_full_rendering_is_made_once_then_read_back(app_client, auth_headers, monkeypatch):
+    """The full-size PNG is rendered on the first request and kept as a derived blob; later requests (another
+    reader, another process) read it without decoding the file again."""
+    data = fresh_dicom(FIXTURES / "dicom" / "RG1_J2KI.dcm")
+    upload = app_client.post("/api/studies", files={"files": ("rg1.dcm", data)}, headers=auth_headers("coordinator"))
+    assert upload.status_code == 201, upload.text
+    url = f"/api/instances/{upload.json()['instances'][0]['id']}/image.png"
+    first = app_client.get(url, headers=auth_headers("reader"))
+    assert _png(first).size == (1841, 1955)
+    viewer_frames.clear_cache()
+    _no_decoding(monkeypatch)
+    again = app_client.get(url, headers=auth_headers("reader"))
+    assert again.content == first.content
+
+
 def test_preview_of_an_instance_stored_before_previews_is_made_once(app_client, auth_headers, db_session, monkeypatch):
     """No preview in the blob store (stored before this change): rendered on first request, then kept."""
     data = fresh_dicom(FIXTURES / "dicom" / "emri_small.dcm")

@@ -1,0 +1,80 @@
+"""When the database is out of reach or out of connections: 503 with Retry-After at once, never a hang, and the
+server keeps answering what needs no database. Real uvicorn, real Postgres."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from app.db import get_engine
+from app.health import monitor
+from app.main import create_app
+from tests.app.auth.helpers import PASSWORD, sign_in
+from tests.e2e.helpers import free_port, running_server
+from tests.settings import settings_env
+
+TIGHT_POOL = {"LUMEN_DB_POOL_SIZE": "1", "LUMEN_DB_MAX_OVERFLOW": "0", "LUMEN_DB_POOL_TIMEOUT_SECONDS": "1"}
+
+
+def _timed_get(url: str, headers: dict[str, str] | None = None) -> tuple[httpx.Response, float]:
+    began = time.monotonic()
+    response = httpx.get(url, headers=headers or {}, timeout=30)
+    return response, time.monotonic() - began
+
+
+def test_no_free_connection_is_a_503_in_time_and_the_event_loop_stays_free(auth_headers) -> None:
+    headers = auth_headers("reader")
+    with settings_env(TIGHT_POOL), running_server(create_app(run_sweeper=False)) as base:
+        assert httpx.get(f"{base}/api/worklist", headers=headers).status_code == 200
+        held = get_engine().connect()  # the pool's only connection, kept busy by "another request"
+        held.execute(text("SELECT 1"))
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                waiting = [pool.submit(_timed_get, f"{base}/api/worklist", headers) for _ in range(8)]
+                # While eight requests wait for a connection, what needs no database answers at once: no
+                # database call blocks the event loop.
+                liveness = [_timed_get(f"{base}/healthz")[1] for _ in range(10)]
+                answers = [future.result() for future in waiting]
+        finally:
+            held.close()
+        assert max(liveness) < 0.5, liveness
+        assert {response.status_code for response, _ in answers} == {503}
+        assert all(response.headers["retry-after"] == "5" for response, _ in answers)
+        assert "no database connection was free" in answers[0][0].json()["detail"]
+        assert max(seconds for _, seconds in answers) < 6  # the 1 s pool timeout, a few in turn: no hang
+        # The connection is back: the server serves again, nothing to restart.
+        assert httpx.get(f"{base}/api/worklist", headers=headers).status_code == 200
+
+
+def test_a_database_out_of_reach_is_a_503_json_for_the_api_and_a_page_for_browsers(auth_headers) -> None:
+    headers = auth_headers("reader")
+    dead = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"}
+    with settings_env(dead), running_server(create_app(run_sweeper=False)) as base:
+        api, seconds = _timed_get(f"{base}/api/worklist", headers)
+        page = httpx.get(f"{base}/", headers={"Accept": "text/html", "Cookie": "lumen_session=x"}, timeout=30)
+        liveness = httpx.get(f"{base}/healthz")
+    assert seconds < 5
+    assert (api.status_code, api.headers["retry-after"]) == (503, "5")
+    assert api.json() == {"detail": "Lumen cannot reach its database; try again in a few seconds"}
+    assert (page.status_code, page.headers["retry-after"]) == (503, "5")
+    assert "text/html" in page.headers["content-type"]
+    assert "Lumen cannot reach its database" in page.text and 'http-equiv="refresh"' in page.text
+    assert liveness.status_code == 200
+
+
+def test_pages_carry_a_banner_while_the_broker_is_out(make_user) -> None:
+    user, _ = make_user("reader", password=PASSWORD)
+    with TestClient(create_app(run_sweeper=False)) as client:
+        sign_in(client, user.email)
+        with settings_env({"BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}):
+            client.portal.call(monitor.check_once, client.app)
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "cannot reach its job queue" in page.text and 'class="outage"' in page.text
+        client.portal.call(monitor.check_once, client.app)  # the session's own broker again: the banner goes
+        assert client.app.state.outage is None
+        assert 'class="outage"' not in client.get("/").text
