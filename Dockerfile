@@ -47,7 +47,7 @@ EXPOSE 8000
 # Liveness only; docker-compose.yml asks /readyz (database and broker) instead. The slim image has no curl.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["lumen", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker"]
+CMD ["lumen", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker", "--workers", "2"]
 
 
 FROM base AS worker-cpu

@@ -244,21 +244,35 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown with the handler it found; the default handler
     # would end the process before `finally` and leave the embedded worker running on its own.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    config = uvicorn.Config(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        log_level="info",
+    common = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "info",
         # On SIGTERM, requests still running get this long to finish; then the server stops regardless.
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
         **({"log_config": None} if log_dir else {}),
-    )
+    }
+    welcome = _welcome(args.host, args.port, log_dir)
     try:
-        _announcing_server(config, _welcome(args.host, args.port, log_dir)).run()
+        if args.workers > 1:
+            _serve_processes(uvicorn.Config("app.main:create_app", factory=True, workers=args.workers, **common),
+                             welcome)
+        else:
+            _announcing_server(uvicorn.Config(create_app(), **common), welcome).run()
     finally:
         if worker is not None:
             _stop(worker)
     return 0
+
+
+def _serve_processes(config: Any, welcome: list[str]) -> None:
+    """uvicorn's worker processes on one socket (one Python process per core: the API's own work is CPU-bound).
+    Each runs the sweeper; on Postgres one pass at a time (app.jobs.sweeper)."""
+    from uvicorn.supervisors import Multiprocess
+
+    socket = config.bind_socket()
+    print("\n".join(welcome), flush=True)
+    Multiprocess(config, sockets=[socket]).run()
 
 
 def _log_to_file(path: Path) -> None:
@@ -329,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="default 8000 (make run PORT=8080)")
     serve.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="API processes on the one port (default 1; about one per core when deployed)")
     serve.set_defaults(func=_cmd_serve)
 
     worker = sub.add_parser("worker", help="a Celery worker")

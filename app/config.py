@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     secure_cookies: bool = Field(False, alias="LUMEN_SECURE_COOKIES")
     # Connections of one process to Postgres: the API's threads (40 by default) share pool + overflow. A request
     # that cannot get one within the timeout is answered 503 with Retry-After instead of waiting on.
+    # Requests one API process works on at once (fewer than its threads and connections, so each one in progress
+    # has both); the others wait their turn, and one that waits longer than the queue time is answered 503.
+    max_concurrent_requests: int = Field(32, ge=1, alias="LUMEN_MAX_CONCURRENT_REQUESTS")
+    request_queue_seconds: float = Field(10.0, gt=0, alias="LUMEN_REQUEST_QUEUE_SECONDS")
     db_pool_size: int = Field(10, ge=1, alias="LUMEN_DB_POOL_SIZE")
     db_max_overflow: int = Field(30, ge=0, alias="LUMEN_DB_MAX_OVERFLOW")
     db_pool_timeout_seconds: float = Field(10.0, gt=0, alias="LUMEN_DB_POOL_TIMEOUT_SECONDS")

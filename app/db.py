@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from app import sqlite
 from app.config import get_settings
 
 
@@ -18,59 +19,34 @@ class Base(DeclarativeBase):
     """Declarative base of every Lumen table."""
 
 
-# Execution option of the engine a writing unit of work uses: on SQLite it begins with BEGIN IMMEDIATE.
-_WRITES = "lumen_writes"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# How long a SQLite writer waits for the lock before the request is answered 503 (writes take milliseconds).
-_SQLITE_LOCK_WAIT_MS = 15_000
-
-
-def _on_sqlite_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    # The driver's own BEGIN handling is off: _on_sqlite_begin says BEGIN, so it can say which kind.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # WAL: readers never wait for the writer, nor the writer for readers; one writer at a time.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_LOCK_WAIT_MS}")
-    cursor.close()
-
-
-def _on_sqlite_begin(connection) -> None:  # type: ignore[no-untyped-def]
-    # A unit of work that will write takes the write lock when it begins and waits its turn (busy_timeout). A
-    # deferred transaction that reads first and writes later fails at once ("database is locked", no wait)
-    # when another writer committed in between, which concurrent readers' posts did.
-    writes = connection.get_execution_options().get(_WRITES, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
-
 
 
 @lru_cache
 def get_engine() -> Engine:
     settings = get_settings()
     url = settings.sqlalchemy_url
+    pool = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_seconds,
+    }
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": _SQLITE_LOCK_WAIT_MS / 1000}
-        )
-        event.listen(engine, "connect", _on_sqlite_connect)
-        event.listen(engine, "begin", _on_sqlite_begin)
+        connect_args = {"check_same_thread": False, "timeout": sqlite.LOCK_WAIT_SECONDS}
+        engine = create_engine(url, connect_args=connect_args, **pool)
+        sqlite.configure(engine)
         return engine
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_seconds,
-        connect_args={"connect_timeout": settings.db_connect_timeout_seconds},
-    )
+    connect_args = {"connect_timeout": settings.db_connect_timeout_seconds}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool)
 
 
 @lru_cache
 def _session_factory(writes: bool) -> sessionmaker[Session]:
     engine = get_engine()
-    return sessionmaker(bind=engine.execution_options(**{_WRITES: True}) if writes else engine, expire_on_commit=False)
+    # The option matters to SQLite only (app/sqlite.py); on Postgres both engines are the same.
+    bind = engine.execution_options(**{sqlite.WRITES_OPTION: True}) if writes else engine
+    return sessionmaker(bind=bind, expire_on_commit=False)
 
 
 def reset_engine() -> None:
@@ -81,11 +57,22 @@ def reset_engine() -> None:
     _session_factory.cache_clear()
 
 
+class UndeclaredWrite(RuntimeError):
+    """A unit of work opened to read tried to write: its GET route must declare `dependencies=[WRITES]`."""
+
+
+def _refuse_writes(session: Session, _context: object, _instances: object) -> None:
+    if session.new or session.deleted or any(session.is_modified(row) for row in session.dirty):
+        raise UndeclaredWrite("this request's unit of work reads only; a GET route that writes declares WRITES")
+
+
 @contextmanager
 def session_scope(*, writes: bool = True) -> Iterator[Session]:
     """A unit of work for workers and the CLI: commit on success, roll back on error. `writes=False` for one
     that only reads (on SQLite it then does not take the write lock)."""
     session = _session_factory(writes)()
+    if not writes:
+        event.listen(session, "before_flush", _refuse_writes)
     try:
         yield session
         session.commit()
@@ -97,9 +84,21 @@ def session_scope(*, writes: bool = True) -> Iterator[Session]:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """Request-scoped session; the request boundary commits. GET requests read; other methods write."""
-    with session_scope(writes=request.method not in _SAFE_METHODS) as session:
+    """Request-scoped session; the request boundary commits. GET requests read, unless their route declares
+    WRITES; other methods write."""
+    writes = request.method not in _SAFE_METHODS or getattr(request.state, "writes", False)
+    with session_scope(writes=writes) as session:
         yield session
+
+
+def _declare_writes(request: Request) -> None:
+    request.state.writes = True
+
+
+# A GET route that writes (the audit record of a study viewed, of an export) says so with
+# `dependencies=[WRITES]`: route dependencies are solved first, so its unit of work begins as a writing one (on
+# SQLite, with the write lock; a read that turns into a write fails when another writer committed meanwhile).
+WRITES = Depends(_declare_writes)
 
 
 # scope="function": the session commits (and queued tasks are sent) before the response goes out, so a

@@ -13,9 +13,11 @@ from fastapi.staticfiles import StaticFiles
 from app import api_docs, unavailable
 from app.admin import pages as admin_pages
 from app.admin import router as admin_router
+from app.admission import AdmissionControl
 from app.auth import pages as auth_pages
 from app.auth import router as auth_router
 from app.auth.dependencies import LoginRequired
+from app.config import get_settings
 from app.health import monitor
 from app.health import router as health_router
 from app.jobs import router as jobs_router
@@ -57,6 +59,10 @@ def create_app(*, run_sweeper: bool = True) -> FastAPI:
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     unavailable.add_handlers(app)
+    settings = get_settings()
+    app.add_middleware(
+        AdmissionControl, limit=settings.max_concurrent_requests, max_wait=settings.request_queue_seconds
+    )
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, _exc: LoginRequired) -> RedirectResponse:

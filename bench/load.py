@@ -12,7 +12,7 @@ image's pixels (raw values for grayscale, the display PNG for colour, as the vie
 the load and measures how long the server takes to answer again.
 
     .venv/bin/python bench/load.py [--shape production|embedded] [--readers 50] [--seconds 60]
-        [--think 0] [--out reports/load.md]
+        [--think 0] [--api-workers 1] [--no-cache] [--out reports/load.md]
 
 `--think S` waits S seconds between a reader's requests (0: every reader asks again at once, a closed loop:
 far harsher than people reading). Each reader revalidates what it already holds with If-None-Match, as a
@@ -219,7 +219,8 @@ def _percentile(values: list[float], q: float) -> float:
 def _report(args: argparse.Namespace, tally: Tally, seconds: float, load: tuple[float, float],
             recovery: float | None, cases: list[Case]) -> str:
     lines = [
-        f"## {args.shape}, {args.readers} readers, {args.seconds:.0f} s, think {args.think:g} s, "
+        f"## {args.shape} ({args.api_workers if args.shape == 'production' else 1} API process(es)), "
+        f"{args.readers} readers, {args.seconds:.0f} s, think {args.think:g} s, "
         f"{'no cache' if args.no_cache else 'revalidating'}",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} CPUs; {len(cases)} cases; load average (1 min) "
@@ -255,6 +256,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["production", "embedded"], default="production")
     parser.add_argument("--readers", type=int, default=50)
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes (production shape)")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--think", type=float, default=0.0, help="seconds between a reader's requests")
     parser.add_argument("--timeout", type=float, default=30.0, help="a request unanswered this long is a hang")
@@ -276,7 +278,8 @@ def main() -> int:
         port = free_port()
         if args.shape == "production":
             processes.append(start_lumen("load-worker", "worker", "--queues", "gpu,cpu", env=env))
-            processes.append(start_lumen("load-serve", "serve", "--no-worker", "--port", str(port), env=env))
+            processes.append(start_lumen("load-serve", "serve", "--no-worker", "--port", str(port),
+                                         "--workers", str(args.api_workers), env=env))
         else:
             processes.append(start_lumen("load-serve", "serve", "--port", str(port), env=env))
         base = f"http://127.0.0.1:{port}"

@@ -20,12 +20,16 @@ def refresh_settings() -> None:
 
 
 @contextmanager
-def settings_env(env: dict[str, str]) -> Iterator[None]:
-    """Lumen's settings with these environment variables for the block; the session's own again after it."""
+def settings_env(env: dict[str, str | None]) -> Iterator[None]:
+    """Lumen's settings with these environment variables for the block (None: unset); the session's own again
+    after it."""
     try:
         with pytest.MonkeyPatch.context() as patch:
             for name, value in env.items():
-                patch.setenv(name, value)
+                if value is None:
+                    patch.delenv(name, raising=False)
+                else:
+                    patch.setenv(name, value)
             refresh_settings()
             yield
     finally:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import event as orm_event
 from sqlalchemy.orm import Session
 
+from app.db import session_scope
 from app.tables import AuditEvent
 
 
@@ -30,3 +32,26 @@ def record(
     )
     session.add(event)
     return event
+
+
+def record_when_read(
+    session: Session,
+    *,
+    action: str,
+    user_id: int | None,
+    object_type: str = "",
+    object_id: str | int = "",
+    ip: str = "",
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Record what a reading request showed (a study viewed, an export) once its unit of work has committed, in a
+    short unit of work of its own: the request itself stays a read (on SQLite it never holds the write lock while
+    it renders), and nothing is recorded for a request that failed."""
+    fields = {"action": action, "user_id": user_id, "object_type": object_type, "object_id": object_id, "ip": ip,
+              "detail": detail}
+
+    def _record(_session: Session) -> None:
+        with session_scope() as own:
+            record(own, **fields)
+
+    orm_event.listen(session, "after_commit", _record, once=True)

@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app.auth.dependencies import PageCaller
-from app.db import DbSession
+from app.db import WRITES, DbSession
 from app.reader_studies import plots, reading, results
 from app.reader_studies import service as study_service
 from app.reader_studies.schemas import ReaderStudyIn
@@ -93,7 +93,7 @@ def queue_page(request: Request, reader_study_id: int, caller: PageCaller, sessi
     return templates.TemplateResponse(request, "reader_studies/queue.html", {**_context(caller), "queue": queue})
 
 
-@router.get("/assignments/{assignment_id}/read", include_in_schema=False)
+@router.get("/assignments/{assignment_id}/read", include_in_schema=False, dependencies=[WRITES])
 def assignment_page(request: Request, assignment_id: int, caller: PageCaller, session: DbSession) -> Response:
     """The reading room for one assignment, under its condition."""
     try:

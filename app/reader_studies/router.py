@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.audit import service as audit_service
 from app.auth.dependencies import CanRead
-from app.db import DbSession
+from app.db import WRITES, DbSession
 from app.reader_studies import export, reading, results
 from app.reader_studies import service as study_service
 from app.reader_studies.dependencies import CanCoordinate, MyAssignmentOr404, ReaderStudyOr404
@@ -154,8 +154,10 @@ def statistics(study: ReaderStudyOr404, _user: CanCoordinate, session: DbSession
 
 
 def _audit_export(session, *, study, user, request: Request, kind: str, rows: int) -> None:
-    audit_service.record(session, action="export", user_id=user.id, object_type="reader_study", object_id=study.id,
-                         detail={"format": kind, "rows": rows}, ip=request.client.host if request.client else "")
+    audit_service.record_when_read(
+        session, action="export", user_id=user.id, object_type="reader_study", object_id=study.id,
+        detail={"format": kind, "rows": rows}, ip=request.client.host if request.client else "",
+    )
 
 
 @router.get("/reader-studies/{reader_study_id}/export.csv", responses=_ERRORS)
@@ -179,7 +181,9 @@ def export_json(request: Request, study: ReaderStudyOr404, user: CanCoordinate, 
     return JSONResponse(body, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@router.get("/assignments/{assignment_id}", response_model=ReadingView, responses=_ERRORS)
+@router.get(
+    "/assignments/{assignment_id}", response_model=ReadingView, responses=_ERRORS, dependencies=[WRITES]
+)
 def get_assignment(assignment: MyAssignmentOr404, user: CanRead, session: DbSession) -> ReadingView:
     """The case as the reading room shows it: only what the assignment's condition allows."""
     return _call(lambda: reading.assignment_view(session, assignment=assignment, user_id=user.id))

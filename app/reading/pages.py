@@ -37,7 +37,7 @@ def reading_page(request: Request, study_id: int, caller: PageCaller, session: D
             request, "viewer/not_found.html", {**context, "what": f"Study {study_id}"},
             status_code=status.HTTP_404_NOT_FOUND,
         )
-    audit_service.record(
+    audit_service.record_when_read(
         session,
         action="view",
         user_id=caller.user.id,

@@ -250,7 +250,9 @@ class Heatmap(Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     shape: Mapped[list[int]] = mapped_column(JSON)
     dtype: Mapped[str] = mapped_column(String(16), default="float16")
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    # Loaded only when read (the data routes, the exports): listing a prediction's maps must not pull every
+    # map's bytes, which made the prediction JSON the slowest metadata route under load.
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     value_min: Mapped[float] = mapped_column(Float)
     value_max: Mapped[float] = mapped_column(Float)
     scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)

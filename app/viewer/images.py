@@ -6,6 +6,8 @@ the preview stored at ingest, without decoding the file again.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from PIL import Image
 
@@ -62,12 +64,19 @@ def _kept_rendering(instance: Instance, *, frame: int, max_size: int | None) -> 
     again and take from everyone else's requests; later views read it back."""
     name = f"{instance.sha256}-render-{frame}-{max_size or 0}"
     store = get_blob_store()
-    try:
-        return store.get(store.key_for(name))
-    except BlobNotFound:
-        png = _render(instance, frame=frame, max_size=max_size)
-        store.put(name, png)
-        return png
+    # Readers opening a study together ask for its image together: one of them renders, the others wait for it.
+    with _rendering_locks.setdefault(name, threading.Lock()):
+        try:
+            return store.get(store.key_for(name))
+        except BlobNotFound:
+            png = _render(instance, frame=frame, max_size=max_size)
+            store.put(name, png)
+            return png
+        finally:
+            _rendering_locks.pop(name, None)
+
+
+_rendering_locks: dict[str, threading.Lock] = {}
 
 
 def preview_png(instance: Instance) -> bytes:

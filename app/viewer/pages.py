@@ -56,7 +56,7 @@ def study_page(request: Request, study_id: int, caller: PageCaller, session: DbS
         return templates.TemplateResponse(
             request, "viewer/not_found.html", context, status_code=status.HTTP_404_NOT_FOUND
         )
-    audit_service.record(
+    audit_service.record_when_read(
         session,
         action="view",
         user_id=caller.user.id,

@@ -78,3 +78,30 @@ def test_pages_carry_a_banner_while_the_broker_is_out(make_user) -> None:
         client.portal.call(monitor.check_once, client.app)  # the session's own broker again: the banner goes
         assert client.app.state.outage is None
         assert 'class="outage"' not in client.get("/").text
+
+
+def test_past_the_concurrency_limit_requests_wait_their_turn_then_get_a_503(auth_headers) -> None:
+    headers = auth_headers("reader")
+    crowded = {**TIGHT_POOL, "LUMEN_MAX_CONCURRENT_REQUESTS": "1", "LUMEN_REQUEST_QUEUE_SECONDS": "0.3"}
+    with settings_env(crowded), running_server(create_app(run_sweeper=False)) as base:
+        held = get_engine().connect()  # the one request let in waits for the pool's only connection (1 s)
+        held.execute(text("SELECT 1"))
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                let_in = pool.submit(_timed_get, f"{base}/api/worklist", headers)
+                time.sleep(0.1)
+                queued = [pool.submit(_timed_get, f"{base}/api/worklist", headers) for _ in range(2)]
+                page = pool.submit(lambda: httpx.get(f"{base}/", headers={"Accept": "text/html", **headers}))
+                liveness = _timed_get(f"{base}/healthz")[1]
+                turned_away = [future.result() for future in queued]
+                page_response = page.result()
+                let_in.result()
+        finally:
+            held.close()
+        assert liveness < 0.5
+        for response, seconds in turned_away:
+            assert (response.status_code, response.headers["retry-after"]) == (503, "5")
+            assert "too many requests at once" in response.json()["detail"]
+            assert seconds < 1.0  # the 0.3 s queue time, not the 1 s pool wait of the request let in
+        assert page_response.status_code == 503 and "too many requests at once" in page_response.text
+        assert httpx.get(f"{base}/api/worklist", headers=headers).status_code == 200

@@ -1,5 +1,5 @@
-"""`lumen serve` as a process manager runs it, on Postgres: SIGTERM stops it within a few seconds even while
-readers keep it busy."""
+"""`lumen serve` as a process manager runs it, on Postgres, with one API process or several: SIGTERM stops it
+within a few seconds even while readers keep it busy."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ def _hammer(base: str, headers: dict[str, str], stop: threading.Event, answers: 
                 answers.append(0)
 
 
-def test_sigterm_under_load_stops_the_server_within_seconds(auth_headers) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_under_load_stops_the_server_within_seconds(auth_headers, workers: int) -> None:
     port = free_port()
-    server = start_lumen("serve", "serve", "--no-worker", "--port", str(port))
+    server = start_lumen("serve", "serve", "--no-worker", "--port", str(port), "--workers", str(workers))
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: _answers(base), timeout=60, what="lumen serve to answer")
     stop, answers = threading.Event(), []

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydicom.uid import generate_uid
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from app import queue
 from app.config import get_settings
@@ -268,6 +268,24 @@ def test_sweeper_resends_a_job_the_broker_lost_once(op_model) -> None:
     _set(job_id, sent_at=HOUR_AGO)  # even long after: its message waits in the queue now
     with session_scope() as session:
         assert job_id not in jobs_service.resend_stale(session).resent
+    assert len(_messages_for(job_id)) == 1
+
+
+def test_one_sweeper_pass_at_a_time_across_processes(op_model) -> None:
+    """Another API process's pass holds the sweeper's lock: this pass does nothing, the next one sweeps."""
+    from app.db import get_engine
+    from app.jobs import sweeper
+
+    job_id = _planned_job(op_model[1])
+    _drop_messages_for(job_id)
+    _set(job_id, sent_at=HOUR_AGO)
+    with get_engine().connect() as other_process:
+        other_process.execute(text("SELECT pg_advisory_lock(:key)"), {"key": sweeper._SWEEPER_LOCK})
+        assert not sweeper.sweep_once()
+        assert _messages_for(job_id) == []
+        other_process.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": sweeper._SWEEPER_LOCK})
+        other_process.commit()
+    assert job_id in sweeper.sweep_once().resent
     assert len(_messages_for(job_id)) == 1
 
 
