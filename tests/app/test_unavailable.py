@@ -3,8 +3,10 @@ server keeps answering what needs no database. Real uvicorn, real Postgres."""
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 from fastapi.testclient import TestClient
@@ -20,13 +22,20 @@ from tests.settings import settings_env
 TIGHT_POOL = {"LUMEN_DB_POOL_SIZE": "1", "LUMEN_DB_MAX_OVERFLOW": "0", "LUMEN_DB_POOL_TIMEOUT_SECONDS": "1"}
 
 
+def _measured(folder: Path, **seconds: float) -> None:
+    """Keep what a test measured in test-output/api_faults.json (docs/faults.md quotes it)."""
+    path = folder / "api_faults.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**kept, **{k: round(v, 3) for k, v in seconds.items()}}, indent=2))
+
+
 def _timed_get(url: str, headers: dict[str, str] | None = None) -> tuple[httpx.Response, float]:
     began = time.monotonic()
     response = httpx.get(url, headers=headers or {}, timeout=30)
     return response, time.monotonic() - began
 
 
-def test_no_free_connection_is_a_503_in_time_and_the_event_loop_stays_free(auth_headers) -> None:
+def test_no_free_connection_is_a_503_in_time_and_the_event_loop_stays_free(auth_headers, test_output) -> None:
     headers = auth_headers("reader")
     with settings_env(TIGHT_POOL), running_server(create_app(run_sweeper=False)) as base:
         assert httpx.get(f"{base}/api/worklist", headers=headers).status_code == 200
@@ -46,11 +55,12 @@ def test_no_free_connection_is_a_503_in_time_and_the_event_loop_stays_free(auth_
         assert all(response.headers["retry-after"] == "5" for response, _ in answers)
         assert "no database connection was free" in answers[0][0].json()["detail"]
         assert max(seconds for _, seconds in answers) < 6  # the 1 s pool timeout, a few in turn: no hang
+        _measured(test_output, pool_exhausted_503_s=max(s for _, s in answers), healthz_meanwhile_s=max(liveness))
         # The connection is back: the server serves again, nothing to restart.
         assert httpx.get(f"{base}/api/worklist", headers=headers).status_code == 200
 
 
-def test_a_database_out_of_reach_is_a_503_json_for_the_api_and_a_page_for_browsers(auth_headers) -> None:
+def test_a_database_out_of_reach_is_a_503_json_for_the_api_and_a_page_for_browsers(auth_headers, test_output) -> None:
     headers = auth_headers("reader")
     dead = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"}
     with settings_env(dead), running_server(create_app(run_sweeper=False)) as base:
@@ -58,6 +68,7 @@ def test_a_database_out_of_reach_is_a_503_json_for_the_api_and_a_page_for_browse
         page = httpx.get(f"{base}/", headers={"Accept": "text/html", "Cookie": "lumen_session=x"}, timeout=30)
         liveness = httpx.get(f"{base}/healthz")
     assert seconds < 5
+    _measured(test_output, database_down_503_s=seconds)
     assert (api.status_code, api.headers["retry-after"]) == (503, "5")
     assert api.json() == {"detail": "Lumen cannot reach its database; try again in a few seconds"}
     assert (page.status_code, page.headers["retry-after"]) == (503, "5")

@@ -26,7 +26,7 @@ def _hammer(base: str, headers: dict[str, str], stop: threading.Event, answers: 
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_sigterm_under_load_stops_the_server_within_seconds(auth_headers, workers: int) -> None:
+def test_sigterm_under_load_stops_the_server_within_seconds(auth_headers, test_output, workers: int) -> None:
     port = free_port()
     server = start_lumen("serve", "serve", "--no-worker", "--port", str(port), "--workers", str(workers))
     base = f"http://127.0.0.1:{port}"
@@ -45,6 +45,7 @@ def test_sigterm_under_load_stops_the_server_within_seconds(auth_headers, worker
         reader.join(timeout=15)
     assert code == 0, server.tail()
     assert stopped_in < 8, f"SIGTERM took {stopped_in:.1f} s"
+    (test_output / f"sigterm_{workers}_processes.txt").write_text(f"{stopped_in:.2f} s\n")
     assert answers.count(200) > 100 and set(answers) <= {200, 0, 503}
 
 
