@@ -34,21 +34,10 @@ def record(
     return event
 
 
-def record_when_read(
-    session: Session,
-    *,
-    action: str,
-    user_id: int | None,
-    object_type: str = "",
-    object_id: str | int = "",
-    ip: str = "",
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """Record what a reading request showed (a study viewed, an export) once its unit of work has committed, in a
-    short unit of work of its own: the request itself stays a read (on SQLite it never holds the write lock while
-    it renders), and nothing is recorded for a request that failed."""
-    fields = {"action": action, "user_id": user_id, "object_type": object_type, "object_id": object_id, "ip": ip,
-              "detail": detail}
+def record_when_read(session: Session, **fields: Any) -> None:
+    """Record what a reading request showed (a study viewed, an export; the keyword arguments of `record`) once
+    its unit of work has committed, in a short unit of work of its own: the request itself stays a read (on
+    SQLite it never holds the write lock while it renders), and nothing is recorded for a request that failed."""
 
     def _record(_session: Session) -> None:
         with session_scope() as own:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import background
 from app.config import get_settings
 from app.health import service as health_service
 from app.health.schemas import Health, Readiness
@@ -37,25 +38,10 @@ async def check_once(app: FastAPI) -> None:
     app.state.outage = message
 
 
-async def _loop(app: FastAPI, interval: float) -> None:
-    while True:
-        try:
-            await check_once(app)
-        except Exception:
-            logger.exception("health check failed; trying again in %s s", interval)
-        await asyncio.sleep(interval)
-
-
 @asynccontextmanager
 async def running_in_background(app: FastAPI, *, enabled: bool) -> AsyncIterator[None]:
     app.state.outage = None
-    if not enabled:
+    async with background.repeating(
+        lambda: check_once(app), interval=CHECK_INTERVAL_SECONDS, what="health check", enabled=enabled
+    ):
         yield
-        return
-    task = asyncio.create_task(_loop(app, CHECK_INTERVAL_SECONDS))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task

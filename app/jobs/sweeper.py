@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy import text
 
+from app import background
 from app.config import get_settings
 from app.db import session_scope
 from app.jobs import service as jobs_service
@@ -34,24 +34,9 @@ def sweep_once() -> jobs_service.Sweep:
         return jobs_service.resend_stale(session)
 
 
-async def _loop(interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await asyncio.to_thread(sweep_once)
-        except Exception:
-            logger.exception("sweeper pass failed; trying again in %s s", interval)
-
-
-@asynccontextmanager
-async def running_in_background(*, enabled: bool) -> AsyncIterator[None]:
-    if not enabled:
-        yield
-        return
-    task = asyncio.create_task(_loop(get_settings().sweep_interval_seconds))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+def running_in_background(*, enabled: bool) -> AbstractAsyncContextManager[None]:
+    interval = get_settings().sweep_interval_seconds
+    return background.repeating(
+        lambda: asyncio.to_thread(sweep_once), interval=interval, what="sweeper pass", enabled=enabled,
+        first_wait=interval,
+    )
