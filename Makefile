@@ -34,8 +34,11 @@ run: install
 test: install
 	$(BIN)/pytest
 
+## Static checks: ruff, then the import contracts of docs/architecture.md (.importlinter), then the types.
 lint: install
 	$(BIN)/ruff check app workers models migrations tests bench
+	$(BIN)/lint-imports --no-cache
+# mypy: its command goes here, the last of the recipe.
 
 bench: install
 	$(BIN)/python bench/attribution.py

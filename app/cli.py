@@ -28,10 +28,11 @@ _CHECKOUT = Path(__file__).resolve().parent.parent
 _DEMO_ROOT = _CHECKOUT if (_CHECKOUT / "demo").is_dir() else Path.cwd()
 DEMO_DIR = _DEMO_ROOT / "demo"
 DEMO_STUDY_DATA = _DEMO_ROOT / "data" / "retinamnist.npz"
+WORKER_APP = "workers.celery_app"  # Celery's -A: the module whose `app` is the worker's Celery app
 
 
 def _cmd_migrate(_args: argparse.Namespace) -> int:
-    from app.jobs import models_sync
+    from app.ai_models import sync as models_sync
     from app.migrations import upgrade
     from app.storage import BlobStoreError, get_blob_store
 
@@ -89,7 +90,7 @@ def _expand(path: Path) -> list[Path]:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from app.jobs import models_sync
+    from app.ai_models import sync as models_sync
 
     if args.action == "sync":
         print(f"active models: {models_sync.sync_now()}")
@@ -191,7 +192,10 @@ def _cmd_load_demo(_args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from workers.celery_app import celery_app
+    """`celery -A workers.celery_app worker ...`: the worker's app is named, not imported (the web app never
+    imports the workers; docs/architecture.md)."""
+    from celery.bin.celery import celery as celery_command
+    from click.exceptions import Exit
 
     argv = ["worker", "--queues", args.queues, "--concurrency", str(args.concurrency), "--loglevel", "INFO"]
     if args.name:
@@ -199,7 +203,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if get_settings().embedded:
         # The filesystem transport has no remote control; solo pool keeps the one process real and simple.
         argv += ["--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    celery_app.worker_main(argv)
+    try:
+        celery_command.main(args=["--app", WORKER_APP, *argv], standalone_mode=False)
+    except Exit as exc:
+        return int(exc.exit_code)
     return 0
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from app.ai_models import sync as models_sync
 from app.auth import service as auth_service
 from app.db import session_scope
 from app.ingest import service as ingest_service
-from app.jobs import models_sync
 from app.tables import Role, User
 
 

@@ -6,17 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app import api_docs, unavailable
+from app import api_docs, http_errors, unavailable
 from app.admin import pages as admin_pages
 from app.admin import router as admin_router
 from app.admission import AdmissionControl
 from app.auth import pages as auth_pages
 from app.auth import router as auth_router
-from app.auth.dependencies import LoginRequired
 from app.config import get_settings
 from app.health import monitor
 from app.health import router as health_router
@@ -58,14 +56,10 @@ def create_app(*, run_sweeper: bool = True) -> FastAPI:
     api_docs.add_docs(app)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
-    unavailable.add_handlers(app)
+    http_errors.add_handlers(app)  # a service's refusal: JSON for the API, a page for a browser
+    unavailable.add_handlers(app)  # the database or the file store out: 503 with Retry-After
     settings = get_settings()
     app.add_middleware(
         AdmissionControl, limit=settings.max_concurrent_requests, max_wait=settings.request_queue_seconds
     )
-
-    @app.exception_handler(LoginRequired)
-    async def _to_login(request: Request, _exc: LoginRequired) -> RedirectResponse:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-
     return app

@@ -1,5 +1,11 @@
 """The only place the app talks to Celery: send a task by name with a job id, after commit; see which jobs the
-broker still holds a message for (the sweeper re-sends only the others)."""
+broker still holds a message for (the sweeper re-sends only the others); ping a worker.
+
+The app never imports the workers: it sends `lumen.run_job` by name through a Celery client of its own, built
+by `create_celery` from the settings, the function that also builds the worker's app (workers/celery_app.py).
+Nothing here connects or creates a folder at import; the embedded broker's folders are made by the first
+sender or worker (`prepare_broker`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,13 @@ import binascii
 import json
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -20,7 +28,10 @@ from app.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
+RUN_JOB_TASK = "lumen.run_job"
+QUEUES = ("gpu", "cpu")
 _PENDING_KEY = "lumen_jobs_to_send"
+_BROKER_FOLDERS = ("queue", "processed", "control")
 # Kombu's Redis transport gives a message that a worker took and never acknowledged (the worker died) back to
 # its queue after this long (its visibility_timeout, 1 hour). A broker that cannot be inspected is trusted to
 # have lost a job's message only after it.
@@ -31,12 +42,73 @@ class BrokerNotInspectable(RuntimeError):
     """The broker's messages cannot be listed (an unknown transport, or it did not answer)."""
 
 
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Broker settings: Redis when BROKER_URL says so, else kombu's filesystem transport (no server)."""
+    config: dict[str, object] = {
+        "broker_url": settings.celery_broker_url,
+        # Postgres is the job store; the result backend is not used.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # A task is acknowledged only when done, and re-queued if its worker dies mid-way.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "cpu",
+        "task_create_missing_queues": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "task_time_limit": 30 * 60,
+        "task_soft_time_limit": 25 * 60,
+    }
+    if settings.broker_url is not None and settings.broker_namespace:
+        config["broker_transport_options"] = {"global_keyprefix": settings.broker_namespace}
+    if settings.broker_url is None:
+        folder = settings.broker_folder
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "control_folder": str(folder / "control"),
+        }
+        # The filesystem transport has no fanout exchange for remote control, gossip or mingle.
+        config["worker_enable_remote_control"] = False
+        config["worker_send_task_events"] = False
+    return config
+
+
+def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
+    """A Celery app on the configured broker; `include` names the task modules a worker imports at start.
+    Builds an object only: it connects when it first sends or consumes."""
+    app = Celery("lumen", include=list(include))
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def prepare_broker(settings: Settings) -> None:
+    """The embedded filesystem broker's folders, created by a sender or a worker as it starts; Redis needs none."""
+    if settings.broker_url is None:
+        for sub in _BROKER_FOLDERS:
+            (settings.broker_folder / sub).mkdir(parents=True, exist_ok=True)
+
+
+def sender() -> Celery:
+    """The app's Celery client: it sends tasks by name, lists and pings; it runs no task. One per broker."""
+    settings = get_settings()
+    return _sender(settings.celery_broker_url, settings.broker_namespace, settings.broker_folder)
+
+
+@lru_cache(maxsize=4)
+def _sender(_url: str, _namespace: str, _folder: Path) -> Celery:
+    # Keyed by what the broker depends on, so that tests that change the settings get a client of their own.
+    settings = get_settings()
+    prepare_broker(settings)
+    return create_celery(settings)
+
+
 def send_job(job_id: int, queue: str) -> None:
     """Send the job's task now. Only call with a job row that is already committed."""
-    # Imported here so that importing the app does not build the Celery app at import time.
-    from workers.celery_app import RUN_JOB_TASK, celery_app
-
-    celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+    sender().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
     logger.info("sent job %s to queue %s", job_id, queue)
 
 
@@ -83,12 +155,11 @@ def ping_worker(*, name: str | None = None, timeout: float = 5.0) -> tuple[str, 
     host's) answers a ping within `timeout` s. Raises kombu's OperationalError if the broker is not reachable."""
     from celery.utils.nodenames import default_nodename, host_format
 
-    from workers.celery_app import celery_app
-
+    client = sender()
     node = host_format(default_nodename(name or ""))
-    with celery_app.connection_for_write() as connection:
+    with client.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=timeout)
-        replies = celery_app.control.ping(destination=[node], timeout=timeout, connection=connection)
+        replies = client.control.ping(destination=[node], timeout=timeout, connection=connection)
     return node, any(node in reply for reply in replies)
 
 
@@ -150,8 +221,11 @@ def _jobs_in_redis(settings: Settings, queues: Collection[str], taken_grace_seco
 
 def _jobs_in_folder(folder: Path, queues: Collection[str]) -> set[int]:
     """Kombu's filesystem transport: a file per waiting message, `<time>_<uuid>.<queue>.msg`. A worker deletes
-    the file when it takes the message, so what it holds (a countdown) is not seen here."""
+    the file when it takes the message, so what it holds (a countdown) is not seen here. No folder yet (nothing
+    was ever sent, no worker ever started): no message."""
     wanted = {f"{queue}.msg" for queue in queues}
+    if not folder.exists():
+        return set()
     try:
         names = [name for name in os.listdir(folder) if name.partition(".")[2] in wanted]
     except OSError as exc:
@@ -179,8 +253,6 @@ def _message(raw: bytes | str | dict[str, Any]) -> dict[str, Any] | None:
 
 def _job_of(raw: bytes | str | dict[str, Any]) -> int | None:
     """The job id of a Celery `run_job` message (protocol 2: body = [args, kwargs, embed]); None for others."""
-    from workers.celery_app import RUN_JOB_TASK
-
     message = _message(raw)
     if message is None or (message.get("headers") or {}).get("task") != RUN_JOB_TASK:
         return None

@@ -14,7 +14,9 @@ imports torch. A model folder looks like::
 (`UncertaintySpec`), `input.windowing` and `input.invert_monochrome1` how grayscale DICOM pixels are
 mapped to [0, 1] before the network (see `InputSpec`).
 
-`load_card` validates one folder and raises `CardError` naming the folder and the field at fault.
+`load_card` validates one folder and raises `CardError` naming the folder and the field at fault: the card's
+fields are plain dataclasses whose annotations pydantic checks card.json against (strict JSON types, the rules
+of each field in its `Annotated` validator), and pydantic's errors become one `CardError`.
 `scan_cards` walks model directories and returns the valid cards and the invalid folders with their
 reasons; `discover_cards` is its strict form, which raises when any folder is invalid.
 """
@@ -26,17 +28,31 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    with_config,
+)
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
 logger = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
-TASKS = ("classification", "multilabel")
-FORMATS = ("state_dict", "torchscript")
-UNCERTAINTY_METHODS = ("mc_dropout", "ensemble", "tta", "none")
-WINDOWINGS = ("minmax", "percentile", "dicom")
-COLOURS = ("rgb", "grayscale")
-CROPS = ("fundus",)
+Task = Literal["classification", "multilabel"]
+Format = Literal["state_dict", "torchscript"]
+UncertaintyMethod = Literal["mc_dropout", "ensemble", "tta", "none"]
+Windowing = Literal["minmax", "percentile", "dicom"]
+Colour = Literal["rgb", "grayscale"]
+Crop = Literal["fundus"]
+TASKS, FORMATS, UNCERTAINTY_METHODS = get_args(Task), get_args(Format), get_args(UncertaintyMethod)
+WINDOWINGS, COLOURS, CROPS = get_args(Windowing), get_args(Colour), get_args(Crop)
 DEFAULT_INTENDED_USE = "research demonstration, not for clinical use"
 
 
@@ -48,7 +64,52 @@ class WeightsMismatchError(CardError):
     """The weights file's sha256 differs from the card's `weights_sha256`."""
 
 
-@dataclass(frozen=True)
+def _inside_folder(name: str) -> bool:
+    # No absolute paths or "..": a card must not point the loader anywhere on the machine.
+    return bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
+
+
+def _size(size: tuple[int, ...]) -> tuple[int, ...]:
+    if len(size) not in (2, 3) or any(s <= 0 for s in size):
+        raise ValueError(f"must be [H, W] or [D, H, W] of positive ints, got {list(size)!r}")
+    return size
+
+
+def _channels(channels: int, info: ValidationInfo) -> int:
+    colour = info.data.get("colour")
+    expected = 3 if colour == "rgb" else 1
+    if colour is not None and channels != expected:
+        raise ValueError(f"is {channels}, but colour {colour!r} has {expected}")
+    return channels
+
+
+def _per_channel(values: tuple[float, ...], info: ValidationInfo) -> tuple[float, ...]:
+    channels = info.data.get("channels")
+    if channels is not None and len(values) != channels:
+        raise ValueError(f"must be a list of {channels} numbers (one per channel), got {list(values)!r}")
+    if info.field_name == "std" and any(v <= 0 for v in values):
+        raise ValueError(f"must be > 0, got {values}")
+    return values
+
+
+@with_config(ConfigDict(extra="forbid"))
+class FixedWindow(TypedDict):
+    """A fixed window {"center": c, "width": w} in modality units."""
+
+    center: float
+    width: Annotated[float, Field(gt=0)]
+
+
+def _windowing(value: Any, handler: Any) -> Windowing | FixedWindow:
+    try:
+        return handler(value)
+    except ValidationError:
+        raise ValueError(
+            f"must be one of {list(WINDOWINGS)} or {{'center': c, 'width': w > 0}}, got {value!r}"
+        ) from None
+
+
+@dataclass(frozen=True, kw_only=True)
 class InputSpec:
     """What the network takes: `size` is [H, W] (or [D, H, W] for 3D), per-channel `mean`/`std`
     applied after scaling pixels to [0, 1], `colour` "rgb" (3 channels) or "grayscale" (1 channel), and an
@@ -56,20 +117,44 @@ class InputSpec:
 
     Grayscale (DICOM) photometric handling, applied before the [0, 1] scaling: `windowing` is "minmax" (the
     default: the image's own range), "percentile" (clip to the 1st-99th percentile of the image, then scale),
-    "dicom" (the file's own VOI window, Window Center/Width; "percentile" when the file has none), or a fixed
-    window {"center": c, "width": w} in modality units (after the rescale slope/intercept);
-    `invert_monochrome1` maps MONOCHROME1 (high = dark) to MONOCHROME2 after windowing, so bone is bright
-    whatever the file's photometric interpretation. Both are implemented by
-    `models.datasets.window_grayscale` and applied by `models.preprocessing.prepare`."""
+    "dicom" (the file's own VOI: its VOI LUT, else its first Window Center/Width with its VOI LUT Function;
+    "percentile" when the file has none), or a fixed window {"center": c, "width": w} in modality units (after
+    the modality LUT); `invert_monochrome1` maps MONOCHROME1 (high = dark) to MONOCHROME2 after windowing, so
+    bone is bright whatever the file's photometric interpretation. Both are implemented by
+    `models.datasets.window_grayscale` (through `models.grayscale`, the viewer's pydicom path) and applied by
+    `models.preprocessing.prepare`."""
 
-    size: tuple[int, ...]
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    colour: str
-    crop: str | None = None
-    windowing: str | dict[str, float] = "minmax"
+    size: Annotated[tuple[int, ...], AfterValidator(_size)]
+    colour: Colour
+    channels: Annotated[int, AfterValidator(_channels)]
+    mean: Annotated[tuple[float, ...], AfterValidator(_per_channel)]
+    std: Annotated[tuple[float, ...], AfterValidator(_per_channel)]
+    crop: Crop | None = None
+    windowing: Annotated[Windowing | FixedWindow, WrapValidator(_windowing)] = "minmax"
     invert_monochrome1: bool = False
+
+
+def _samples(samples: int, info: ValidationInfo) -> int:
+    if samples < 1 or (info.data.get("method") == "mc_dropout" and samples < 2):
+        raise ValueError(f"must be >= 2 for mc_dropout (>= 1 otherwise), got {samples}")
+    return samples
+
+
+def _members(members: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    if info.data.get("method") == "ensemble" and len(members) < 2:
+        raise ValueError("must list at least 2 member folders for an ensemble")
+    for member in members:
+        if not _inside_folder(member):
+            raise ValueError(f"must hold folder names inside the model folder, got {member!r}")
+    return members
+
+
+def _flips(flips: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    if not flips or any(axis >= 0 for axes in flips for axis in axes):
+        raise ValueError(
+            f"must be lists of negative spatial axes, e.g. [[], [-1]], got {[list(axes) for axes in flips]!r}"
+        )
+    return flips
 
 
 @dataclass(frozen=True)
@@ -80,10 +165,10 @@ class UncertaintySpec:
     Neurocomputing 2019) or "none" (one pass). `samples` is T for mc_dropout; `members` the ensemble's
     folders; `flips` the spatial axes flipped for tta (one list per augmented pass, [] = the input as is)."""
 
-    method: str = "none"
-    samples: int = 1
-    members: tuple[str, ...] = ()
-    flips: tuple[tuple[int, ...], ...] = ((),)
+    method: UncertaintyMethod = "none"
+    samples: Annotated[int, AfterValidator(_samples), Field(validate_default=True)] = 1
+    members: Annotated[tuple[str, ...], AfterValidator(_members), Field(validate_default=True)] = ()
+    flips: Annotated[tuple[tuple[int, ...], ...], AfterValidator(_flips)] = ((),)
 
 
 @dataclass(frozen=True)
@@ -94,34 +179,66 @@ class Architecture:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+def _labels(labels: list[str]) -> list[str]:
+    if len(labels) < 2:
+        raise ValueError("must name at least 2 classes")
+    return labels
+
+
+def _names(values: list[str]) -> list[str]:
+    if not values or not all(values):
+        raise ValueError(f"must be a non-empty list of strings, got {values!r}")
+    return values
+
+
+def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(metrics.get("split"), str):
+        raise ValueError("must name the split it was measured on ('split': str)")
+    return metrics
+
+
+def _weights(name: str) -> str:
+    if not _inside_folder(name):
+        raise ValueError(f"must be a file name inside the model folder, got {name!r}")
+    return name
+
+
+def _sha256(digest: str) -> str:
+    digest = digest.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("must be 64 hex digits")
+    return digest
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelCard:
     """One model, as its card.json declares it. `folder` is where the card was read from (not stored)."""
 
     name: str
     version: str
-    task: str
-    labels: list[str]
-    modalities: list[str]
+    task: Task
+    labels: Annotated[list[str], AfterValidator(_names), AfterValidator(_labels)]
+    modalities: Annotated[list[str], AfterValidator(_names)]
     input: InputSpec
+    format: Format = "state_dict"
+    # A TorchScript file carries its own architecture (`load_card` fills in "torchscript"); a state dict needs one.
     architecture: Architecture
     target_layer: str
-    weights: str
-    weights_sha256: str
-    metrics: dict[str, Any]
-    training_data: str
-    licence: str
-    folder: Path
-    calibration_temperature: float = 1.0
+    weights: Annotated[str, AfterValidator(_weights)]
+    weights_sha256: Annotated[str, AfterValidator(_sha256)]
+    calibration_temperature: Annotated[float, Field(gt=0)] = 1.0
     uncertainty_threshold: float | None = None
-    intended_use: str = DEFAULT_INTENDED_USE
-    training: dict[str, Any] = field(default_factory=dict)
-    format: str = "state_dict"
     uncertainty: UncertaintySpec = field(default_factory=UncertaintySpec)
+    metrics: Annotated[dict[str, Any], AfterValidator(_metrics)]
     evaluation: dict[str, Any] = field(default_factory=dict)
     # False: the model is installed and listed but never run on incoming studies (a research model, or one
     # whose test metrics do not justify showing its predictions to readers).
     serve_automatically: bool = True
+    training_data: str
+    licence: str
+    intended_use: str = DEFAULT_INTENDED_USE
+    training: dict[str, Any] = field(default_factory=dict)
+    folder: Path
 
     @property
     def weights_path(self) -> Path:
@@ -133,44 +250,7 @@ class ModelCard:
 
     def as_dict(self) -> dict[str, Any]:
         """The card as plain JSON data, in card.json's layout; `folder` is left out (it is machine-local)."""
-        spec = self.input
-        return {
-            "name": self.name,
-            "version": self.version,
-            "task": self.task,
-            "labels": list(self.labels),
-            "modalities": list(self.modalities),
-            "input": {
-                "size": list(spec.size),
-                "channels": spec.channels,
-                "mean": list(spec.mean),
-                "std": list(spec.std),
-                "colour": spec.colour,
-                "crop": spec.crop,
-                "windowing": spec.windowing if isinstance(spec.windowing, str) else dict(spec.windowing),
-                "invert_monochrome1": spec.invert_monochrome1,
-            },
-            "format": self.format,
-            "architecture": {"name": self.architecture.name, "params": dict(self.architecture.params)},
-            "target_layer": self.target_layer,
-            "weights": self.weights,
-            "weights_sha256": self.weights_sha256,
-            "calibration_temperature": self.calibration_temperature,
-            "uncertainty_threshold": self.uncertainty_threshold,
-            "uncertainty": {
-                "method": self.uncertainty.method,
-                "samples": self.uncertainty.samples,
-                "members": list(self.uncertainty.members),
-                "flips": [list(axes) for axes in self.uncertainty.flips],
-            },
-            "metrics": dict(self.metrics),
-            "evaluation": dict(self.evaluation),
-            "serve_automatically": self.serve_automatically,
-            "training_data": self.training_data,
-            "licence": self.licence,
-            "intended_use": self.intended_use,
-            "training": dict(self.training),
-        }
+        return _CARD.dump_python(self, mode="json", exclude={"folder"})
 
     def verify_weights(self) -> None:
         """Raise `WeightsMismatchError` unless the weights file's sha256 equals the card's."""
@@ -180,6 +260,9 @@ class ModelCard:
                 f"model {self.name!r} ({self.folder}): sha256 of {self.weights} is {actual}, "
                 f"the card says {self.weights_sha256}; the weights file was changed or replaced"
             )
+
+
+_CARD = TypeAdapter(ModelCard)
 
 
 @dataclass(frozen=True)
@@ -268,166 +351,45 @@ def write_card(card: ModelCard) -> Path:
     return path
 
 
+_KINDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "an object",
+    "dataclass_type": "an object",
+}
+
+
 def _card_from_dict(data: dict[str, Any], folder: Path) -> ModelCard:
-    task = _get(data, "task", str)
-    if task not in TASKS:
-        raise CardError(f"field 'task' must be one of {list(TASKS)}, got {task!r}")
-    labels = _str_list(data, "labels")
-    if len(labels) < 2:
-        raise CardError("field 'labels' must name at least 2 classes")
-    metrics = _get(data, "metrics", dict)
-    if not isinstance(metrics.get("split"), str):
-        raise CardError("field 'metrics' must name the split it was measured on ('split': str)")
-    threshold = _get(data, "uncertainty_threshold", (int, float), required=False)
-    sha = _get(data, "weights_sha256", str).lower()
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise CardError("field 'weights_sha256' must be 64 hex digits")
-    temperature = float(_get(data, "calibration_temperature", (int, float), required=False, default=1.0))
-    if temperature <= 0:
-        raise CardError(f"field 'calibration_temperature' must be > 0, got {temperature}")
-    fmt = _get(data, "format", str, required=False, default="state_dict")
-    if fmt not in FORMATS:
-        raise CardError(f"field 'format' must be one of {list(FORMATS)}, got {fmt!r}")
-    # A TorchScript file carries its own architecture; a state dict needs one to be loaded into.
-    arch = _get(data, "architecture", dict, required=fmt == "state_dict", default={"name": "torchscript"})
-    return ModelCard(
-        name=_get(data, "name", str),
-        version=_get(data, "version", str),
-        task=task,
-        labels=labels,
-        modalities=_str_list(data, "modalities"),
-        input=_input_spec(_get(data, "input", dict)),
-        architecture=_architecture(arch),
-        target_layer=_get(data, "target_layer", str),
-        weights=_weights_name(_get(data, "weights", str)),
-        weights_sha256=sha,
-        metrics=metrics,
-        training_data=_get(data, "training_data", str),
-        licence=_get(data, "licence", str),
-        folder=folder,
-        calibration_temperature=temperature,
-        uncertainty_threshold=None if threshold is None else float(threshold),
-        intended_use=_get(data, "intended_use", str, required=False, default=DEFAULT_INTENDED_USE),
-        training=_get(data, "training", dict, required=False, default={}),
-        format=fmt,
-        uncertainty=_uncertainty(_get(data, "uncertainty", dict, required=False, default={})),
-        evaluation=_get(data, "evaluation", dict, required=False, default={}),
-        serve_automatically=_get(data, "serve_automatically", bool, required=False, default=True),
-    )
+    # null in card.json means "not given": defaults apply and a required field is missing.
+    data = {key: value for key, value in data.items() if value is not None}
+    for key in ("input", "uncertainty", "architecture"):
+        if isinstance(data.get(key), dict):
+            data[key] = {inner: value for inner, value in data[key].items() if value is not None}
+    if data.get("format") == "torchscript":
+        data.setdefault("architecture", {"name": "torchscript"})
+    # Strict JSON types (no "1" for 1, no true for 1); the folder is the card's place, not part of card.json.
+    try:
+        return _CARD.validate_json(json.dumps({**data, "folder": str(folder)}), strict=True)
+    except ValidationError as exc:
+        raise CardError("; ".join(_reason(error) for error in exc.errors())) from None
 
 
-def _uncertainty(data: dict[str, Any]) -> UncertaintySpec:
-    method = _get(data, "method", str, where="uncertainty", required=False, default="none")
-    if method not in UNCERTAINTY_METHODS:
-        raise CardError(f"field 'uncertainty.method' must be one of {list(UNCERTAINTY_METHODS)}, got {method!r}")
-    samples = _get(data, "samples", int, where="uncertainty", required=False, default=1)
-    if samples < 1 or (method == "mc_dropout" and samples < 2):
-        raise CardError(f"field 'uncertainty.samples' must be >= 2 for mc_dropout (>= 1 otherwise), got {samples}")
-    members = tuple(_get(data, "members", list, where="uncertainty", required=False, default=[]))
-    if method == "ensemble" and len(members) < 2:
-        raise CardError("field 'uncertainty.members' must list at least 2 member folders for an ensemble")
-    for member in members:
-        if not isinstance(member, str) or not member or Path(member).is_absolute() or ".." in Path(member).parts:
-            raise CardError(
-                f"field 'uncertainty.members' must hold folder names inside the model folder, got {member!r}"
-            )
-    flips = _get(data, "flips", list, where="uncertainty", required=False, default=[[]])
-    if not flips or not all(isinstance(f, list) and all(isinstance(a, int) and a < 0 for a in f) for f in flips):
-        raise CardError(
-            f"field 'uncertainty.flips' must be lists of negative spatial axes, e.g. [[], [-1]], got {flips!r}"
-        )
-    return UncertaintySpec(method=method, samples=samples, members=members, flips=tuple(tuple(f) for f in flips))
-
-
-def _input_spec(data: dict[str, Any]) -> InputSpec:
-    size = _get(data, "size", list, where="input")
-    if len(size) not in (2, 3) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
-        raise CardError(f"field 'input.size' must be [H, W] or [D, H, W] of positive ints, got {size!r}")
-    channels = _get(data, "channels", int, where="input")
-    colour = _get(data, "colour", str, where="input")
-    if colour not in COLOURS:
-        raise CardError(f"field 'input.colour' must be one of {list(COLOURS)}, got {colour!r}")
-    expected = 3 if colour == "rgb" else 1
-    if channels != expected:
-        raise CardError(f"field 'input.channels' is {channels}, but colour {colour!r} has {expected}")
-    mean = _floats(data, "mean", channels)
-    std = _floats(data, "std", channels)
-    if any(s <= 0 for s in std):
-        raise CardError(f"field 'input.std' must be > 0, got {std}")
-    crop = _get(data, "crop", str, where="input", required=False)
-    if crop is not None and crop not in CROPS:
-        raise CardError(f"field 'input.crop' must be null or one of {list(CROPS)}, got {crop!r}")
-    windowing = _windowing(data.get("windowing", "minmax"))
-    invert = _get(data, "invert_monochrome1", bool, where="input", required=False, default=False)
-    return InputSpec(size=tuple(size), channels=channels, mean=mean, std=std, colour=colour, crop=crop,
-                     windowing=windowing, invert_monochrome1=invert)
-
-
-def _windowing(value: Any) -> str | dict[str, float]:
-    if value is None or (isinstance(value, str) and value in WINDOWINGS):
-        return value or "minmax"
-    if isinstance(value, dict) and set(value) == {"center", "width"} and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
-    ) and value["width"] > 0:
-        return {"center": float(value["center"]), "width": float(value["width"])}
-    raise CardError(
-        f"field 'input.windowing' must be one of {list(WINDOWINGS)} or {{'center': c, 'width': w > 0}}, got {value!r}"
-    )
-
-
-def _architecture(data: dict[str, Any]) -> Architecture:
-    return Architecture(
-        name=_get(data, "name", str, where="architecture"),
-        params=_get(data, "params", dict, where="architecture", required=False, default={}),
-    )
-
-
-def _weights_name(name: str) -> str:
-    # The weights must sit inside the model folder: no absolute paths or "..", which would let a card
-    # point the loader anywhere on the machine.
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise CardError(f"field 'weights' must be a file name inside the model folder, got {name!r}")
-    return name
-
-
-def _floats(data: dict[str, Any], key: str, n: int) -> tuple[float, ...]:
-    values = _get(data, key, list, where="input")
-    if len(values) != n or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise CardError(f"field 'input.{key}' must be a list of {n} numbers (one per channel), got {values!r}")
-    return tuple(float(v) for v in values)
-
-
-def _str_list(data: dict[str, Any], key: str) -> list[str]:
-    values = _get(data, key, list)
-    if not values or not all(isinstance(v, str) and v for v in values):
-        raise CardError(f"field {key!r} must be a non-empty list of strings, got {values!r}")
-    return list(values)
-
-
-def _get(
-    data: dict[str, Any],
-    key: str,
-    kind: type | tuple[type, ...],
-    *,
-    where: str = "",
-    required: bool = True,
-    default: Any = None,
-) -> Any:
-    name = f"{where}.{key}" if where else key
-    if key not in data or data[key] is None:
-        if required:
-            raise CardError(f"missing field {name!r}")
-        return default
-    value = data[key]
-    # bool is an int in Python; a card saying `"channels": true` is a mistake, not 1.
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise CardError(f"field {name!r} must be {_type_name(kind)}, got bool")
-    if not isinstance(value, kind):
-        raise CardError(f"field {name!r} must be {_type_name(kind)}, got {type(value).__name__}")
-    return value
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list", "dict": "an object"}
-    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+def _reason(error: Any) -> str:
+    """One pydantic error in the card's words: the field's dotted name and what it must be."""
+    name = ".".join(str(part) for part in error["loc"])
+    kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "missing":
+        return f"missing field {name!r}"
+    if kind in _KINDS:
+        return f"field {name!r} must be {_KINDS[kind]}, got {type(value).__name__}"
+    if kind == "value_error":
+        return f"field {name!r} {context['error']}"
+    if kind == "literal_error":
+        return f"field {name!r} must be one of [{context['expected'].replace(' or ', ', ')}], got {value!r}"
+    if kind == "greater_than":
+        return f"field {name!r} must be > {context['gt']}, got {value!r}"
+    return f"field {name!r}: {error['msg']}"

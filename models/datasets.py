@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models import grayscale
+
 SPLITS = ("train", "val", "test")
 
 
@@ -154,43 +156,48 @@ def window_grayscale(
     *,
     photometric: str = "MONOCHROME2",
     invert_monochrome1: bool = False,
-    voi_window: tuple[float, float] | None = None,
+    voi: grayscale.Voi | None = None,
 ) -> np.ndarray:
     """(H, W) grayscale pixels in modality units -> (H, W) float32 in [0, 1], as a card's `input.windowing`
-    and `input.invert_monochrome1` say (see `models.card.InputSpec`).
+    and `input.invert_monochrome1` say (see `models.card.InputSpec`), through `models.grayscale`: the same
+    pydicom VOI functions and MONOCHROME1 inversion as the viewer's display.
 
-    The order is DICOM's (PS3.3 C.11): window (VOI) first, in modality units, then the MONOCHROME1 inversion
+    The order is DICOM's (PS3.4 N.2.1): VOI first, in modality units, then the MONOCHROME1 inversion
     (presentation), so that a window's center and width mean the same whatever the photometric.
 
     Args:
-        pixels: (H, W) any numeric dtype (after the DICOM rescale slope/intercept).
-        windowing: "minmax", "percentile" (1st-99th), "dicom" (the file's own window `voi_window`; as
-            "percentile" when the file has none) or {"center": c, "width": w}. A window maps
-            [c - w/2, c + w/2] linearly onto [0, 1] and clips outside it.
+        pixels: (H, W) any numeric dtype (after the DICOM modality LUT or rescale slope/intercept).
+        windowing: "minmax", "percentile" (1st-99th), "dicom" (the file's own VOI `voi`: its VOI LUT, else its
+            first window with its VOI LUT Function; as "percentile" when the file has none) or
+            {"center": c, "width": w}. "minmax", "percentile" and a fixed window map [c - w/2, c + w/2]
+            linearly onto [0, 1] (LINEAR_EXACT) and clip outside it.
         photometric: the file's PhotometricInterpretation; MONOCHROME1 is inverted when `invert_monochrome1`.
-        voi_window: (center, width) of the file's VOI window (Window Center/Width), used by "dicom".
+        voi: the file's VOI LUT Module for this frame (`models.grayscale.frame_voi`), used by "dicom".
     """
     values = np.asarray(pixels, dtype=np.float32)
-    low, high = _window_range(values, windowing, voi_window)
-    scaled = np.clip((values - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(values)
-    if invert_monochrome1 and photometric.strip().upper() == "MONOCHROME1":
-        scaled = 1.0 - scaled
+    transform = _voi_transform(values, windowing, voi)
+    # A constant image carries no contrast: zeros rather than a division by zero.
+    scaled = np.zeros_like(values) if transform is None else grayscale.voi_unit(values, transform)
+    if invert_monochrome1:
+        scaled = grayscale.present(scaled, photometric=photometric)
     return scaled.astype(np.float32)
 
 
-def _window_range(
-    values: np.ndarray, windowing: str | dict[str, float], voi_window: tuple[float, float] | None
-) -> tuple[float, float]:
+def _voi_transform(
+    values: np.ndarray, windowing: str | dict[str, float], voi: grayscale.Voi | None
+) -> grayscale.Window | grayscale.Lut | None:
     if windowing == "dicom":
-        if voi_window is not None and voi_window[1] > 0:
-            windowing = {"center": voi_window[0], "width": voi_window[1]}
-        else:
-            windowing = "percentile"
+        if voi is not None and voi.default is not None:
+            return voi.default
+        windowing = "percentile"
     if isinstance(windowing, dict):
-        return windowing["center"] - windowing["width"] / 2, windowing["center"] + windowing["width"] / 2
+        return grayscale.Window(center=windowing["center"], width=windowing["width"], function="LINEAR_EXACT")
     if windowing == "percentile":
         low, high = (float(v) for v in np.percentile(values, [1.0, 99.0]))
-        return low, high
-    if windowing == "minmax":
-        return float(values.min()), float(values.max())
-    raise ValueError(f"unknown windowing {windowing!r}")
+    elif windowing == "minmax":
+        low, high = float(values.min()), float(values.max())
+    else:
+        raise ValueError(f"unknown windowing {windowing!r}")
+    if not high > low:
+        return None
+    return grayscale.Window(center=(low + high) / 2, width=high - low, function="LINEAR_EXACT")

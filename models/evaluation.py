@@ -1,50 +1,49 @@
-"""Classification metrics in numpy: accuracy, macro one-vs-rest AUC, quadratic-weighted kappa, ECE, NLL.
+"""Classification metrics: accuracy, macro one-vs-rest AUC, quadratic-weighted kappa, ECE, NLL.
 
-numpy rather than scikit-learn because the project does not depend on scikit-learn; the definitions
-follow scikit-learn's `roc_auc_score(multi_class="ovr", average="macro")` and
-`cohen_kappa_score(weights="quadratic")`, and ECE follows Guo et al., "On Calibration of Modern Neural
-Networks", ICML 2017 (top-label confidence, equal-width bins).
+scikit-learn's where it has them (`accuracy_score`, `roc_auc_score`, `cohen_kappa_score(weights="quadratic")`),
+the functions the reader-study statistics use. ECE (Guo et al., "On Calibration of Modern Neural Networks",
+ICML 2017: top-label confidence, equal-width bins) and the risk-coverage curve of selective prediction are not
+in scikit-learn and are computed here, as is the NLL (see `negative_log_likelihood`).
 
 Shapes: `probs` (N, K) rows summing to 1; `labels` (N,) ints in [0, K).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import accuracy_score, cohen_kappa_score, roc_auc_score
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(probs.argmax(axis=1) == labels))
+    return float(accuracy_score(labels, probs.argmax(axis=1)))
 
 
 def binary_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve of `scores` (N,) for the boolean `positive` (N,), ties counted as 1/2
-    (Mann-Whitney U). NaN when one of the two groups is empty."""
-    n_pos = int(positive.sum())
-    n_neg = positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    (`roc_auc_score`). NaN when one of the two groups is empty."""
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
         return float("nan")
-    ranks = _average_ranks(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, scores))
 
 
 def macro_auc_ovr(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over classes of the one-vs-rest AUC of that class's probability (classes absent from
-    `labels` are left out of the mean)."""
+    """Mean over classes of the one-vs-rest AUC of that class's probability, as `roc_auc_score(multi_class="ovr",
+    average="macro")`, except that classes absent from `labels` are left out of the mean instead of refused."""
     aucs = [binary_auc(probs[:, k], labels == k) for k in range(probs.shape[1])]
     return float(np.nanmean(aucs))
 
 
 def quadratic_kappa(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    """Cohen's kappa with quadratic weights between predicted and true grades (N,) ints: the agreement
-    measure of ordinal DR grading (1 perfect, 0 chance)."""
-    observed = np.zeros((num_classes, num_classes))
-    np.add.at(observed, (labels, predicted), 1)
-    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
-    grades = np.arange(num_classes)
-    weights = (grades[:, None] - grades[None, :]) ** 2 / (num_classes - 1) ** 2
-    denominator = (weights * expected).sum()
-    return float(1.0 - (weights * observed).sum() / denominator) if denominator > 0 else float("nan")
+    """Cohen's kappa with quadratic weights between predicted and true grades (N,) ints
+    (`cohen_kappa_score(weights="quadratic")`): the agreement measure of ordinal DR grading (1 perfect, 0
+    chance). NaN when undefined (no disagreement is possible by chance)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return float(cohen_kappa_score(labels, predicted, weights="quadratic", labels=np.arange(num_classes)))
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -63,6 +62,9 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean -log p(true label), p clipped at 1e-12. Not `log_loss`: it clips at the dtype's eps (1.2e-7 for the
+    float32 of a softmax, so a confident mistake counts far less) and renormalises rows, changing the metric
+    the cards record."""
     picked = probs[np.arange(labels.size), labels]
     return float(-np.mean(np.log(np.clip(picked, 1e-12, None))))
 
@@ -76,15 +78,6 @@ def classification_report(probs: np.ndarray, labels: np.ndarray) -> dict[str, fl
         "ece": expected_calibration_error(probs, labels),
         "nll": negative_log_likelihood(probs, labels),
     }
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of (N,) values, tied values sharing their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
-    return ranks
 
 
 def risk_coverage(uncertainty: np.ndarray, errors: np.ndarray) -> dict[str, list[float] | float]:

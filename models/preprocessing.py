@@ -7,8 +7,9 @@ expects. Steps, in order:
 
 1. scale to [0, 1]: uint8 RGB by /255 (the range photographs are taken in), other RGB by min-max; grayscale
    as the card's `input.windowing` says (min-max by default, the 1st-99th percentile, a fixed window, or the
-   file's own VOI window), then MONOCHROME1 inverted to MONOCHROME2 when `input.invert_monochrome1` is set
-   (`models.datasets.window_grayscale`); the caller passes the file's photometric interpretation and window;
+   file's own VOI LUT or window with its VOI LUT Function), then MONOCHROME1 inverted to MONOCHROME2 when
+   `input.invert_monochrome1` is set (`models.datasets.window_grayscale`, through `models.grayscale`: the
+   viewer's pydicom path); the caller passes the file's photometric interpretation and VOI LUT Module;
 2. optional crop (`input.crop`): "fundus" crops a fundus photograph to the bounding box of the fundus
    (thresholding the dark background) and pads it to a square with black, keeping its aspect ratio;
    RetinaMNIST images (MedMNIST v2) are fundus-centred squares with little border, while a full
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from models.card import InputSpec, ModelCard
 from models.datasets import window_grayscale
+from models.grayscale import Voi
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # A fundus pixel is brighter than this fraction of the image's bright level (99th percentile); the
@@ -61,7 +63,7 @@ def prepare(
     *,
     device: str | torch.device = "cpu",
     photometric: str = "",
-    voi_window: tuple[float, float] | None = None,
+    voi: Voi | None = None,
 ) -> torch.Tensor:
     """The network input for one 2D image.
 
@@ -71,7 +73,8 @@ def prepare(
         card: the model's card; its `input` gives windowing, colour, size, crop, mean and std.
         device: where the returned tensor lives.
         photometric: the file's PhotometricInterpretation ("MONOCHROME1" is inverted if the card says so).
-        voi_window: the file's own window (center, width) in modality units, for `input.windowing` "dicom".
+        voi: the file's VOI LUT Module for this frame (`models.grayscale.frame_voi`), for `input.windowing`
+            "dicom".
 
     Returns:
         (1, C, h, w) float32, C = `card.input.channels`, (h, w) = `card.input.size`.
@@ -79,7 +82,7 @@ def prepare(
     Raises:
         ValueError: the image is not (H, W) or (H, W, 3), is empty, or the card asks for a 3D input.
     """
-    return prepare_with_region(image, card, device=device, photometric=photometric, voi_window=voi_window)[0]
+    return prepare_with_region(image, card, device=device, photometric=photometric, voi=voi)[0]
 
 
 def prepare_with_region(
@@ -88,13 +91,13 @@ def prepare_with_region(
     *,
     device: str | torch.device = "cpu",
     photometric: str = "",
-    voi_window: tuple[float, float] | None = None,
+    voi: Voi | None = None,
 ) -> tuple[torch.Tensor, InputRegion]:
     """`prepare`, and the region of the image the input covers (to map attributions back onto the image)."""
     spec = card.input
     if len(spec.size) != 2:
         raise ValueError(f"prepare() makes 2D inputs; model {card.name!r} takes size {list(spec.size)}")
-    pixels = to_unit_range(image, spec, photometric=photometric, voi_window=voi_window)
+    pixels = to_unit_range(image, spec, photometric=photometric, voi=voi)
     image_shape = (int(pixels.shape[0]), int(pixels.shape[1]))
     region = InputRegion(image_shape, 0, 0, *image_shape)
     if spec.crop == "fundus":
@@ -139,7 +142,7 @@ def to_unit_range(
     spec: InputSpec | None = None,
     *,
     photometric: str = "",
-    voi_window: tuple[float, float] | None = None,
+    voi: Voi | None = None,
 ) -> np.ndarray:
     """(H, W) or (H, W, 3) pixels -> (H, W, 1) or (H, W, 3) float32 in [0, 1] (see the module's step 1).
 
@@ -154,9 +157,7 @@ def to_unit_range(
         raise ValueError("the image is empty")
     if image.ndim == 2:
         windowing, invert = (spec.windowing, spec.invert_monochrome1) if spec else ("minmax", False)
-        gray = window_grayscale(
-            image, windowing, photometric=photometric, invert_monochrome1=invert, voi_window=voi_window
-        )
+        gray = window_grayscale(image, windowing, photometric=photometric, invert_monochrome1=invert, voi=voi)
         return gray[:, :, None]
     if image.dtype == np.uint8:
         pixels = image.astype(np.float32) / 255.0

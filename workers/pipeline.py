@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -26,6 +25,7 @@ from app.config import get_settings
 from app.db import session_scope
 from app.ingest import pixels
 from app.jobs import service as jobs_service
+from app.predictions import service as predictions_service
 from app.storage import BlobNotFound, get_blob_store
 from app.tables import Heatmap, JobState, Prediction
 from models.card import ModelCard
@@ -53,9 +53,9 @@ class JobWork:
     model_name: str
     model_version: str
     instance_id: int
-    # How grayscale pixels are to be read (models.preprocessing): MONOCHROME1 or 2, and the file's own window.
+    # How grayscale pixels are to be read (models.preprocessing): MONOCHROME1 or 2 (the file's VOI LUT Module is
+    # read with its pixels).
     photometric: str
-    voi_window: tuple[float, float] | None
     methods: list[str]
     # The class this model already predicted for the image: maps added later explain the same class.
     earlier_target: int | None
@@ -188,6 +188,7 @@ def _load_work(session: Session, job_id: int) -> JobWork:
     instance = job.instance
     if instance is None:
         raise PermanentJobError(f"job {job_id} has no instance")
+    earlier = _earlier_prediction(session, instance_id=instance.id, model_id=job.model_id)
     return JobWork(
         job_id=job.id,
         attempts=job.attempts,
@@ -199,19 +200,9 @@ def _load_work(session: Session, job_id: int) -> JobWork:
         model_version=job.model.version,
         instance_id=instance.id,
         photometric=instance.photometric,
-        voi_window=_voi_window(instance.window_center, instance.window_width),
         methods=list(job.methods),
-        earlier_target=session.scalar(
-            select(Prediction.label_index)
-            .where(Prediction.instance_id == instance.id, Prediction.model_id == job.model_id)
-            .order_by(Prediction.id.desc())
-            .limit(1)
-        ),
+        earlier_target=earlier.label_index if earlier is not None else None,
     )
-
-
-def _voi_window(center: float | None, width: float | None) -> tuple[float, float] | None:
-    return (center, width) if center is not None and width is not None and width > 0 else None
 
 
 def _progress(works: list[JobWork], value: int) -> None:
@@ -241,14 +232,12 @@ def _prepare(work: JobWork, model: torch.nn.Module, card: ModelCard) -> tuple[ba
         raise PermanentJobError(f"cannot read the image: {exc}") from exc
     # Other errors of the store (S3 unreachable, a timeout) are not permanent: they go up, the job is tried again.
     try:
-        image = pixels.load_frame(data, work.source_format, 0)
+        image, voi = pixels.load_frame_and_voi(data, work.source_format, 0)
     except Exception as exc:
         raise PermanentJobError(f"cannot read the image: {exc}") from exc
     decoded = time.perf_counter()
     device = next(model.parameters()).device
-    x, region = prepare_with_region(
-        image, card, device=device, photometric=work.photometric, voi_window=work.voi_window
-    )
+    x, region = prepare_with_region(image, card, device=device, photometric=work.photometric, voi=voi)
     timings = {"decode_s": decoded - mark, "prepare_s": time.perf_counter() - decoded}
     _progress([work], 40)
     return batch.Prepared(x, region, work.earlier_target), timings
@@ -334,14 +323,16 @@ def _with_db_retries(write: Callable[[], T], *, what: str) -> T:
             pause = min(pause * 2, 4.0)
 
 
+def _earlier_prediction(session: Session, *, instance_id: int, model_id: int) -> Prediction | None:
+    """This model's newest prediction for this image, if it made one."""
+    return predictions_service.latest_predictions(session, instance_ids=[instance_id], model_id=model_id).get(
+        instance_id
+    )
+
+
 def _prediction_for(session: Session, work: JobWork, result: batch.Computed) -> Prediction:
     """The model's earlier prediction for this image (a request for more methods adds to it), else a new one."""
-    earlier = session.scalar(
-        select(Prediction)
-        .where(Prediction.instance_id == work.instance_id, Prediction.model_id == work.model_id)
-        .order_by(Prediction.id.desc())
-        .limit(1)
-    )
+    earlier = _earlier_prediction(session, instance_id=work.instance_id, model_id=work.model_id)
     if earlier is not None:
         return earlier
     estimate = result.estimate

@@ -1,12 +1,18 @@
-"""Thin Celery tasks with explicit names; they take ids, never objects."""
+"""Thin Celery tasks with explicit names; they take ids, never objects.
+
+Declared with `shared_task`: importing this module needs no Celery app (the worker's app, workers/celery_app.py,
+takes them up when it starts).
+"""
 
 from __future__ import annotations
 
+from celery import shared_task
+
+from app.queue import RUN_JOB_TASK
 from workers import pipeline
-from workers.celery_app import RUN_JOB_TASK, celery_app
 
 
-@celery_app.task(name=RUN_JOB_TASK, bind=True, max_retries=None)
+@shared_task(name=RUN_JOB_TASK, bind=True, max_retries=None)
 def run_job(self, job_id: int) -> str:  # type: ignore[no-untyped-def]
     """Run a job; on a retryable failure the job row is back in `queued` and the task is sent again."""
     outcome = pipeline.run_job(job_id, worker=self.request.hostname or "worker")

@@ -11,11 +11,11 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from app.admin import service as admin_service
-from app.admin.dependencies import AdminPageCaller, NotAdmin, forbidden_route_class
+from app.admin.dependencies import AdminPageCaller
 from app.admin.schemas import MIN_PASSWORD, NewUser, UserRow
-from app.auth import service as auth_service
 from app.auth.dependencies import Caller
 from app.db import DbSession
+from app.errors import Conflict, NotFound, Refused
 from app.tables import Role
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -38,12 +38,8 @@ templates.env.filters["card_value"] = _card_value
 templates.env.globals["flat_items"] = admin_service.flat_items
 
 
-def _forbidden(request: Request, exc: NotAdmin) -> Response:
-    context = _context(exc.caller, section="")
-    return templates.TemplateResponse(request, "admin/forbidden.html", context, status.HTTP_403_FORBIDDEN)
-
-
-router = APIRouter(prefix="/admin", tags=["pages"], route_class=forbidden_route_class(_forbidden))
+# Anyone but an admin gets the admins-only page (app.admin.dependencies.NotAdmin, app/http_errors.py).
+router = APIRouter(prefix="/admin", tags=["pages"])
 
 _NOTICES = {
     "created": "Account {email} created.",
@@ -77,11 +73,7 @@ def models_page(request: Request, caller: AdminPageCaller, session: DbSession) -
 @router.get("/models/{model_id}", include_in_schema=False)
 def model_page(request: Request, model_id: int, caller: AdminPageCaller, session: DbSession) -> Response:
     """One model's whole card in readable form."""
-    try:
-        model = admin_service.get_model(session, model_id=model_id)
-    except admin_service.NotFound:
-        context = _context(caller, what=f"Model {model_id}")
-        return templates.TemplateResponse(request, "viewer/not_found.html", context, status.HTTP_404_NOT_FOUND)
+    model = admin_service.get_model(session, model_id=model_id)
     return templates.TemplateResponse(request, "admin/model.html", _context(caller, section="models", model=model))
 
 
@@ -143,7 +135,7 @@ def create_user(
     except ValidationError as exc:
         return _users_page(request, caller, session, error=_reasons(exc), form=form,
                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-    except auth_service.UserExistsError as exc:
+    except Conflict as exc:  # a taken email
         return _users_page(request, caller, session, error=f"{str(exc).capitalize()}.", form=form,
                            status_code=status.HTTP_409_CONFLICT)
     return _done("created", user.id)
@@ -175,9 +167,9 @@ def change_role(
     try:
         admin_service.change_role(session, actor_id=caller.user.id, user_id=user_id, role=Role(role),
                                   ip=_client_ip(request))
-    except admin_service.Refused as exc:
+    except Refused as exc:
         return _users_page(request, caller, session, error=str(exc), status_code=status.HTTP_400_BAD_REQUEST)
-    except admin_service.NotFound:
+    except NotFound:
         return _no_user(request, caller, session, user_id)
     return _done("role", user_id)
 
@@ -190,9 +182,9 @@ def set_active(
     try:
         admin_service.set_active(session, actor_id=caller.user.id, user_id=user_id, active=active,
                                  ip=_client_ip(request))
-    except admin_service.Refused as exc:
+    except Refused as exc:
         return _users_page(request, caller, session, error=str(exc), status_code=status.HTTP_400_BAD_REQUEST)
-    except admin_service.NotFound:
+    except NotFound:
         return _no_user(request, caller, session, user_id)
     return _done("reactivated" if active else "deactivated", user_id)
 

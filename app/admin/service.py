@@ -11,17 +11,10 @@ from sqlalchemy.orm import Session
 from app.admin.schemas import AuditPage, AuditRow, ModelDetail, ModelOut, NewUser, UserRow
 from app.audit import service as audit_service
 from app.auth import service as auth_service
+from app.errors import NotFound, Refused
 from app.tables import AiModel, AuditEvent, Role, User
 
 PAGE_SIZE = 50
-
-
-class NotFound(LookupError):
-    """No row with this id."""
-
-
-class Refused(ValueError):
-    """A change an admin may not make; the message says why, for a person."""
 
 
 def list_models(session: Session) -> list[ModelOut]:
@@ -34,7 +27,7 @@ def get_model(session: Session, *, model_id: int) -> ModelDetail:
     """One model with its whole card, or NotFound."""
     row = session.get(AiModel, model_id)
     if row is None:
-        raise NotFound(f"model {model_id}")
+        raise NotFound(f"model {model_id} does not exist", what=f"Model {model_id}")
     return ModelDetail(**_model_fields(row), card=dict(row.card))
 
 
@@ -118,7 +111,7 @@ def set_active(session: Session, *, actor_id: int, user_id: int, active: bool, i
 def _other_user(session: Session, *, actor_id: int, user_id: int, what: str) -> User:
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound(f"user {user_id}")
+        raise NotFound(f"user {user_id} does not exist", what=f"User {user_id}")
     if user.id == actor_id:
         # Otherwise the last admin could lock everyone out of these pages.
         raise Refused(f"You cannot {what}: ask another admin to do it.")

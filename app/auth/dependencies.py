@@ -31,6 +31,28 @@ class Caller:
     via_cookie: bool
 
 
+@dataclass(frozen=True)
+class SignedInUser:
+    id: int
+    email: str
+    full_name: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """Who is signed in, as the top bar of a page shows them, copied from the rows: an error page is rendered
+    after its request's unit of work was rolled back, which expires the rows (app/http_errors.py)."""
+
+    user: SignedInUser
+    csrf_token: str
+
+    @classmethod
+    def of(cls, caller: Caller) -> SignedIn:
+        user = caller.user
+        return cls(SignedInUser(user.id, user.email, user.full_name, user.role), caller.auth_session.csrf_token)
+
+
 async def _check_csrf(request: Request, expected: str) -> None:
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(
@@ -88,13 +110,16 @@ def require_roles(*roles: Role) -> Callable[..., User]:
 
 
 async def get_page_caller(request: Request, session: DbSession) -> Caller:
-    """Like get_caller, for HTML pages: an anonymous visitor is sent to the login page."""
+    """Like get_caller, for HTML pages: an anonymous visitor is sent to the login page. Who is signed in is kept
+    on the request for the error pages (app/http_errors.py)."""
     try:
-        return await get_caller(request, session)
+        caller = await get_caller(request, session)
     except HTTPException as exc:
         if exc.status_code == status.HTTP_401_UNAUTHORIZED:
             raise LoginRequired from exc
         raise
+    request.state.signed_in = SignedIn.of(caller)
+    return caller
 
 
 PageCaller = Annotated[Caller, Depends(get_page_caller)]

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from app.audit import service as audit_service
 from app.auth import service as auth_service
 from app.auth.dependencies import CSRF_FIELD, SESSION_COOKIE, PageCaller
 from app.config import get_settings
@@ -87,18 +86,17 @@ def login(
     if not secrets.compare_digest(expected, csrf_token):
         error = "The sign-in form was not valid. Please try again."
         return _login_form(request, next_path=next_path, error=error, email=email, status_code=400)
+    settings = get_settings()
     try:
-        user = auth_service.authenticate(session, email=email, password=password)
-    except auth_service.AuthError as exc:
-        audit_service.record(
-            session, action="login_failed", user_id=None, ip=_client_ip(request), detail={"email": email}
+        token, _row = auth_service.sign_in(
+            session, email=email, password=password, kind="cookie", hours=settings.session_hours,
+            ip=_client_ip(request),
         )
+    except auth_service.AuthError as exc:
+        # The form again, returned (not raised) so that the audit row of the failure is committed.
         return _login_form(
             request, next_path=next_path, error=str(exc).capitalize() + ".", email=email, status_code=401
         )
-    settings = get_settings()
-    token, _row = auth_service.issue_token(session, user=user, kind="cookie", hours=settings.session_hours)
-    audit_service.record(session, action="login", user_id=user.id, ip=_client_ip(request), detail={"via": "form"})
     response = RedirectResponse(next_path, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         SESSION_COOKIE,
@@ -116,8 +114,7 @@ def login(
 @router.post("/logout", include_in_schema=False)
 def logout(request: Request, caller: PageCaller, session: DbSession) -> Response:
     """End the browser session (the CSRF field was checked by the caller dependency)."""
-    auth_service.revoke(session, auth_session=caller.auth_session)
-    audit_service.record(session, action="logout", user_id=caller.user.id, ip=_client_ip(request))
+    auth_service.sign_out(session, auth_session=caller.auth_session, ip=_client_ip(request))
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
-from app.audit import service as audit_service
 from app.auth import service as auth_service
 from app.auth.dependencies import SESSION_COOKIE, CurrentCaller, CurrentUser
 from app.auth.schemas import TokenOut, UserOut
@@ -31,25 +30,22 @@ def create_token(
 ) -> TokenOut | JSONResponse:
     """Exchange an email and password for a bearer token."""
     try:
-        user = auth_service.authenticate(session, email=form.username, password=form.password)
-    except auth_service.AuthError as exc:
-        audit_service.record(
-            session, action="login_failed", user_id=None, ip=client_ip(request), detail={"email": form.username}
+        token, row = auth_service.sign_in(
+            session, email=form.username, password=form.password, kind="bearer",
+            hours=get_settings().token_hours, ip=client_ip(request),
         )
-        # Returned, not raised: raising would roll back the session and lose the audit row.
+    except auth_service.AuthError as exc:
+        # Returned, not raised: raising would roll back the session and lose the audit row of the failure.
         return JSONResponse(
             {"detail": str(exc)}, status_code=status.HTTP_401_UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"}
         )
-    token, row = auth_service.issue_token(session, user=user, kind="bearer", hours=get_settings().token_hours)
-    audit_service.record(session, action="login", user_id=user.id, ip=client_ip(request), detail={"via": "token"})
     return TokenOut(access_token=token, expires_at=row.expires_at)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(request: Request, caller: CurrentCaller, session: DbSession) -> Response:
     """Revoke the token or browser session that made this call."""
-    auth_service.revoke(session, auth_session=caller.auth_session)
-    audit_service.record(session, action="logout", user_id=caller.user.id, ip=client_ip(request))
+    auth_service.sign_out(session, auth_session=caller.auth_session, ip=client_ip(request))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     if caller.via_cookie:
         response.delete_cookie(SESSION_COOKIE, path="/")

@@ -10,16 +10,19 @@ from pwdlib import PasswordHash
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
+from app.audit import service as audit_service
+from app.errors import Conflict
 from app.tables import AuthSession, Role, User
 
 _password_hash = PasswordHash.recommended()
 
 
 class AuthError(Exception):
-    """Credentials or a token were refused; the message is safe to show."""
+    """Credentials or a token were refused; the message is safe to show. Answered 401 by the sign-in routes
+    themselves: the failed sign-in's audit row must be committed, not rolled back with an error."""
 
 
-class UserExistsError(ValueError):
+class UserExistsError(Conflict):
     """A user with this email exists already."""
 
 
@@ -68,6 +71,28 @@ def authenticate(session: Session, *, email: str, password: str) -> User:
     if new_hash:
         user.password_hash = new_hash
     return user
+
+
+def sign_in(
+    session: Session, *, email: str, password: str, kind: str, hours: int, ip: str
+) -> tuple[str, AuthSession]:
+    """Check the credentials and open a cookie session or issue a bearer token (`kind`); the clear token and its
+    row. Audited either way: `login`, or `login_failed` with the email tried before AuthError."""
+    try:
+        user = authenticate(session, email=email, password=password)
+    except AuthError:
+        audit_service.record(session, action="login_failed", user_id=None, ip=ip, detail={"email": email})
+        raise
+    token, row = issue_token(session, user=user, kind=kind, hours=hours)
+    via = "form" if kind == "cookie" else "token"
+    audit_service.record(session, action="login", user_id=user.id, ip=ip, detail={"via": via})
+    return token, row
+
+
+def sign_out(session: Session, *, auth_session: AuthSession, ip: str) -> None:
+    """Revoke the token or browser session, audited."""
+    revoke(session, auth_session=auth_session)
+    audit_service.record(session, action="logout", user_id=auth_session.user_id, ip=ip)
 
 
 def issue_token(session: Session, *, user: User, kind: str, hours: int) -> tuple[str, AuthSession]:

@@ -24,6 +24,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from app.ingest import pixels, previews
 from app.ingest.errors import IngestError
+from models import grayscale
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,8 @@ def _inspect_dicom(*, filename: str, data: bytes) -> Candidate:
     except Exception as exc:  # a corrupt header element raises on first access, whatever its type
         logger.info("refused %s: %r", filename, exc)
         raise IngestError(422, f"{filename}: unreadable DICOM header ({pixels.reason_of(exc)})") from exc
-    return Candidate(filename, data, _sha256(data), instance, study, series, _preview(first_frame, instance))
+    preview = _preview(first_frame, instance, voi=pixels.frame_voi(ds))
+    return Candidate(filename, data, _sha256(data), instance, study, series, preview)
 
 
 def _instance_info(ds: Dataset, *, sop_uid: str, sop_class: str, syntax: str, modality: str) -> InstanceInfo:
@@ -236,7 +238,7 @@ def _inspect_image(*, filename: str, data: bytes, source_format: str, modality: 
     return Candidate(filename, data, _sha256(data), instance, None, None, _preview(array, instance))
 
 
-def _preview(first_frame: np.ndarray, instance: InstanceInfo) -> bytes | None:
+def _preview(first_frame: np.ndarray, instance: InstanceInfo, voi: grayscale.Voi | None = None) -> bytes | None:
     """The preview as the viewer would render it; None (logged) rather than refuse a file it cannot render."""
     try:
         return previews.render_preview(
@@ -244,6 +246,7 @@ def _preview(first_frame: np.ndarray, instance: InstanceInfo) -> bytes | None:
             photometric=instance.photometric,
             window_center=instance.window_center,
             window_width=instance.window_width,
+            voi=voi,
         )
     except (ValueError, TypeError, OSError) as exc:
         # The viewer renders it on first request instead, and says why there if it cannot.

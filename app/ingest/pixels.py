@@ -1,22 +1,28 @@
 """Pixels of a stored file: decode one frame, count frames, render for display.
 
 Pure numpy / pydicom / Pillow (no torch, no database): the viewer, the ingest checks and the workers share it.
-Decoders are pydicom's native ones plus the BSD/MIT plugins pylibjpeg-openjpeg and python-gdcm.
+Decoders are pydicom's native ones plus the BSD/MIT plugins pylibjpeg-openjpeg and python-gdcm. The modality LUT,
+the VOI LUT and the MONOCHROME1 inversion are `models.grayscale`'s (pydicom's LUT functions), the same path as a
+model's input.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.pixels.utils import get_expected_length, get_nr_frames
+
+from models import grayscale
+
+logger = logging.getLogger(__name__)
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 IMAGE_FORMATS = ("png", "jpeg")
@@ -63,11 +69,28 @@ def load_frame(data: bytes, source_format: str, frame: int = 0) -> np.ndarray:
 
     MONOCHROME1 is returned as stored (not inverted); `to_display` inverts it.
     """
+    return load_frame_and_voi(data, source_format, frame)[0]
+
+
+def load_frame_and_voi(data: bytes, source_format: str, frame: int = 0) -> tuple[np.ndarray, grayscale.Voi | None]:
+    """`load_frame`, and the frame's VOI LUT Module (windows, VOI LUT Function, VOI LUT Sequence) from the same
+    parse of the file; None for PNG/JPEG, colour, or a header without one."""
     if source_format in IMAGE_FORMATS:
         if frame != 0:
             raise PixelDecodeError(f"frame {frame} out of range: a {source_format} image has one frame")
-        return load_image(data)
-    return decode_frame(read_dicom(data), frame=frame)
+        return load_image(data), None
+    ds = read_dicom(data)
+    array = decode_frame(ds, frame=frame)
+    return array, frame_voi(ds, frame=frame) if array.ndim == 2 else None
+
+
+def frame_voi(ds: Dataset, *, frame: int = 0) -> grayscale.Voi | None:
+    """The VOI LUT Module of one frame of a parsed dataset (`models.grayscale.frame_voi`); None if unreadable."""
+    try:
+        return grayscale.frame_voi(ds, frame=frame)
+    except Exception as exc:  # a corrupt VOI element raises on first access, whatever its type
+        logger.info("VOI LUT Module unreadable, the automatic window is shown: %s", reason_of(exc))
+        return None
 
 
 def load_image(data: bytes) -> np.ndarray:
@@ -101,7 +124,7 @@ def decode_frame(ds: Dataset, *, frame: int = 0) -> np.ndarray:
             return _rgb_to_uint8(rgb, bits=8 * rgb.dtype.itemsize)
         if array.ndim == 3:
             return _rgb_to_uint8(array, bits=int(ds.get("BitsStored") or 8 * array.dtype.itemsize))
-        return _apply_modality(array, ds, frame=frame)
+        return grayscale.modality_values(array, ds, frame=frame)
     except PixelDecodeError:
         raise
     except NotImplementedError as exc:
@@ -131,90 +154,56 @@ def check_decodable(ds: Dataset) -> np.ndarray:
 
 def header_window(ds: Dataset, *, frame: int = 0) -> tuple[float | None, float | None]:
     """The first window (center, width) of the header, or of the enhanced frame's VOI LUT; None if absent."""
-    for item in (_functional_item(ds, "FrameVOILUTSequence", frame=frame), ds):
-        if item is None or "WindowCenter" not in item or "WindowWidth" not in item:
-            continue
-        center, width = _first_number(item.WindowCenter), _first_number(item.WindowWidth)
-        if center is not None and width is not None and width > 0:
-            return center, width
-    return None, None
+    voi = frame_voi(ds, frame=frame)
+    if voi is None or not voi.windows:
+        return None, None
+    return voi.windows[0].center, voi.windows[0].width
 
 
 def to_display(
-    array: np.ndarray, *, photometric: str, window_center: float | None, window_width: float | None
+    array: np.ndarray,
+    *,
+    photometric: str,
+    window_center: float | None,
+    window_width: float | None,
+    voi: grayscale.Voi | None = None,
 ) -> np.ndarray:
-    """8-bit rendering: grayscale windowed (header window, else 1st-99th percentile), MONOCHROME1 inverted.
+    """8-bit rendering: grayscale through its VOI (the file's VOI LUT or first window with its VOI LUT Function,
+    else the window given, else the 1st-99th percentile), then MONOCHROME1 inverted.
 
     Args:
         array: (H, W) grayscale in modality units or (H, W, 3) RGB, as returned by load_frame.
+        window_center, window_width: a LINEAR window for a file whose VOI is not given (the instance's row).
+        voi: the frame's VOI LUT Module (`load_frame_and_voi`).
     Returns:
         uint8 array of the same shape.
     """
     if array.ndim == 3:
         return array if array.dtype == np.uint8 else _rgb_to_uint8(array, bits=8 * array.dtype.itemsize)
     values = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    if window_center is not None and window_width is not None and window_width > 0:
-        scaled = _linear_window(values, center=window_center, width=window_width)
-    else:
-        low, high = _auto_range(values)
-        scaled = np.clip((values - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(values)
-    display = np.rint(scaled * 255.0).astype(np.uint8)
-    if photometric.strip().upper() == "MONOCHROME1":
-        display = 255 - display
-    return display
+    transform = voi.default if voi is not None else None
+    if transform is None and window_center is not None and window_width is not None and window_width >= 1:
+        transform = grayscale.Window(center=window_center, width=window_width)
+    transform = transform or auto_window(values)
+    scaled = grayscale.voi_unit(values, transform) if transform else np.zeros_like(values)
+    return grayscale.present(to_bytes(scaled), photometric=photometric, top=255)
 
 
-def _linear_window(values: np.ndarray, *, center: float, width: float) -> np.ndarray:
-    # DICOM PS3.3 C.11.2.1.2.1 "LINEAR": width 1 is a threshold at center - 0.5.
-    if width <= 1:
-        return (values > center - 0.5).astype(np.float32)
-    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+def to_bytes(unit: np.ndarray) -> np.ndarray:
+    """[0, 1] -> uint8 grey levels, halves rounded up (as viewer.js `voiLevel`)."""
+    return np.floor(np.asarray(unit, dtype=np.float64) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _auto_range(values: np.ndarray) -> tuple[float, float]:
-    # Percentiles of a strided sample: the same window for a fraction of the time on large radiographs.
+def auto_window(values: np.ndarray) -> grayscale.Window | None:
+    """The 1st-99th percentile of the image as a LINEAR_EXACT window (its full range if that is flat); None for a
+    flat image. Percentiles of a strided sample: the same window for a fraction of the time on large radiographs."""
     step = max(1, int(math.sqrt(values.size / 1_000_000)))
-    sample = values[::step, ::step]
-    low, high = (float(v) for v in np.percentile(sample, AUTO_WINDOW_PERCENTILES))
+    low, high = (float(v) for v in np.percentile(values[::step, ::step], AUTO_WINDOW_PERCENTILES))
     if high <= low:
         low, high = float(values.min()), float(values.max())
-    return low, high
-
-
-def _apply_modality(array: np.ndarray, ds: Dataset, *, frame: int) -> np.ndarray:
-    if ds.get("ModalityLUTSequence"):
-        return apply_modality_lut(array, ds).astype(np.float32)
-    transform = _functional_item(ds, "PixelValueTransformationSequence", frame=frame) or ds
-    slope = _first_number(transform.get("RescaleSlope"))
-    intercept = _first_number(transform.get("RescaleIntercept"))
-    values = array.astype(np.float32)
-    if slope is not None and intercept is not None:
-        values = values * np.float32(slope) + np.float32(intercept)
-    return values
-
-
-def _functional_item(ds: Dataset, sequence: str, *, frame: int) -> Dataset | None:
-    """The first item of a functional group sequence for this frame (per-frame first, then shared)."""
-    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
-        items = ds.get(groups)
-        if not items or index >= len(items):
-            continue
-        inner = items[index].get(sequence)
-        if inner:
-            return inner[0]
-    return None
-
-
-def _first_number(value: Any) -> float | None:
-    if value is None or value == "":
+    if high <= low:
         return None
-    if not isinstance(value, str | bytes) and hasattr(value, "__getitem__"):
-        value = value[0] if len(value) else None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    return grayscale.Window(center=(low + high) / 2, width=high - low, function="LINEAR_EXACT", name="Auto (1-99%)")
 
 
 def _rgb_to_uint8(array: np.ndarray, *, bits: int) -> np.ndarray:

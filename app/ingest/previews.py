@@ -1,7 +1,8 @@
 """The small rendering of frame 0 that the viewer paints first, made once at ingest and kept in the blob store.
 
-A preview is what `image.png?max_size=512` returns: 8 bit, windowed like the viewer's default (the header
-window, else the 1st-99th percentile; MONOCHROME1 inverted), at most PREVIEW_SIZE px on its longest side with
+A preview is what `image.png?max_size=512` returns: 8 bit, windowed like the viewer's default (the file's VOI
+LUT or first window with its VOI LUT Function, else the 1st-99th percentile; MONOCHROME1 inverted; see
+`pixels.to_display`), at most PREVIEW_SIZE px on its longest side with
 the image's aspect ratio, PNG. Serving it is a file read; making it again would mean decoding the whole file
 (a 2048-px JPEG 2000 radiograph takes most of a second on a small server).
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from app.ingest import pixels
 from app.storage import get_blob_store
+from models import grayscale
 
 PREVIEW_SIZE = 512
 _SUFFIX = "-preview"
@@ -29,16 +31,20 @@ def display_png(
     window_center: float | None,
     window_width: float | None,
     max_size: int | None,
+    voi: grayscale.Voi | None = None,
 ) -> bytes:
     """A decoded frame as an 8-bit display PNG, downscaled (Lanczos) to fit `max_size` if given.
 
     Args:
         array: (H, W) grayscale in modality units or (H, W, 3) RGB, as `pixels.load_frame` returns it.
+        voi: the frame's VOI LUT Module, as `pixels.load_frame_and_voi` returns it (see `pixels.to_display`).
     Returns:
         PNG bytes, mode L or RGB.
     """
     display = np.asarray(
-        pixels.to_display(array, photometric=photometric, window_center=window_center, window_width=window_width)
+        pixels.to_display(
+            array, photometric=photometric, window_center=window_center, window_width=window_width, voi=voi
+        )
     )
     if display.dtype != np.uint8:
         display = np.clip(display, 0, 255).astype(np.uint8)
@@ -56,11 +62,21 @@ def encode_png(image: Image.Image) -> bytes:
 
 
 def render_preview(
-    array: np.ndarray, *, photometric: str, window_center: float | None, window_width: float | None
+    array: np.ndarray,
+    *,
+    photometric: str,
+    window_center: float | None,
+    window_width: float | None,
+    voi: grayscale.Voi | None = None,
 ) -> bytes:
     """Frame 0 (load_frame's shapes) as the preview PNG, at most PREVIEW_SIZE px on its longest side."""
     return display_png(
-        array, photometric=photometric, window_center=window_center, window_width=window_width, max_size=PREVIEW_SIZE
+        array,
+        photometric=photometric,
+        window_center=window_center,
+        window_width=window_width,
+        max_size=PREVIEW_SIZE,
+        voi=voi,
     )
 
 

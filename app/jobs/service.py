@@ -13,18 +13,11 @@ from sqlalchemy.orm import Session, aliased
 
 from app import queue
 from app.config import get_settings
+from app.errors import Invalid, NotFound
 from app.tables import AiModel, Instance, Job, JobState
 from models.explain.names import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
-
-
-class JobNotFound(LookupError):
-    pass
-
-
-class JobRequestError(ValueError):
-    """A job request that cannot be planned (unknown method, no model for the image); safe to show."""
 
 
 def model_for_modality(session: Session, *, modality: str) -> AiModel | None:
@@ -53,16 +46,17 @@ def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> 
 
 
 def request_explanations(session: Session, *, instance_id: int, methods: list[str]) -> Job:
-    """A new job that predicts again and computes these methods' heatmaps for one instance."""
+    """A new job that predicts again and computes these methods' heatmaps for one instance; NotFound for an
+    unknown instance, Invalid for an unknown method or an image no model takes."""
     unknown = sorted(set(methods) - set(METHOD_NAMES))
     if unknown or not methods:
-        raise JobRequestError(f"unknown methods {unknown}; known: {', '.join(METHOD_NAMES)}")
+        raise Invalid(f"unknown methods {unknown}; known: {', '.join(METHOD_NAMES)}")
     instance = session.get(Instance, instance_id)
     if instance is None:
-        raise JobNotFound(f"instance {instance_id} does not exist")
+        raise NotFound(f"instance {instance_id} does not exist")
     model = model_for_modality(session, modality=instance.modality)
     if model is None:
-        raise JobRequestError(f"no model for modality {instance.modality or 'unknown'}")
+        raise Invalid(f"no model for modality {instance.modality or 'unknown'}")
     return _new_job(
         session, study_id=instance.series.study_id, instance=instance, model=model, methods=list(dict.fromkeys(methods))
     )
@@ -84,9 +78,10 @@ def _new_job(session: Session, *, study_id: int, instance: Instance, model: AiMo
 
 
 def get_job(session: Session, *, job_id: int) -> Job:
+    """The job, or NotFound."""
     job = session.get(Job, job_id)
     if job is None:
-        raise JobNotFound(f"job {job_id} does not exist")
+        raise NotFound(f"job {job_id} does not exist")
     return job
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class HeatmapRef(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     method: str
     target_class: int
@@ -18,6 +20,8 @@ class HeatmapRef(BaseModel):
 
 
 class PredictionOut(BaseModel):
+    """Computed from the row and its model (names, labels, the uncertainty measures together)."""
+
     id: int
     instance_id: int
     job_id: int

@@ -1,31 +1,46 @@
-"""Reading stored predictions and heatmaps."""
+"""Stored predictions and heatmaps: the newest prediction of an image (one query for every page and the API),
+and what of it a caller may see."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from collections.abc import Sequence
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, defer, selectinload
+
+from app import visibility
+from app.errors import NotFound
 from app.predictions.schemas import HeatmapRef, PredictionOut
-from app.tables import Instance, Prediction
+from app.tables import Heatmap, Instance, Prediction
 
 
-class NotFound(LookupError):
-    pass
-
-
-def latest_prediction(session: Session, *, instance_id: int) -> PredictionOut:
-    """The newest prediction of an instance with its heatmaps; NotFound if none (yet)."""
-    if session.get(Instance, instance_id) is None:
-        raise NotFound(f"instance {instance_id} does not exist")
-    prediction = session.scalar(
+def latest_predictions(
+    session: Session, *, instance_ids: Sequence[int], model_id: int | None = None
+) -> dict[int, Prediction]:
+    """The newest prediction of each of these images (of this model only, if given), by image id, with its model
+    and its heatmaps loaded (their arrays are not: the image routes load one at a time). Images without a
+    prediction are left out."""
+    newest = select(func.max(Prediction.id)).where(Prediction.instance_id.in_(instance_ids))
+    if model_id is not None:
+        newest = newest.where(Prediction.model_id == model_id)
+    predictions = session.scalars(
         select(Prediction)
-        .where(Prediction.instance_id == instance_id)
-        .options(selectinload(Prediction.heatmaps), selectinload(Prediction.model))
-        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
-        .limit(1)
+        .where(Prediction.id.in_(newest.group_by(Prediction.instance_id)))
+        .options(selectinload(Prediction.heatmaps).options(defer(Heatmap.data)), selectinload(Prediction.model))
     )
+    return {prediction.instance_id: prediction for prediction in predictions}
+
+
+def visible_prediction(session: Session, *, instance: Instance, user_id: int) -> PredictionOut:
+    """The image's newest prediction with its heatmaps, as far as this user may see it: Blinded (403) while a
+    reader study hides the model's output from them, only the heatmap its condition shows; NotFound if none."""
+    allowance = visibility.check_prediction(session, user_id=user_id, instance_id=instance.id)
+    prediction = latest_predictions(session, instance_ids=[instance.id]).get(instance.id)
     if prediction is None:
-        raise NotFound(f"instance {instance_id} has no prediction (yet)")
+        raise NotFound(f"instance {instance.id} has no prediction (yet)")
+    heatmaps = sorted(prediction.heatmaps, key=lambda h: h.id)
+    if allowance is not None:
+        heatmaps = [heatmap for heatmap in heatmaps if allowance.heatmap(heatmap.method)]
     return PredictionOut(
         id=prediction.id,
         instance_id=prediction.instance_id,
@@ -43,16 +58,17 @@ def latest_prediction(session: Session, *, instance_id: int) -> PredictionOut:
         },
         referral=prediction.referral,
         created_at=prediction.created_at,
-        heatmaps=[
-            HeatmapRef(
-                id=h.id,
-                method=h.method,
-                target_class=h.target_class,
-                shape=list(h.shape),
-                value_min=h.value_min,
-                value_max=h.value_max,
-                scores=dict(h.scores),
-            )
-            for h in sorted(prediction.heatmaps, key=lambda h: h.id)
-        ],
+        heatmaps=[HeatmapRef.model_validate(heatmap) for heatmap in heatmaps],
     )
+
+
+def visible_heatmap(session: Session, *, heatmap_id: int, user_id: int) -> Heatmap:
+    """The heatmap with its array: NotFound if it does not exist, Blinded while a reader study hides this
+    method of this image from the user."""
+    heatmap = session.get(Heatmap, heatmap_id)
+    if heatmap is None:
+        raise NotFound(f"heatmap {heatmap_id} does not exist")
+    visibility.check_heatmap(
+        session, user_id=user_id, instance_id=heatmap.prediction.instance_id, method=heatmap.method
+    )
+    return heatmap

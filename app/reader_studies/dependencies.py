@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends
 
 from app.auth.dependencies import CurrentUser, require_roles
 from app.db import DbSession
-from app.reader_studies import reading
+from app.reader_studies import assignments
 from app.reader_studies import service as study_service
 from app.tables import ReaderStudy, Role, StudyAssignment, User
 
@@ -17,17 +17,12 @@ CanCoordinate = Annotated[User, Depends(require_roles(Role.admin, Role.coordinat
 
 
 def _study_or_404(reader_study_id: int, session: DbSession) -> ReaderStudy:
-    try:
-        return study_service.get_study(session, reader_study_id=reader_study_id)
-    except study_service.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return study_service.get_study(session, reader_study_id=reader_study_id)
 
 
 def _assignment_or_404(assignment_id: int, user: CurrentUser, session: DbSession) -> StudyAssignment:
-    try:
-        return reading.get_assignment(session, assignment_id=assignment_id, user_id=user.id)
-    except study_service.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    """The caller's assignment; another reader's is not found either."""
+    return assignments.get_assignment(session, assignment_id=assignment_id, user_id=user.id)
 
 
 ReaderStudyOr404 = Annotated[ReaderStudy, Depends(_study_or_404)]

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.reading import config as reading_config
+from app.audit import service as audit_service
+from app.reading import vocabulary
 from app.tables import (
     AssistanceEvent,
     ExplanationRating,
@@ -24,7 +25,7 @@ from app.tables import (
     StudyAssignment,
 )
 
-_QUESTIONS = tuple(key for key, _ in reading_config.RATING_QUESTIONS)
+_QUESTIONS = tuple(key for key, _ in vocabulary.RATING_QUESTIONS)
 COLUMNS = (
     "study",
     "reader",
@@ -132,6 +133,16 @@ def long_rows(session: Session, *, study: ReaderStudy) -> list[dict[str, Any]]:
                 "submitted_at": _iso(read.submitted_at if read else assignment.completed_at),
             }
         )
+    return rows
+
+
+def exported_rows(session: Session, *, study: ReaderStudy, user_id: int, ip: str, kind: str) -> list[dict[str, Any]]:
+    """The long rows of a download (`kind` csv or json), the export audited once the request commits."""
+    rows = long_rows(session, study=study)
+    audit_service.record_when_read(
+        session, action="export", user_id=user_id, object_type="reader_study", object_id=study.id,
+        detail={"format": kind, "rows": len(rows)}, ip=ip,
+    )
     return rows
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app.auth.dependencies import PageCaller
 from app.db import WRITES, DbSession
-from app.reader_studies import plots, reading, results
+from app.reader_studies import assignments, results
 from app.reader_studies import service as study_service
 from app.reader_studies.schemas import ReaderStudyIn
-from app.reading import config as reading_config
+from app.reading import vocabulary
+from app.statistics import plots
 from app.tables import ReaderStudyState, Role
 from app.viewer import service as viewer_service
 
@@ -27,12 +28,6 @@ def _context(caller) -> dict:
     return {"caller": caller, "csrf_token": caller.auth_session.csrf_token}
 
 
-def _refused(request: Request, caller, reason: str, code: int = status.HTTP_403_FORBIDDEN) -> Response:
-    return templates.TemplateResponse(
-        request, "reader_studies/refused.html", {**_context(caller), "reason": reason}, status_code=code
-    )
-
-
 @router.get("/reader-studies", include_in_schema=False)
 def list_page(request: Request, caller: PageCaller, session: DbSession) -> Response:
     """Coordinators: every study and a form for a new one. Readers: the studies they read in."""
@@ -41,9 +36,9 @@ def list_page(request: Request, caller: PageCaller, session: DbSession) -> Respo
         **_context(caller),
         "coordinator": coordinator,
         "studies": study_service.list_studies(session) if coordinator else [],
-        "mine": reading.my_studies(session, user_id=caller.user.id),
+        "mine": assignments.my_studies(session, user_id=caller.user.id),
         "defaults": ReaderStudyIn(name="x").model_dump(mode="json"),
-        "questions": reading_config.RATING_QUESTIONS,
+        "questions": vocabulary.RATING_QUESTIONS,
     }
     return templates.TemplateResponse(request, "reader_studies/list.html", context)
 
@@ -53,15 +48,12 @@ def dashboard_page(request: Request, reader_study_id: int, caller: PageCaller, s
     """The coordinator dashboard: design, cases, readers, progress, results, plots, exports."""
     if caller.user.role not in _COORDINATORS:
         return RedirectResponse(f"/reader-studies/{reader_study_id}/queue", status_code=303)
-    try:
-        study = study_service.get_study(session, reader_study_id=reader_study_id)
-    except study_service.NotFound as exc:
-        return _refused(request, caller, str(exc), status.HTTP_404_NOT_FOUND)
+    study = study_service.get_study(session, reader_study_id=reader_study_id)
     numbers = results.dashboard(session, study=study)
     charts = {
         "conditions": plots.conditions_svg(numbers["conditions"]),
         "time_course": plots.time_course_svg(numbers["time_course"]),
-        "ratings": plots.ratings_svg(numbers["ratings"]["by_method"], list(reading_config.RATING_QUESTIONS)),
+        "ratings": plots.ratings_svg(numbers["ratings"]["by_method"], list(vocabulary.RATING_QUESTIONS)),
     }
     present = {case.study_id for case in study.cases}
     candidates = (
@@ -75,7 +67,7 @@ def dashboard_page(request: Request, reader_study_id: int, caller: PageCaller, s
         "study": study_service.study_detail(session, study=study),
         "numbers": numbers,
         "charts": charts,
-        "questions": dict(reading_config.RATING_QUESTIONS),
+        "questions": dict(vocabulary.RATING_QUESTIONS),
     }
     return templates.TemplateResponse(request, "reader_studies/dashboard.html", context)
 
@@ -83,11 +75,8 @@ def dashboard_page(request: Request, reader_study_id: int, caller: PageCaller, s
 @router.get("/reader-studies/{reader_study_id}/queue", include_in_schema=False)
 def queue_page(request: Request, reader_study_id: int, caller: PageCaller, session: DbSession) -> Response:
     """A reader's queue; `?go=next` jumps straight to the next open read."""
-    try:
-        study = study_service.get_study(session, reader_study_id=reader_study_id)
-        queue = reading.queue(session, study=study, user_id=caller.user.id)
-    except study_service.NotFound as exc:
-        return _refused(request, caller, str(exc), status.HTTP_404_NOT_FOUND)
+    study = study_service.get_study(session, reader_study_id=reader_study_id)
+    queue = assignments.queue(session, study=study, user_id=caller.user.id)
     if request.query_params.get("go") == "next" and queue.next_url:
         return RedirectResponse(queue.next_url, status_code=303)
     return templates.TemplateResponse(request, "reader_studies/queue.html", {**_context(caller), "queue": queue})
@@ -96,11 +85,6 @@ def queue_page(request: Request, reader_study_id: int, caller: PageCaller, sessi
 @router.get("/assignments/{assignment_id}/read", include_in_schema=False, dependencies=[WRITES])
 def assignment_page(request: Request, assignment_id: int, caller: PageCaller, session: DbSession) -> Response:
     """The reading room for one assignment, under its condition."""
-    try:
-        assignment = reading.get_assignment(session, assignment_id=assignment_id, user_id=caller.user.id)
-        view = reading.assignment_view(session, assignment=assignment, user_id=caller.user.id)
-    except study_service.NotFound as exc:
-        return _refused(request, caller, str(exc), status.HTTP_404_NOT_FOUND)
-    except study_service.Conflict as exc:
-        return _refused(request, caller, str(exc), status.HTTP_409_CONFLICT)
+    assignment = assignments.get_assignment(session, assignment_id=assignment_id, user_id=caller.user.id)
+    view = assignments.assignment_view(session, assignment=assignment, user_id=caller.user.id)
     return templates.TemplateResponse(request, "reading/read.html", {**_context(caller), "view": view})

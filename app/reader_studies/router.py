@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.audit import service as audit_service
 from app.auth.dependencies import CanRead
 from app.db import WRITES, DbSession
-from app.reader_studies import export, reading, results
+from app.reader_studies import assignments, export, results
 from app.reader_studies import service as study_service
 from app.reader_studies.dependencies import CanCoordinate, MyAssignmentOr404, ReaderStudyOr404
 from app.reader_studies.schemas import (
@@ -25,7 +23,6 @@ from app.reader_studies.schemas import (
     ReaderStudyOut,
     ReferenceUploadOut,
 )
-from app.reading import service as reading_service
 from app.reading.schemas import (
     AssistanceEventsIn,
     AssistanceEventsOut,
@@ -37,7 +34,6 @@ from app.reading.schemas import (
 )
 
 router = APIRouter(tags=["reader studies"])
-T = TypeVar("T")
 MAX_CSV_BYTES = 5 * 1024 * 1024
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -45,17 +41,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"description": "the study's state or the queue's order forbids this now"},
     422: {"description": "the request does not fit the study; the reason says what"},
 }
-
-
-def _call(work: Callable[[], T]) -> T:
-    try:
-        return work()
-    except (study_service.NotFound, reading_service.NotFound) as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except (study_service.Conflict, reading_service.Conflict) as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    except (study_service.Invalid, reading_service.Invalid) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
 def _status(response: Response, created: bool) -> None:
@@ -71,7 +56,7 @@ def list_studies(_user: CanCoordinate, session: DbSession) -> list[ReaderStudyOu
 @router.post("/reader-studies", response_model=ReaderStudyDetail, status_code=201, responses=_ERRORS)
 def create_study(body: ReaderStudyIn, user: CanCoordinate, session: DbSession) -> ReaderStudyDetail:
     """A new draft study (the default conditions are the three arms of Sayres et al. 2019)."""
-    study = _call(lambda: study_service.create_study(session, data=body, created_by_id=user.id))
+    study = study_service.create_study(session, data=body, created_by_id=user.id)
     return study_service.study_detail(session, study=study)
 
 
@@ -84,7 +69,7 @@ def get_study(study: ReaderStudyOr404, _user: CanCoordinate, session: DbSession)
 @router.post("/reader-studies/{reader_study_id}/cases", responses=_ERRORS)
 def add_cases(body: CasesIn, study: ReaderStudyOr404, _user: CanCoordinate, session: DbSession) -> dict[str, int]:
     """Add stored studies as cases of a draft study."""
-    return {"added": _call(lambda: study_service.add_cases(session, study=study, study_ids=body.study_ids))}
+    return {"added": study_service.add_cases(session, study=study, study_ids=body.study_ids)}
 
 
 async def _csv_text(request: Request) -> str:
@@ -114,7 +99,7 @@ async def upload_reference(
     text = await _csv_text(request)
     # The body is read on the event loop; the database work goes to the threadpool.
     added, references = await run_in_threadpool(
-        _call, lambda: study_service.upload_reference(session, study=study, text=text)
+        lambda: study_service.upload_reference(session, study=study, text=text)
     )
     return ReferenceUploadOut(cases_added=added, references_set=references)
 
@@ -122,29 +107,26 @@ async def upload_reference(
 @router.post("/reader-studies/{reader_study_id}/readers", responses=_ERRORS)
 def add_readers(body: ReadersIn, study: ReaderStudyOr404, _user: CanCoordinate, session: DbSession) -> dict[str, int]:
     """Enrol users (by e-mail) as readers of a draft study."""
-    return {"added": _call(lambda: study_service.add_readers(session, study=study, emails=body.emails))}
+    return {"added": study_service.add_readers(session, study=study, emails=body.emails)}
 
 
 @router.post("/reader-studies/{reader_study_id}/open", responses=_ERRORS)
 def open_study(study: ReaderStudyOr404, user: CanCoordinate, session: DbSession) -> dict[str, int]:
     """Freeze the design and write the assignments (seeded per-reader order)."""
-    count = _call(lambda: study_service.open_study(session, study=study))
-    audit_service.record(session, action="reader_study_opened", user_id=user.id, object_type="reader_study",
-                         object_id=study.id, detail={"assignments": count, "seed": study.seed})
-    return {"assignments": count}
+    return {"assignments": study_service.open_study(session, study=study, user_id=user.id)}
 
 
 @router.post("/reader-studies/{reader_study_id}/close", responses=_ERRORS)
 def close_study(study: ReaderStudyOr404, _user: CanCoordinate, session: DbSession) -> dict[str, str]:
     """Stop reading; results and exports stay."""
-    _call(lambda: study_service.close_study(session, study=study))
+    study_service.close_study(session, study=study)
     return {"state": study.state.value}
 
 
 @router.get("/reader-studies/{reader_study_id}/queue", response_model=QueueOut, responses=_ERRORS)
 def my_queue(study: ReaderStudyOr404, user: CanRead, session: DbSession) -> QueueOut:
     """The caller's assignments in order and the next one open."""
-    return _call(lambda: reading.queue(session, study=study, user_id=user.id))
+    return assignments.queue(session, study=study, user_id=user.id)
 
 
 @router.get("/reader-studies/{reader_study_id}/statistics", responses=_ERRORS)
@@ -153,18 +135,14 @@ def statistics(study: ReaderStudyOr404, _user: CanCoordinate, session: DbSession
     return results.dashboard(session, study=study)
 
 
-def _audit_export(session, *, study, user, request: Request, kind: str, rows: int) -> None:
-    audit_service.record_when_read(
-        session, action="export", user_id=user.id, object_type="reader_study", object_id=study.id,
-        detail={"format": kind, "rows": rows}, ip=request.client.host if request.client else "",
-    )
+def _ip(request: Request) -> str:
+    return request.client.host if request.client else ""
 
 
 @router.get("/reader-studies/{reader_study_id}/export.csv", responses=_ERRORS)
 def export_csv(request: Request, study: ReaderStudyOr404, user: CanCoordinate, session: DbSession) -> Response:
     """Every read in long format, pseudonymous (no patient name, id, birth date or accession number)."""
-    rows = export.long_rows(session, study=study)
-    _audit_export(session, study=study, user=user, request=request, kind="csv", rows=len(rows))
+    rows = export.exported_rows(session, study=study, user_id=user.id, ip=_ip(request), kind="csv")
     filename = f"reader-study-{study.id}-reads.csv"
     return PlainTextResponse(export.to_csv(rows), media_type="text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -173,8 +151,7 @@ def export_csv(request: Request, study: ReaderStudyOr404, user: CanCoordinate, s
 @router.get("/reader-studies/{reader_study_id}/export.json", responses=_ERRORS)
 def export_json(request: Request, study: ReaderStudyOr404, user: CanCoordinate, session: DbSession) -> Response:
     """The same reads as JSON, with the dashboard's statistics."""
-    rows = export.long_rows(session, study=study)
-    _audit_export(session, study=study, user=user, request=request, kind="json", rows=len(rows))
+    rows = export.exported_rows(session, study=study, user_id=user.id, ip=_ip(request), kind="json")
     body = {"study": study.name, "seed": study.seed, "scheme": study.scheme, "conditions": study.conditions,
             "reads": rows, "statistics": results.dashboard(session, study=study)}
     filename = f"reader-study-{study.id}.json"
@@ -186,14 +163,14 @@ def export_json(request: Request, study: ReaderStudyOr404, user: CanCoordinate, 
 )
 def get_assignment(assignment: MyAssignmentOr404, user: CanRead, session: DbSession) -> ReadingView:
     """The case as the reading room shows it: only what the assignment's condition allows."""
-    return _call(lambda: reading.assignment_view(session, assignment=assignment, user_id=user.id))
+    return assignments.assignment_view(session, assignment=assignment, user_id=user.id)
 
 
 @router.put("/assignments/{assignment_id}/reads/{client_id}", response_model=ReadOut, responses=_ERRORS)
 def save_draft(client_id: UUID, body: ReadIn, assignment: MyAssignmentOr404, _user: CanRead, session: DbSession,
                response: Response) -> ReadOut:
     """Autosave the assignment's draft read."""
-    read, created = _call(lambda: reading.save_draft(session, assignment=assignment, client_id=client_id, data=body))
+    read, created = assignments.save_draft(session, assignment=assignment, client_id=client_id, data=body)
     _status(response, created)
     return read
 
@@ -202,7 +179,7 @@ def save_draft(client_id: UUID, body: ReadIn, assignment: MyAssignmentOr404, _us
 def submit_read(client_id: UUID, body: ReadIn, assignment: MyAssignmentOr404, _user: CanRead, session: DbSession,
                 response: Response) -> ReadOut:
     """Submit the read and complete the assignment (201); the same client id again returns it (200)."""
-    read, created = _call(lambda: reading.submit(session, assignment=assignment, client_id=client_id, data=body))
+    read, created = assignments.submit(session, assignment=assignment, client_id=client_id, data=body)
     _status(response, created)
     return read
 
@@ -211,7 +188,7 @@ def submit_read(client_id: UUID, body: ReadIn, assignment: MyAssignmentOr404, _u
 def rate(body: RatingIn, assignment: MyAssignmentOr404, _user: CanRead, session: DbSession,
          response: Response) -> RatingOut:
     """Rate the heatmap shown; in an explanation-rating study this completes the assignment."""
-    rating, created = _call(lambda: reading.rate(session, assignment=assignment, data=body))
+    rating, created = assignments.rate(session, assignment=assignment, data=body)
     _status(response, created)
     return rating
 
@@ -221,5 +198,5 @@ def rate(body: RatingIn, assignment: MyAssignmentOr404, _user: CanRead, session:
 def record_events(body: AssistanceEventsIn, assignment: MyAssignmentOr404, _user: CanRead,
                   session: DbSession) -> AssistanceEventsOut:
     """Assistance shown, hidden or changed during this assignment, with times."""
-    stored = _call(lambda: reading.record_events(session, assignment=assignment, events=body.events))
+    stored = assignments.record_events(session, assignment=assignment, events=body.events)
     return AssistanceEventsOut(stored=stored)

@@ -8,13 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.reader_studies.design import Scheme
-from app.reading import config as reading_config
+from app.reading import vocabulary
+from app.statistics.design import Scheme
 from app.tables import ConditionKind, StudyTask
 from models.explain.names import METHOD_NAMES  # torch-free
 
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_QUESTION_KEYS = tuple(key for key, _ in reading_config.RATING_QUESTIONS)
+_QUESTION_KEYS = tuple(key for key, _ in vocabulary.RATING_QUESTIONS)
 
 
 class ConditionIn(BaseModel):
@@ -115,6 +115,8 @@ class ReadersIn(BaseModel):
 
 
 class CaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     pseudonym: str
     study_id: int

@@ -12,9 +12,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.reader_studies import design
+from app import errors
+from app.audit import service as audit_service
 from app.reader_studies.schemas import CaseOut, ReaderOut, ReaderStudyDetail, ReaderStudyIn, ReaderStudyOut
-from app.reading import config as reading_config
+from app.reading import vocabulary
+from app.statistics import design
 from app.tables import (
     ConditionKind,
     Heatmap,
@@ -31,21 +33,31 @@ from app.tables import (
     User,
 )
 
-_FINDING_KEYS = tuple(key for key, _ in reading_config.FINDINGS)
+_FINDING_KEYS = tuple(key for key, _ in vocabulary.FINDINGS)
 _TRUE, _FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n"}
 MAX_ERRORS_SHOWN = 10
 
 
-class NotFound(LookupError):
-    """No such reader study (or case, reader, assignment); the message is safe to show."""
+# A page of the reader-study pages that cannot be shown says why on this page (with a way back to the list).
+REFUSED_PAGE = "reader_studies/refused.html"
 
 
-class Invalid(ValueError):
+class NotFound(errors.NotFound):
+    """No such reader study (or case, reader, assignment of yours); the message is safe to show."""
+
+    page = REFUSED_PAGE
+
+
+class Invalid(errors.Invalid):
     """The request does not fit the study; the message says what."""
 
+    page = REFUSED_PAGE
 
-class Conflict(ValueError):
-    """The study's state forbids this (e.g. changing the design of an open study)."""
+
+class Conflict(errors.Conflict):
+    """The study's state forbids this (e.g. changing the design of an open study), or the queue's order."""
+
+    page = REFUSED_PAGE
 
 
 def _now() -> datetime:
@@ -118,16 +130,7 @@ def study_out(session: Session, *, study: ReaderStudy) -> ReaderStudyOut:
 def study_detail(session: Session, *, study: ReaderStudy) -> ReaderStudyDetail:
     return ReaderStudyDetail(
         **study_out(session, study=study).model_dump(),
-        case_list=[
-            CaseOut(
-                id=case.id,
-                pseudonym=case.pseudonym,
-                study_id=case.study_id,
-                instance_id=case.instance_id,
-                reference=case.reference,
-            )
-            for case in study.cases
-        ],
+        case_list=[CaseOut.model_validate(case) for case in study.cases],
         reader_list=[
             ReaderOut(id=reader.id, pseudonym=reader.pseudonym, user_id=reader.user_id, email=reader.user.email)
             for reader in study.readers
@@ -333,8 +336,8 @@ def _missing_assistance(session: Session, *, study: ReaderStudy) -> list[str]:
     return problems
 
 
-def open_study(session: Session, *, study: ReaderStudy) -> int:
-    """Freeze the design and write its assignments (seeded, per-reader order); returns how many."""
+def open_study(session: Session, *, study: ReaderStudy, user_id: int) -> int:
+    """Freeze the design and write its assignments (seeded, per-reader order), audited; returns how many."""
     _require_draft(study, "a study can be opened")
     if not study.cases or not study.readers:
         raise Invalid("a study opens with at least one case and one reader")
@@ -368,6 +371,8 @@ def open_study(session: Session, *, study: ReaderStudy) -> int:
     study.state = ReaderStudyState.open
     study.opened_at = _now()
     session.flush()
+    audit_service.record(session, action="reader_study_opened", user_id=user_id, object_type="reader_study",
+                         object_id=study.id, detail={"assignments": len(planned), "seed": study.seed})
     return len(planned)
 
 

@@ -4,10 +4,13 @@ and the reader's own draft."""
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, defer, selectinload
+from sqlalchemy.orm import Session
 
-from app.reading import config
+from app import visibility
+from app.audit import service as audit_service
+from app.predictions import service as predictions_service
 from app.reading import service as reading_service
+from app.reading import vocabulary
 from app.reading.schemas import (
     Assistance,
     Choice,
@@ -17,7 +20,7 @@ from app.reading.schemas import (
     ReadingView,
     Uncertainty,
 )
-from app.tables import Heatmap, Instance, Prediction, Series
+from app.tables import Instance, Prediction, Series
 from app.viewer import service as viewer_service
 from app.viewer.schemas import LabelProbability
 
@@ -45,11 +48,11 @@ def form_config(kind: str) -> FormConfig:
     return FormConfig(
         kind=kind,
         grades=[Choice(value=value, label=key.upper() if key == "pdr" else key.capitalize(), hint=label)
-                for value, key, label in config.ICDR_GRADES],
-        findings=[Choice(value=key, label=label) for key, label in config.FINDINGS],
-        confidence=[Choice(value=value, label=label) for value, label in config.CONFIDENCE],
-        questions=[Choice(value=key, label=label) for key, label in config.RATING_QUESTIONS],
-        likert=[Choice(value=value, label=label) for value, label in config.LIKERT],
+                for value, key, label in vocabulary.ICDR_GRADES],
+        findings=[Choice(value=key, label=label) for key, label in vocabulary.FINDINGS],
+        confidence=[Choice(value=value, label=label) for value, label in vocabulary.CONFIDENCE],
+        questions=[Choice(value=key, label=label) for key, label in vocabulary.RATING_QUESTIONS],
+        likert=[Choice(value=value, label=label) for value, label in vocabulary.LIKERT],
     )
 
 
@@ -79,7 +82,7 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
             HeatmapInfo(
                 id=heatmap.id,
                 method=heatmap.method,
-                method_label=config.method_label(heatmap.method),
+                method_label=vocabulary.method_label(heatmap.method),
                 target_class=heatmap.target_class,
                 target_label=label_of(heatmap.target_class),
                 shape=list(heatmap.shape),
@@ -93,14 +96,15 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
     )
 
 
-def _latest_predictions(session: Session, *, instance_ids: list[int]) -> dict[int, Prediction]:
-    predictions = session.scalars(
-        select(Prediction)
-        .where(Prediction.instance_id.in_(instance_ids))
-        .options(selectinload(Prediction.heatmaps).options(defer(Heatmap.data)), selectinload(Prediction.model))
-        .order_by(Prediction.id)
-    ).all()
-    return {prediction.instance_id: prediction for prediction in predictions}
+def reading_page(session: Session, *, study_id: int, user_id: int, ip: str) -> ReadingView:
+    """The reading room of a clinical read for this user (Blinded while they have reader-study reads of the
+    study pending: those are read from their queue), its view audited once the request commits."""
+    visibility.check_study_page(session, user_id=user_id, study_id=study_id)
+    view = reading_view(session, study_id=study_id, reader_id=user_id)
+    audit_service.record_when_read(
+        session, action="view", user_id=user_id, object_type="study", object_id=study_id, ip=ip
+    )
+    return view
 
 
 def reading_view(session: Session, *, study_id: int, reader_id: int) -> ReadingView:
@@ -112,7 +116,7 @@ def reading_view(session: Session, *, study_id: int, reader_id: int) -> ReadingV
         .where(Series.study_id == study_id)
         .order_by(Series.number.nulls_last(), Series.id, Instance.number.nulls_last(), Instance.id)
     ).all()
-    predictions = _latest_predictions(session, instance_ids=[instance.id for instance, _ in rows])
+    predictions = predictions_service.latest_predictions(session, instance_ids=[instance.id for instance, _ in rows])
     heatmap_ids = [heatmap.id for prediction in predictions.values() for heatmap in prediction.heatmaps]
     rated = reading_service.rated_heatmaps(session, reader_id=reader_id, heatmap_ids=heatmap_ids)
     instances = [
@@ -134,6 +138,6 @@ def reading_view(session: Session, *, study_id: int, reader_id: int) -> ReadingV
     return ReadingView(
         study=summary,
         instances=instances,
-        form=form_config(config.form_for(modality or summary.modality)),
+        form=form_config(vocabulary.form_for(modality or summary.modality)),
         read=reading_service.latest_read(session, reader_id=reader_id, study_id=study_id),
     )

@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, Response, status
 
 from app.auth.dependencies import CanRead
 from app.db import DbSession
 from app.reading import service as reading_service
+from app.reading.dependencies import MyReadOr404
 from app.reading.schemas import AssistanceEventsIn, AssistanceEventsOut, RatingIn, RatingOut, ReadIn, ReadOut
 
 router = APIRouter(tags=["reading"])
-T = TypeVar("T")
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"description": "no such read of yours"},
     409: {"description": "the read was submitted already"},
     422: {"description": "invalid answers, or an unknown study, image or heatmap"},
 }
-
-
-def _call(work: Callable[[], T]) -> T:
-    try:
-        return work()
-    except reading_service.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except reading_service.Conflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    except reading_service.Invalid as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
 def _created(response: Response, created: bool) -> None:
@@ -41,9 +28,7 @@ def _created(response: Response, created: bool) -> None:
 @router.put("/reads/{client_id}", response_model=ReadOut, responses=_ERRORS)
 def save_draft(client_id: UUID, body: ReadIn, user: CanRead, session: DbSession, response: Response) -> ReadOut:
     """Autosave: create (201) or update (200) the caller's draft read; 409 once it was submitted."""
-    read, created = _call(
-        lambda: reading_service.save_draft(session, reader_id=user.id, client_id=client_id, data=body)
-    )
+    read, created = reading_service.save_draft(session, reader_id=user.id, client_id=client_id, data=body)
     _created(response, created)
     return read
 
@@ -51,23 +36,21 @@ def save_draft(client_id: UUID, body: ReadIn, user: CanRead, session: DbSession,
 @router.post("/reads/{client_id}/submit", response_model=ReadOut, responses=_ERRORS)
 def submit_read(client_id: UUID, body: ReadIn, user: CanRead, session: DbSession, response: Response) -> ReadOut:
     """Submit the read (201); sending the same client id again returns the stored read (200), no duplicate."""
-    read, created = _call(
-        lambda: reading_service.submit_read(session, reader_id=user.id, client_id=client_id, data=body)
-    )
+    read, created = reading_service.submit_read(session, reader_id=user.id, client_id=client_id, data=body)
     _created(response, created)
     return read
 
 
 @router.get("/reads/{client_id}", response_model=ReadOut, responses=_ERRORS)
-def get_read(client_id: UUID, user: CanRead, session: DbSession) -> ReadOut:
+def get_read(_user: CanRead, read: MyReadOr404) -> ReadOut:
     """One of the caller's reads."""
-    return _call(lambda: reading_service.get_read(session, reader_id=user.id, client_id=client_id))
+    return read
 
 
 @router.post("/ratings", response_model=RatingOut, responses=_ERRORS)
 def rate_explanation(body: RatingIn, user: CanRead, session: DbSession, response: Response) -> RatingOut:
     """Rate a heatmap on the Likert questions (201); the same client id again returns the stored rating (200)."""
-    rating, created = _call(lambda: reading_service.rate_explanation(session, reader_id=user.id, data=body))
+    rating, created = reading_service.rate_explanation(session, reader_id=user.id, data=body)
     _created(response, created)
     return rating
 
@@ -77,5 +60,5 @@ def rate_explanation(body: RatingIn, user: CanRead, session: DbSession, response
 )
 def record_events(body: AssistanceEventsIn, user: CanRead, session: DbSession) -> AssistanceEventsOut:
     """Store a batch of assistance events (shown, hidden, method changed...) of the caller."""
-    stored = _call(lambda: reading_service.record_events(session, reader_id=user.id, events=body.events))
+    stored = reading_service.record_events(session, reader_id=user.id, events=body.events)
     return AssistanceEventsOut(stored=stored)

@@ -8,13 +8,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.reading import config
+from app.reading import vocabulary
 from app.viewer.schemas import LabelProbability, WorklistRow
 
 Likert = Annotated[int, Field(ge=1, le=5)]
-AssistanceEventName = Literal[config.ASSISTANCE_EVENTS]  # type: ignore[valid-type]
-_FINDING_KEYS = tuple(key for key, _ in config.FINDINGS)
-_QUESTION_KEYS = tuple(key for key, _ in config.RATING_QUESTIONS)
+AssistanceEventName = Literal[vocabulary.ASSISTANCE_EVENTS]  # type: ignore[valid-type]
+_FINDING_KEYS = tuple(key for key, _ in vocabulary.FINDINGS)
+_QUESTION_KEYS = tuple(key for key, _ in vocabulary.RATING_QUESTIONS)
 
 
 class ReadAnswers(BaseModel):
@@ -62,6 +62,8 @@ class ReadIn(BaseModel):
 
 
 class ReadOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     client_id: str
     study_id: int
@@ -102,6 +104,8 @@ class RatingIn(BaseModel):
 
 
 class RatingOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     client_id: str
     heatmap_id: int
@@ -139,7 +143,7 @@ class Choice(BaseModel):
 
 
 class FormConfig(BaseModel):
-    """What the grading and rating forms ask (from app/reading/config.py)."""
+    """What the grading and rating forms ask (from app/reading/vocabulary.py)."""
 
     kind: str  # dr | finding
     grades: list[Choice]

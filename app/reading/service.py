@@ -11,23 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.reading import config
+from app.errors import Conflict, Invalid, NotFound
+from app.reading import vocabulary
 from app.reading.schemas import AssistanceEventIn, RatingIn, RatingOut, ReadIn, ReadOut
 from app.tables import AssistanceEvent, ExplanationRating, Heatmap, Instance, Read, ReadState, Series, Study
 
 T = TypeVar("T")
-
-
-class NotFound(LookupError):
-    """The read does not exist (for this reader); the message is safe to show."""
-
-
-class Invalid(ValueError):
-    """The request names something that does not exist or does not fit; the message says what."""
-
-
-class Conflict(ValueError):
-    """The read was submitted already: a draft can no longer change it."""
 
 
 def _now() -> datetime:
@@ -35,26 +24,7 @@ def _now() -> datetime:
 
 
 def _read_out(read: Read) -> ReadOut:
-    return ReadOut(
-        id=read.id,
-        client_id=read.client_id,
-        study_id=read.study_id,
-        instance_id=read.instance_id,
-        assignment_id=read.assignment_id,
-        form=read.form,
-        state=read.state.value,
-        answers=dict(read.answers),
-        dr_grade=read.dr_grade,
-        dme=read.dme,
-        confidence=read.confidence,
-        finding=read.finding,
-        time_spent_seconds=read.time_spent_seconds,
-        assisted=read.assisted,
-        assistance=dict(read.assistance),
-        created_at=read.created_at,
-        updated_at=read.updated_at,
-        submitted_at=read.submitted_at,
-    )
+    return ReadOut.model_validate(read)
 
 
 def _insert_once(session: Session, row: T, *, find: Callable[[], T | None]) -> tuple[T, bool]:
@@ -81,7 +51,7 @@ def _form_of(session: Session, *, study_id: int, instance_id: int | None) -> str
     if study is None:
         raise Invalid(f"study {study_id} does not exist")
     if instance_id is None:
-        return config.form_for(study.modality)
+        return vocabulary.form_for(study.modality)
     row = session.execute(
         select(Instance.modality, Series.study_id)
         .join(Series, Instance.series_id == Series.id)
@@ -89,12 +59,12 @@ def _form_of(session: Session, *, study_id: int, instance_id: int | None) -> str
     ).first()
     if row is None or row.study_id != study_id:
         raise Invalid(f"instance {instance_id} is not an image of study {study_id}")
-    return config.form_for(row.modality or study.modality)
+    return vocabulary.form_for(row.modality or study.modality)
 
 
 def _check_answers(data: ReadIn, *, form: str, complete: bool) -> None:
     given = {key for key, value in data.answers.model_dump().items() if value is not None and key != "note"}
-    asked = set(config.FORM_FIELDS[form])
+    asked = set(vocabulary.FORM_FIELDS[form])
     extra = sorted(given - asked)
     if extra:
         raise Invalid(f"{', '.join(extra)} is not asked by the {form} form (it asks {', '.join(sorted(asked))})")
@@ -225,15 +195,7 @@ def latest_read(session: Session, *, reader_id: int, study_id: int) -> ReadOut |
 
 
 def _rating_out(rating: ExplanationRating) -> RatingOut:
-    return RatingOut(
-        id=rating.id,
-        client_id=rating.client_id,
-        heatmap_id=rating.heatmap_id,
-        method=rating.method,
-        answers=dict(rating.answers),
-        comment=rating.comment,
-        created_at=rating.created_at,
-    )
+    return RatingOut.model_validate(rating)
 
 
 def rate_explanation(

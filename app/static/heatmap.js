@@ -35,37 +35,36 @@ export function decode(buffer, dtype) {
 }
 
 export async function loadHeatmap(id) {
-  const { meta, buffer } = await fetchRaw(`/api/heatmaps/${id}/data`);
+  const [{ meta, buffer }] = await Promise.all([fetchRaw(`/api/heatmaps/${id}/data`), loadColourTables()]);
   const values = decode(buffer, meta.dtype);
   let peak = 0;
   for (let i = 0; i < values.length; i += 1) peak = Math.max(peak, Math.abs(values[i]));
   return { meta, values, peak, width: meta.shape[1], height: meta.shape[0] };
 }
 
-// Colour maps as (position, r, g, b) stops, sampled into 256-entry tables.
-const STOPS = {
-  diverging: [[0, 33, 102, 172], [0.25, 103, 169, 207], [0.5, 247, 247, 247], [0.75, 239, 138, 98], [1, 178, 24, 43]],
-  jet: [[0, 0, 0, 143], [0.125, 0, 0, 255], [0.375, 0, 255, 255], [0.625, 255, 255, 0], [0.875, 255, 0, 0], [1, 128, 0, 0]],
-  inferno: [[0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1, 252, 255, 164]],
-  viridis: [[0, 68, 1, 84], [0.25, 59, 82, 139], [0.5, 33, 145, 140], [0.75, 94, 201, 98], [1, 253, 231, 37]],
-};
-const tables = {};
+// The colour maps as 256-entry RGB tables made by the server from matplotlib (app/viewer/colormaps.py): the
+// overlay PNG and this page colour with the same bytes. Fetched once, before the first heatmap is coloured.
+const TABLES_URL = new URL("./colormaps.json", import.meta.url);
+let tablesLoading = null;
+let tables = null;
 
+export function loadColourTables() {
+  tablesLoading ??= fetch(TABLES_URL)
+    .then((response) => {
+      if (!response.ok) throw new Error(`${TABLES_URL} answered ${response.status}`);
+      return response.json();
+    })
+    .then((json) => {
+      tables = Object.fromEntries(Object.entries(json).map(([name, rgb]) => [name, Uint8Array.from(rgb)]));
+      return tables;
+    });
+  return tablesLoading;
+}
+
+// (256 * 3) RGB of a colour map; `loadColourTables` has resolved (loadHeatmap waits for it).
 export function colourTable(name) {
-  if (tables[name]) return tables[name];
-  const stops = STOPS[name] ?? STOPS.jet;
-  const table = new Uint8ClampedArray(256 * 3);
-  for (let i = 0; i < 256; i += 1) {
-    const t = i / 255;
-    let k = 0;
-    while (k < stops.length - 2 && t > stops[k + 1][0]) k += 1;
-    const [p0, ...c0] = stops[k];
-    const [p1, ...c1] = stops[k + 1];
-    const f = Math.min(1, Math.max(0, (t - p0) / (p1 - p0)));
-    for (let c = 0; c < 3; c += 1) table[i * 3 + c] = c0[c] + (c1[c] - c0[c]) * f;
-  }
-  tables[name] = table;
-  return table;
+  if (!tables) throw new Error("the colour tables are not loaded yet");
+  return tables[name] ?? tables.jet;
 }
 
 export function isSigned(heatmap) {

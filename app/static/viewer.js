@@ -1,6 +1,8 @@
 // A 2D canvas viewport: grayscale windowed in the browser from raw uint16 values, colour from PNG;
 // window/level, zoom, pan, frames. A fast preview (image.png?max_size=512, stored at ingest: a file read on the
 // server, no decoding) is painted first; the full-resolution frame replaces it when it has loaded.
+// The windows come from the server (app/viewer/raw.py): each preset names its VOI LUT Function, and a VOI LUT
+// Sequence arrives as the server's grey levels, one per stored value, after the pixels of the body.
 
 const META_HEADER = "X-Lumen-Meta";
 const PREVIEW_SIZE = 512;
@@ -90,10 +92,19 @@ export class Viewport {
       const ctx = canvas.getContext("2d", { willReadFrequently: true });
       ctx.drawImage(image, 0, 0);
       const base = ctx.getImageData(0, 0, canvas.width, canvas.height);
-      entry = { kind: "rgb", base, meta: { presets: [{ key: 1, name: "Default", center: 127.5, width: 256 }] } };
+      // [0, 255] onto itself.
+      const identity = { key: 1, name: "Default", center: 127.5, width: 255, function: "LINEAR_EXACT" };
+      entry = { kind: "rgb", base, meta: { presets: [identity] }, levels: new Map() };
     } else {
       const { meta, buffer } = await fetchRaw(`/api/instances/${id}/pixels?frame=${frame}`);
-      entry = { kind: "gray", meta, data: new Uint16Array(buffer) };
+      const data = new Uint16Array(buffer, 0, meta.rows * meta.columns);
+      // The grey levels of the presets that are VOI LUTs, by preset key.
+      const levels = new Map(
+        (meta.presets ?? [])
+          .filter((preset) => preset.table != null)
+          .map((preset) => [preset.key, new Uint8Array(buffer, preset.table, meta.stored_max + 1)]),
+      );
+      entry = { kind: "gray", meta, data, levels };
     }
     this.frames.set(frame, entry);
     return entry;
@@ -106,8 +117,7 @@ export class Viewport {
     this.entry = entry;
     if (!this.window) {
       this.presets = entry.meta.presets ?? [];
-      const first = this.presets[0] ?? { center: 127.5, width: 256 };
-      this.window = { center: first.center, width: first.width };
+      this.window = windowOf(this.presets[0] ?? { center: 127.5, width: 255, function: "LINEAR_EXACT" });
     }
     if (!this.rendered || this.rendered.width !== this.entryWidth()) {
       this.rendered = canvasOf(this.entryWidth(), this.entryHeight());
@@ -133,17 +143,15 @@ export class Viewport {
 
   // The VOI LUT from stored values to packed RGBA, then one pass over the pixels.
   renderWindow() {
-    const { center, width } = this.window;
     const entry = this.entry;
     const monochrome1 = entry.kind === "gray" && entry.meta.photometric === "MONOCHROME1";
     const flip = monochrome1 !== this.invert;
     const out = new Uint32Array(this.renderedImage.data.buffer);
     if (entry.kind === "gray") {
-      const { offset, scale, stored_max: top } = entry.meta;
-      const lut = new Uint32Array(top + 1);
-      for (let s = 0; s <= top; s += 1) {
-        let v = windowed(s * scale + offset, center, width);
-        if (flip) v = 255 - v;
+      const levels = voiLevels(entry.meta, this.window, entry.levels);
+      const lut = new Uint32Array(levels.length);
+      for (let s = 0; s < levels.length; s += 1) {
+        const v = flip ? 255 - levels[s] : levels[s];
         lut[s] = 0xff000000 | (v << 16) | (v << 8) | v;
       }
       const data = entry.data;
@@ -151,7 +159,7 @@ export class Viewport {
     } else {
       const lut = new Uint8ClampedArray(256);
       for (let s = 0; s < 256; s += 1) {
-        const v = windowed(s, center, width);
+        const v = voiLevel(s, this.window);
         lut[s] = flip ? 255 - v : v;
       }
       const src = entry.base.data;
@@ -233,14 +241,18 @@ export class Viewport {
     });
   }
 
+  // A reader's own window keeps the VOI LUT Function of the one it started from (a VOI LUT becomes its span).
   setWindow(center, width) {
-    this.window = { center, width: Math.max(1, width) };
+    this.window = { center, width: Math.max(1, width), function: this.window?.function ?? "LINEAR", table: null };
     this.requestRender();
   }
 
   applyPreset(key) {
     const preset = this.presets.find((item) => item.key === key);
-    if (preset) this.setWindow(preset.center, preset.width);
+    if (preset) {
+      this.window = windowOf(preset);
+      this.requestRender();
+    }
     return preset;
   }
 
@@ -273,7 +285,7 @@ export class Viewport {
   reset() {
     this.invert = false;
     const first = this.presets[0];
-    if (first) this.window = { center: first.center, width: first.width };
+    if (first) this.window = windowOf(first);
     this.fit();
     this.requestRender();
   }
@@ -335,9 +347,36 @@ export class Viewport {
   }
 }
 
-function windowed(value, center, width) {
-  // DICOM PS3.3 C.11.2.1.2.1, LINEAR.
-  if (width <= 1) return value > center - 0.5 ? 255 : 0;
-  const y = ((value - (center - 0.5)) / (width - 1) + 0.5) * 255;
-  return y <= 0 ? 0 : y >= 255 ? 255 : Math.round(y);
+// A preset of the server as the viewport's window: its center, width, VOI LUT Function, and the key of its grey
+// levels when it is a VOI LUT.
+function windowOf(preset) {
+  const table = preset.table != null ? preset.key : null;
+  return { center: preset.center, width: preset.width, function: preset.function ?? "LINEAR", table };
+}
+
+// Grey levels (0-255) for stored values 0..stored_max: the server's for a VOI LUT preset of this frame, else
+// the window's function.
+export function voiLevels(meta, window, levels = new Map()) {
+  const table = window.table != null ? levels.get(window.table) : undefined;
+  if (table) return table;
+  const { offset, scale, stored_max: top } = meta;
+  const out = new Uint8Array(top + 1);
+  for (let s = 0; s <= top; s += 1) out[s] = voiLevel(s * scale + offset, window);
+  return out;
+}
+
+// A window's VOI LUT Function (DICOM PS3.3 C.11.2.1.2-3) as pydicom's apply_voi_lut computes it, its output
+// range [0, 1] rounded to 0-255 as the server's renderings are (halves up).
+export function voiLevel(value, { center, width, function: fn = "LINEAR" }) {
+  let y;
+  if (fn === "SIGMOID") {
+    y = 1 / (1 + Math.exp((-4 * (value - center)) / width));
+  } else {
+    const c = fn === "LINEAR" ? center - 0.5 : center;
+    const w = fn === "LINEAR" ? width - 1 : width;
+    if (value <= c - w / 2) y = 0;
+    else if (value > c + w / 2) y = 1;
+    else y = (value - c) / w + 0.5;
+  }
+  return Math.floor(y * 255 + 0.5);
 }

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 
 from app.auth.dependencies import CanRead, CanUpload
 from app.db import DbSession
 from app.ingest import service as ingest_service
-from app.ingest.errors import IngestError
 from app.studies import service as studies_service
+from app.studies.dependencies import StudyOr404
 from app.studies.schemas import StudyOut, StudySummary, UploadOut
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -33,16 +33,13 @@ def upload_studies(
     modality: Annotated[str | None, Form(description="modality of PNG/JPEG images (default OP)")] = None,
 ) -> UploadOut:
     """Store the files (all or none) and plan AI jobs; the first study touched, and all of them."""
-    try:
-        result = ingest_service.ingest_upload(
-            session,
-            files=[(upload.filename, upload.file) for upload in files or []],
-            user_id=user.id,
-            modality=modality,
-            ip=request.client.host if request.client else "",
-        )
-    except IngestError as exc:
-        raise HTTPException(exc.status, exc.reason) from exc
+    result = ingest_service.ingest_upload(
+        session,
+        files=[(upload.filename, upload.file) for upload in files or []],
+        user_id=user.id,
+        modality=modality,
+        ip=request.client.host if request.client else "",
+    )
     return studies_service.upload_out(result)
 
 
@@ -58,9 +55,6 @@ def list_studies(
 
 
 @router.get("/{study_id}", response_model=StudyOut, responses={404: {"description": "no such study"}})
-def get_study(study_id: int, session: DbSession, _user: CanRead) -> StudyOut:
+def get_study(_user: CanRead, study: StudyOr404, session: DbSession) -> StudyOut:
     """One study with all its instances and job ids."""
-    try:
-        return studies_service.study_detail(session, study_id=study_id)
-    except studies_service.StudyNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return studies_service.study_detail(session, study=study)

@@ -21,8 +21,10 @@ class InstanceOut(BaseModel):
     duplicate: bool = False
 
 
-class StudyOut(BaseModel):
-    """A study with instances (of this upload, for POST; all of them, for GET) and job ids."""
+class StudyFields(BaseModel):
+    """The fields of a study row that the API shows (no PHI)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     study_instance_uid: str
@@ -30,6 +32,11 @@ class StudyOut(BaseModel):
     description: str
     study_date: str
     created_at: datetime
+
+
+class StudyOut(StudyFields):
+    """A study with instances (of this upload, for POST; all of them, for GET) and job ids."""
+
     instances: list[InstanceOut]
     job_ids: list[int]
 
@@ -40,11 +47,5 @@ class UploadOut(StudyOut):
     studies: list[StudyOut]
 
 
-class StudySummary(BaseModel):
-    id: int
-    study_instance_uid: str
-    modality: str
-    description: str
-    study_date: str
-    created_at: datetime
+class StudySummary(StudyFields):
     instance_count: int

@@ -1,32 +1,57 @@
-"""Studies: the worklist, one study with its instances, and the API shapes of an upload's outcome."""
+"""Studies: the one list of studies (newest first), one study or image, and the API shapes of an upload."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.errors import NotFound
 from app.ingest import service as ingest_service
-from app.studies.schemas import InstanceOut, StudyOut, StudySummary, UploadOut
+from app.studies.schemas import InstanceOut, StudyFields, StudyOut, StudySummary, UploadOut
 from app.tables import Instance, Job, Series, Study
 
 
-class StudyNotFound(LookupError):
-    pass
+class StudyNotFound(NotFound):
+    """No study with this id."""
+
+    def __init__(self, study_id: int) -> None:
+        super().__init__(f"study {study_id} does not exist", what=f"Study {study_id}")
+
+
+def newest_studies(session: Session, *, limit: int, offset: int = 0) -> list[Study]:
+    """Studies newest first, with their jobs (for their AI state): the studies API and the worklist list these."""
+    return list(
+        session.scalars(
+            select(Study)
+            .options(selectinload(Study.jobs))
+            .order_by(Study.created_at.desc(), Study.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+
+
+def instance_counts(session: Session, *, study_ids: Sequence[int]) -> dict[int, int]:
+    """How many images each of these studies has (a study without any is left out)."""
+    rows = session.execute(
+        select(Series.study_id, func.count(Instance.id))
+        .join(Instance, Instance.series_id == Series.id)
+        .where(Series.study_id.in_(study_ids))
+        .group_by(Series.study_id)
+    ).all()
+    return {study_id: count for study_id, count in rows}
 
 
 def list_studies(session: Session, *, limit: int = 100, offset: int = 0) -> list[StudySummary]:
     """Studies newest first, with their number of instances."""
-    count = func.count(Instance.id)
-    rows = session.execute(
-        select(Study, count)
-        .outerjoin(Series, Series.study_id == Study.id)
-        .outerjoin(Instance, Instance.series_id == Series.id)
-        .group_by(Study.id)
-        .order_by(Study.created_at.desc(), Study.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return [_summary(study, instance_count=n) for study, n in rows]
+    studies = newest_studies(session, limit=limit, offset=offset)
+    counts = instance_counts(session, study_ids=[study.id for study in studies])
+    return [
+        StudySummary(**StudyFields.model_validate(study).model_dump(), instance_count=counts.get(study.id, 0))
+        for study in studies
+    ]
 
 
 def get_study(session: Session, *, study_id: int) -> Study:
@@ -35,13 +60,20 @@ def get_study(session: Session, *, study_id: int) -> Study:
         select(Study).where(Study.id == study_id).options(selectinload(Study.series).selectinload(Series.instances))
     )
     if study is None:
-        raise StudyNotFound(f"study {study_id} does not exist")
+        raise StudyNotFound(study_id)
     return study
 
 
-def study_detail(session: Session, *, study_id: int) -> StudyOut:
+def get_instance(session: Session, *, instance_id: int) -> Instance:
+    """The instance (one image of a study), or NotFound."""
+    instance = session.get(Instance, instance_id)
+    if instance is None:
+        raise NotFound(f"instance {instance_id} does not exist")
+    return instance
+
+
+def study_detail(session: Session, *, study: Study) -> StudyOut:
     """One study with all its instances (ordered by series and instance number) and all its job ids."""
-    study = get_study(session, study_id=study_id)
     instances = sorted(
         (instance for series in study.series for instance in series.instances),
         key=lambda i: (i.series.number or 0, i.series_id, i.number or 0, i.id),
@@ -62,27 +94,10 @@ def _outcome_out(outcome: ingest_service.StudyOutcome) -> StudyOut:
 
 def _study_out(study: Study, *, instances: list[tuple[Instance, bool]], job_ids: list[int]) -> StudyOut:
     return StudyOut(
-        id=study.id,
-        study_instance_uid=study.study_instance_uid,
-        modality=study.modality,
-        description=study.description,
-        study_date=study.study_date,
-        created_at=study.created_at,
+        **StudyFields.model_validate(study).model_dump(),
         instances=[
             InstanceOut.model_validate(instance).model_copy(update={"duplicate": duplicate})
             for instance, duplicate in instances
         ],
         job_ids=job_ids,
-    )
-
-
-def _summary(study: Study, *, instance_count: int) -> StudySummary:
-    return StudySummary(
-        id=study.id,
-        study_instance_uid=study.study_instance_uid,
-        modality=study.modality,
-        description=study.description,
-        study_date=study.study_date,
-        created_at=study.created_at,
-        instance_count=instance_count,
     )

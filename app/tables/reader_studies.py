@@ -55,7 +55,7 @@ class ReaderStudy(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     task: Mapped[StudyTask] = mapped_column(_enum(StudyTask, "study_task", length=32))
-    scheme: Mapped[str] = mapped_column(String(32))  # app.reader_studies.design.Scheme
+    scheme: Mapped[str] = mapped_column(String(32))  # app.statistics.design.Scheme
     # [{"key": "unassisted", "kind": "unassisted", "method": null, "label": "Unassisted"}, ...]
     conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     questions: Mapped[list[str]] = mapped_column(JSON, default=list)  # rating question keys asked

@@ -12,16 +12,17 @@ import numpy as np
 from app.ingest import pixels as ingest_pixels
 from app.storage import get_blob_store
 from app.tables import Instance
+from models import grayscale
 
 _MAX_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """One frame as load_frame returns it, with the windows its header names (name, center, width)."""
+    """One frame as load_frame returns it, with its VOI LUT Module (None: the header states none)."""
 
     array: np.ndarray
-    header_windows: tuple[tuple[str, float, float], ...]
+    voi: grayscale.Voi | None = None
 
 
 class _FrameCache:
@@ -67,42 +68,10 @@ class _FrameCache:
 
 def _decode(instance: Instance, frame: int) -> DecodedFrame:
     data = get_blob_store().get(instance.storage_key)
-    array = ingest_pixels.load_frame(data, instance.source_format, frame)
-    windows: tuple[tuple[str, float, float], ...] = ()
-    if instance.source_format == "dicom" and array.ndim == 2:
-        windows = _header_windows(ingest_pixels.read_dicom(data, stop_before_pixels=True))
-    elif instance.window_center is not None and instance.window_width:
-        windows = (("Header", instance.window_center, instance.window_width),)
-    return DecodedFrame(array=array, header_windows=windows)
-
-
-def _header_windows(ds: object) -> tuple[tuple[str, float, float], ...]:
-    # A header may list several windows (e.g. lung and mediastinum) with an explanation for each.
-    centers = _numbers(getattr(ds, "WindowCenter", None))
-    widths = _numbers(getattr(ds, "WindowWidth", None))
-    explanation = getattr(ds, "WindowCenterWidthExplanation", None)
-    names = [str(explanation)] if isinstance(explanation, str) else [str(item) for item in explanation or []]
-    windows = []
-    for index, (center, width) in enumerate(zip(centers, widths, strict=False)):
-        if width > 0:
-            name = names[index] if index < len(names) and names[index].strip() else "Header"
-            windows.append((name.strip(), center, width))
-    return tuple(windows)
-
-
-def _numbers(value: object) -> list[float]:
-    if value is None or value == "":
-        return []
-    items = list(value) if isinstance(value, list | tuple) or hasattr(value, "__iter__") else [value]
-    if isinstance(value, str | bytes):
-        items = [value]
-    numbers = []
-    for item in items:
-        try:
-            numbers.append(float(item))
-        except (TypeError, ValueError):
-            continue
-    return numbers
+    array, voi = ingest_pixels.load_frame_and_voi(data, instance.source_format, frame)
+    if voi is None and array.ndim == 2 and instance.window_center is not None and (instance.window_width or 0) >= 1:
+        voi = grayscale.Voi(windows=(grayscale.Window(instance.window_center, instance.window_width, name="Header"),))
+    return DecodedFrame(array=array, voi=voi)
 
 
 _cache = _FrameCache(_MAX_BYTES)

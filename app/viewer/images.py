@@ -14,20 +14,11 @@ from PIL import Image
 from app.ingest import previews as ingest_previews
 from app.storage import BlobNotFound, get_blob_store
 from app.tables import Heatmap, Instance
+from app.viewer import colormaps
 from app.viewer import frames as viewer_frames
 
-# A jet-like ramp (position, r, g, b): the colour scale readers of GradCAM figures are used to.
-_RAMP = np.array(
-    [
-        (0.000, 0, 0, 143),
-        (0.125, 0, 0, 255),
-        (0.375, 0, 255, 255),
-        (0.625, 255, 255, 0),
-        (0.875, 255, 0, 0),
-        (1.000, 128, 0, 0),
-    ],
-    dtype=np.float32,
-)
+# matplotlib's jet: the colour scale readers of GradCAM figures are used to.
+OVERLAY_COLORMAP = "jet"
 _MAX_ALPHA = 220  # a little of the image always shows through the strongest attribution
 
 
@@ -90,12 +81,14 @@ def preview_png(instance: Instance) -> bytes:
 
 
 def _render(instance: Instance, *, frame: int, max_size: int | None) -> bytes:
+    decoded = viewer_frames.decoded_frame(instance, frame=frame)
     return ingest_previews.display_png(
-        viewer_frames.decoded_frame(instance, frame=frame).array,
+        decoded.array,
         photometric=instance.photometric,
         window_center=instance.window_center,
         window_width=instance.window_width,
         max_size=max_size,
+        voi=decoded.voi,
     )
 
 
@@ -114,7 +107,8 @@ def heatmap_array(heatmap: Heatmap, *, frame: int = 0) -> np.ndarray:
 
 
 def colorize(attribution: np.ndarray) -> np.ndarray:
-    """(H, W) signed attribution -> (H, W, 4) uint8 RGBA: colour and alpha from |a| / max |a|.
+    """(H, W) signed attribution -> (H, W, 4) uint8 RGBA: colour (an entry of the jet table, as heatmap.js picks
+    it: round(t * 255)) and alpha from t = |a| / max |a|.
 
     Normalising is for display only; the stored attribution stays raw.
     """
@@ -122,8 +116,8 @@ def colorize(attribution: np.ndarray) -> np.ndarray:
     peak = float(magnitude.max()) if magnitude.size else 0.0
     scaled = magnitude / peak if peak > 0 else np.zeros_like(magnitude)
     rgba = np.empty((*scaled.shape, 4), dtype=np.uint8)
-    for channel in range(3):
-        rgba[..., channel] = np.interp(scaled, _RAMP[:, 0], _RAMP[:, channel + 1]).astype(np.uint8)
+    index = np.floor(scaled.astype(np.float64) * (colormaps.SIZE - 1) + 0.5).astype(np.intp)
+    rgba[..., :3] = colormaps.table(OVERLAY_COLORMAP)[index]
     rgba[..., 3] = (scaled * _MAX_ALPHA).astype(np.uint8)
     return rgba
 

@@ -6,14 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
-from app.audit import service as audit_service
 from app.auth.dependencies import Caller, PageCaller
 from app.db import DbSession
-from app.reader_studies import access as study_access
 from app.tables import Role
 from app.viewer import service as viewer_service
 
@@ -33,8 +31,7 @@ def _context(caller: Caller, **values: Any) -> dict[str, Any]:
 @router.get("/", include_in_schema=False)
 def worklist_page(request: Request, caller: PageCaller, session: DbSession) -> Response:
     """The worklist: newest studies first with their AI state; an upload form for coordinators and admins."""
-    worklist = viewer_service.list_worklist(session)
-    worklist = study_access.redact_worklist(session, user_id=caller.user.id, worklist=worklist)
+    worklist = viewer_service.worklist_for(session, user_id=caller.user.id)
     context = _context(caller, worklist=worklist, can_upload=caller.user.role in _UPLOADERS)
     return templates.TemplateResponse(request, "viewer/worklist.html", context)
 
@@ -42,26 +39,6 @@ def worklist_page(request: Request, caller: PageCaller, session: DbSession) -> R
 @router.get("/studies/{study_id}", include_in_schema=False)
 def study_page(request: Request, study_id: int, caller: PageCaller, session: DbSession) -> Response:
     """One study: its images, the AI prediction and heatmap overlays, and the state of its jobs."""
-    try:
-        study_access.check_study_page(session, user_id=caller.user.id, study_id=study_id)
-    except study_access.Blinded as exc:
-        return templates.TemplateResponse(
-            request, "reader_studies/refused.html", _context(caller, reason=str(exc)),
-            status_code=status.HTTP_403_FORBIDDEN,
-        )
-    try:
-        view = viewer_service.get_study_view(session, study_id=study_id)
-    except viewer_service.NotFound:
-        context = _context(caller, what=f"Study {study_id}")
-        return templates.TemplateResponse(
-            request, "viewer/not_found.html", context, status_code=status.HTTP_404_NOT_FOUND
-        )
-    audit_service.record_when_read(
-        session,
-        action="view",
-        user_id=caller.user.id,
-        object_type="study",
-        object_id=study_id,
-        ip=request.client.host if request.client else "",
-    )
+    ip = request.client.host if request.client else ""
+    view = viewer_service.study_page(session, study_id=study_id, user_id=caller.user.id, ip=ip)
     return templates.TemplateResponse(request, "viewer/study.html", _context(caller, study=view))

@@ -1,7 +1,13 @@
 """Raw values for the browser, which windows and colours them itself.
 
-A grayscale frame travels as little-endian uint16 with `value = stored * scale + offset` in modality units
-(rescale slope/intercept already applied), and a heatmap as its stored float16 bytes.
+A grayscale frame travels as little-endian uint16 with `value = stored * scale + offset` in modality units (the
+modality LUT already applied), and a heatmap as its stored float16 bytes.
+
+The windows come from here (`models.grayscale`, pydicom's VOI functions): each preset names its VOI LUT Function
+("function", LINEAR when absent, as in a DICOM header), which the browser applies by the same definition
+(PS3.3 C.11.2.1.2-3) when the reader drags the window. A VOI LUT Sequence, which no formula describes, travels as
+a table after the pixels: its preset's "table" is the byte offset in the body of `stored_max + 1` uint8 grey
+levels, one per stored value, computed here.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from app.ingest import pixels as ingest_pixels
 from app.tables import Heatmap, Instance
 from app.viewer import frames as viewer_frames
 from app.viewer.images import FrameOutOfRange
+from models import grayscale
 
 _UINT16_TOP = 65535
 # Per-modality windows (center, width) in Hounsfield units: the presets CT readers expect on their keys.
@@ -40,19 +47,27 @@ class RawFrame:
 
 
 def window_presets(
-    values: np.ndarray, *, modality: str, header_windows: tuple[tuple[str, float, float], ...]
-) -> list[dict[str, Any]]:
-    """The windows a reader can pick with keys 1-9: header, automatic, per modality, full range."""
-    presets = [{"name": name, "center": center, "width": width} for name, center, width in header_windows]
-    step = max(1, int(math.sqrt(values.size / 1_000_000)))
-    low, high = (float(v) for v in np.percentile(values[::step, ::step], ingest_pixels.AUTO_WINDOW_PERCENTILES))
-    if high > low:
-        presets.append({"name": "Auto (1-99%)", "center": (low + high) / 2, "width": high - low})
+    values: np.ndarray, *, modality: str, voi: grayscale.Voi | None
+) -> list[grayscale.Window | grayscale.Lut]:
+    """The VOIs a reader can pick with keys 1-9: the file's VOI LUTs and windows (the first is what the display
+    PNG shows), automatic, per modality, full range."""
+    presets: list[grayscale.Window | grayscale.Lut] = [*voi.luts, *voi.windows] if voi is not None else []
+    auto = ingest_pixels.auto_window(values)
+    if auto is not None:
+        presets.append(auto)
     if modality.upper() == "CT":
-        presets += [{"name": name, "center": center, "width": width} for name, center, width in CT_PRESETS]
+        presets += [grayscale.Window(center, width, name=name) for name, center, width in CT_PRESETS]
     low, high = float(values.min()), float(values.max())
-    presets.append({"name": "Full range", "center": (low + high) / 2, "width": max(high - low, 1.0)})
-    return [{"key": index + 1, **preset} for index, preset in enumerate(presets[:MAX_PRESETS])]
+    presets.append(grayscale.Window((low + high) / 2, max(high - low, 1.0), "LINEAR_EXACT", "Full range"))
+    return presets[:MAX_PRESETS]
+
+
+def _preset_json(preset: grayscale.Window | grayscale.Lut, key: int) -> dict[str, Any]:
+    window = preset.span if isinstance(preset, grayscale.Lut) else preset
+    entry: dict[str, Any] = {"key": key, "name": preset.name, "center": window.center, "width": window.width}
+    if window.function != "LINEAR":
+        entry["function"] = window.function
+    return entry
 
 
 def _to_uint16(values: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -67,7 +82,8 @@ def _to_uint16(values: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def raw_frame(instance: Instance, *, frame: int) -> RawFrame:
-    """One grayscale frame as uint16 bytes (C order, rows x columns) with what the browser needs to show it."""
+    """One grayscale frame as uint16 bytes (C order, rows x columns) with what the browser needs to show it, and
+    after them the grey levels of each VOI LUT preset (see the module's docstring)."""
     if not 0 <= frame < max(instance.frames, 1):
         raise FrameOutOfRange(f"instance {instance.id} has {instance.frames} frame(s), not frame {frame}")
     decoded = viewer_frames.decoded_frame(instance, frame=frame)
@@ -75,6 +91,16 @@ def raw_frame(instance: Instance, *, frame: int) -> RawFrame:
         raise NotGrayscale(f"instance {instance.id} is a colour image: use image.png")
     values = np.nan_to_num(decoded.array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     stored, offset, scale = _to_uint16(values)
+    top = int(stored.max()) if stored.size else 0
+    body = [stored.tobytes()]
+    presets = []
+    for key, preset in enumerate(window_presets(values, modality=instance.modality, voi=decoded.voi), start=1):
+        entry = _preset_json(preset, key)
+        if isinstance(preset, grayscale.Lut):
+            entry["table"] = sum(len(part) for part in body)
+            levels = grayscale.voi_unit(np.arange(top + 1) * scale + offset, preset)
+            body.append(ingest_pixels.to_bytes(levels).tobytes())
+        presets.append(entry)
     meta = {
         "rows": int(values.shape[0]),
         "columns": int(values.shape[1]),
@@ -83,12 +109,12 @@ def raw_frame(instance: Instance, *, frame: int) -> RawFrame:
         "dtype": "uint16",
         "offset": offset,
         "scale": scale,
-        "stored_max": int(stored.max()) if stored.size else 0,
+        "stored_max": top,
         "photometric": instance.photometric or "MONOCHROME2",
         "modality": instance.modality,
-        "presets": window_presets(values, modality=instance.modality, header_windows=decoded.header_windows),
+        "presets": presets,
     }
-    return RawFrame(body=stored.tobytes(), meta=meta)
+    return RawFrame(body=b"".join(body), meta=meta)
 
 
 def heatmap_data(heatmap: Heatmap, *, frame: int = 0) -> RawFrame:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.auth.dependencies import CanRead
 from app.db import DbSession
-from app.ingest import pixels as ingest_pixels
-from app.reader_studies import access as study_access
+from app.predictions.dependencies import HeatmapOr404
+from app.studies.dependencies import InstanceOr404
 from app.viewer import images, raw
 from app.viewer import service as viewer_service
-from app.viewer.dependencies import HeatmapOr404, InstanceOr404
 from app.viewer.schemas import Worklist, WorklistRow
 
 logger = logging.getLogger(__name__)
@@ -25,7 +24,6 @@ router = APIRouter(tags=["viewer"])
 # Pixels of a patient: the browser may keep them, shared caches may not.
 _CACHE_CONTROL = "private, max-age=3600"
 META_HEADER = "X-Lumen-Meta"  # JSON: shape, dtype, value mapping, presets
-T = TypeVar("T")
 _RAW_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"application/octet-stream": {}}, "description": f"raw array; its shape in {META_HEADER}"},
     304: {"description": "not modified"},
@@ -45,27 +43,18 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in {tag.strip() for tag in sent.split(",")} or sent.strip() == "*"
 
 
-def _render(render: Callable[[], T]) -> T:
-    try:
-        return render()
-    except images.FrameOutOfRange as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except (ingest_pixels.PixelDecodeError, raw.NotGrayscale) as exc:
-        # The stored file cannot be decoded (ingest checks this; a missing decoder may still refuse a frame).
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-
-
 def _png_response(request: Request, *, etag: str, render: Callable[[], bytes]) -> Response:
     headers = {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
     if _not_modified(request, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(_render(render), media_type="image/png", headers=headers)
+    # A frame past the last one (404) or pixels that cannot be decoded (422): app/http_errors.py answers.
+    return Response(render(), media_type="image/png", headers=headers)
 
 
 def _raw_response(request: Request, *, etag: str, render: Callable[[], raw.RawFrame]) -> Response:
     if _not_modified(request, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    frame = _render(render)
+    frame = render()
     headers = {
         "ETag": etag,
         "Cache-Control": _CACHE_CONTROL,
@@ -77,18 +66,13 @@ def _raw_response(request: Request, *, etag: str, render: Callable[[], raw.RawFr
 @router.get("/worklist", response_model=Worklist)
 def worklist(user: CanRead, session: DbSession) -> Worklist:
     """The newest studies with their AI state; the worklist page polls it while jobs run."""
-    return study_access.redact_worklist(session, user_id=user.id, worklist=viewer_service.list_worklist(session))
+    return viewer_service.worklist_for(session, user_id=user.id)
 
 
 @router.get("/worklist/{study_id}", response_model=WorklistRow)
 def worklist_row(user: CanRead, study_id: int, session: DbSession) -> WorklistRow:
     """One study's worklist row; the study page polls it while its jobs run."""
-    try:
-        row = viewer_service.worklist_row(session, study_id=study_id)
-        blinded = study_access.blinded_studies(session, user_id=user.id, study_ids=[study_id])
-        return study_access.redact_row(row) if blinded else row
-    except viewer_service.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return viewer_service.worklist_row_for(session, study_id=study_id, user_id=user.id)
 
 
 @router.get("/instances/{instance_id}/image.png", responses=_PNG_RESPONSES, response_class=Response)

@@ -1,15 +1,19 @@
-"""Queries of the viewer: the worklist, the study page, and the rows behind images and heatmaps."""
+"""Queries of the viewer: the worklist and the study page, as far as the caller may see them."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, defer, selectinload
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 
+from app import visibility
+from app.audit import service as audit_service
 from app.jobs import service as jobs_service
-from app.tables import AiState, Heatmap, Instance, Job, Prediction, Series, Study
+from app.predictions import service as predictions_service
+from app.studies import service as studies_service
+from app.tables import AiState, Instance, Job, Prediction, Series, Study
 from app.viewer.schemas import (
     HeatmapView,
     InstanceView,
@@ -24,23 +28,9 @@ from app.viewer.schemas import (
 _ACTIVE = {AiState.queued.value, AiState.running.value}
 
 
-class NotFound(LookupError):
-    """The study, instance or heatmap does not exist; the message is safe to show."""
-
-
 def _format_date(value: str) -> str:
     # DICOM DA is YYYYMMDD; anything else is shown as stored.
     return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 and value.isdigit() else value
-
-
-def _instance_counts(session: Session, *, study_ids: Sequence[int]) -> dict[int, int]:
-    rows = session.execute(
-        select(Series.study_id, func.count(Instance.id))
-        .join(Instance, Instance.series_id == Series.id)
-        .where(Series.study_id.in_(study_ids))
-        .group_by(Series.study_id)
-    ).all()
-    return {study_id: count for study_id, count in rows}
 
 
 def _referrals(session: Session, *, study_ids: Sequence[int]) -> set[int]:
@@ -69,7 +59,7 @@ def _predicted_labels(session: Session, *, study_ids: Sequence[int]) -> dict[int
 
 def _rows(session: Session, *, studies: Sequence[Study]) -> list[WorklistRow]:
     ids = [study.id for study in studies]
-    counts = _instance_counts(session, study_ids=ids)
+    counts = studies_service.instance_counts(session, study_ids=ids)
     labels = _predicted_labels(session, study_ids=ids)
     referrals = _referrals(session, study_ids=ids)
     rows = []
@@ -96,36 +86,43 @@ def _rows(session: Session, *, studies: Sequence[Study]) -> list[WorklistRow]:
 
 
 def list_worklist(session: Session, *, limit: int = 200) -> Worklist:
-    """The newest studies first, each with its AI state."""
-    studies = session.scalars(
-        select(Study).options(selectinload(Study.jobs)).order_by(Study.created_at.desc(), Study.id.desc()).limit(limit)
-    ).all()
-    rows = _rows(session, studies=studies)
+    """The newest studies first, each with its AI state (all of it: for coordinators picking cases)."""
+    rows = _rows(session, studies=studies_service.newest_studies(session, limit=limit))
     return Worklist(studies=rows, active=any(row.ai_state in _ACTIVE for row in rows))
 
 
-def get_study(session: Session, *, study_id: int) -> Study:
-    """The study, or NotFound."""
+def _redacted(row: WorklistRow) -> WorklistRow:
+    return row.model_copy(update={"ai_label": None, "ai_referral": False})
+
+
+def worklist_for(session: Session, *, user_id: int) -> Worklist:
+    """The worklist as this user may see it: no model label or referral flag on the studies they still have to
+    read in a reader study."""
+    worklist = list_worklist(session)
+    blinded = visibility.blinded_studies(session, user_id=user_id, study_ids=[row.id for row in worklist.studies])
+    if not blinded:
+        return worklist
+    rows = [_redacted(row) if row.id in blinded else row for row in worklist.studies]
+    return worklist.model_copy(update={"studies": rows})
+
+
+def _study_with_jobs(session: Session, *, study_id: int) -> Study:
+    """The study with its jobs and their models (what the worklist and the study page show), or StudyNotFound."""
     study = session.get(Study, study_id, options=[selectinload(Study.jobs).selectinload(Job.model)])
     if study is None:
-        raise NotFound(f"study {study_id} does not exist")
+        raise studies_service.StudyNotFound(study_id)
     return study
 
 
 def worklist_row(session: Session, *, study_id: int) -> WorklistRow:
-    """One study's worklist row (the study page polls it while its jobs run)."""
-    return _rows(session, studies=[get_study(session, study_id=study_id)])[0]
+    """One study's worklist row, all of it (the reading room shows it; a reader study blinds it there)."""
+    return _rows(session, studies=[_study_with_jobs(session, study_id=study_id)])[0]
 
 
-def _latest_predictions(session: Session, *, instance_ids: Sequence[int]) -> dict[int, Prediction]:
-    predictions = session.scalars(
-        select(Prediction)
-        .where(Prediction.instance_id.in_(instance_ids))
-        # The heatmap arrays are not needed to list them; the PNG route loads one at a time.
-        .options(selectinload(Prediction.heatmaps).options(defer(Heatmap.data)), selectinload(Prediction.model))
-        .order_by(Prediction.id)
-    ).all()
-    return {prediction.instance_id: prediction for prediction in predictions}
+def worklist_row_for(session: Session, *, study_id: int, user_id: int) -> WorklistRow:
+    """One study's worklist row as this user may see it (the study page polls it while its jobs run)."""
+    row = worklist_row(session, study_id=study_id)
+    return _redacted(row) if visibility.blinded_studies(session, user_id=user_id, study_ids=[study_id]) else row
 
 
 def _label_of(labels: list[str], index: int) -> str:
@@ -157,16 +154,29 @@ def _prediction_view(prediction: Prediction) -> PredictionView:
     )
 
 
-def get_study_view(session: Session, *, study_id: int) -> StudyView:
+def study_page(session: Session, *, study_id: int, user_id: int, ip: str) -> StudyView:
+    """The study page for this user (Blinded while they have reader-study reads of it pending), its view
+    audited once the request commits."""
+    visibility.check_study_page(session, user_id=user_id, study_id=study_id)
+    view = _study_view(session, study_id=study_id)
+    audit_service.record_when_read(
+        session, action="view", user_id=user_id, object_type="study", object_id=study_id, ip=ip
+    )
+    return view
+
+
+def _study_view(session: Session, *, study_id: int) -> StudyView:
     """The study page: fields, instances with their latest prediction and heatmaps, and jobs."""
-    study = get_study(session, study_id=study_id)
+    study = _study_with_jobs(session, study_id=study_id)
     instances = session.execute(
         select(Instance, Series)
         .join(Series, Instance.series_id == Series.id)
         .where(Series.study_id == study.id)
         .order_by(Series.number.nulls_last(), Series.id, Instance.number.nulls_last(), Instance.id)
     ).all()
-    predictions = _latest_predictions(session, instance_ids=[instance.id for instance, _ in instances])
+    predictions = predictions_service.latest_predictions(
+        session, instance_ids=[instance.id for instance, _ in instances]
+    )
     return StudyView(
         summary=_rows(session, studies=[study])[0],
         patient_birth_date=_format_date(study.patient_birth_date),
@@ -198,19 +208,3 @@ def get_study_view(session: Session, *, study_id: int) -> StudyView:
             for job in sorted(study.jobs, key=lambda row: row.id)
         ],
     )
-
-
-def get_instance(session: Session, *, instance_id: int) -> Instance:
-    """The instance, or NotFound."""
-    instance = session.get(Instance, instance_id)
-    if instance is None:
-        raise NotFound(f"instance {instance_id} does not exist")
-    return instance
-
-
-def get_heatmap(session: Session, *, heatmap_id: int) -> Heatmap:
-    """The heatmap with its array, or NotFound."""
-    heatmap = session.get(Heatmap, heatmap_id)
-    if heatmap is None:
-        raise NotFound(f"heatmap {heatmap_id} does not exist")
-    return heatmap

@@ -21,15 +21,15 @@ from celery import Celery
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 
+from app.ai_models.sync import sync_models
 from app.config import Settings
-from app.jobs.models_sync import sync_models
 from app.migrations import upgrade
+from app.queue import RUN_JOB_TASK, create_celery
 from app.tables import Heatmap, Job, JobState, Prediction
 from tests.e2e.helpers import DEMO, free_port, fresh_jpeg, wait_for
 from tests.processes import LoggedProcess, start_lumen
 from tests.servers import PrivatePostgres, PrivateRedis, start_postgres, start_redis
 from tests.workers.jobs import add_photo_job
-from workers.celery_app import RUN_JOB_TASK, create_celery
 
 NAMESPACE = "lumen-faults:"
 QUEUE = "gpu"

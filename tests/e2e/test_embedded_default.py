@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.reading.config import ASSISTANCE_EVENTS
+from app.reading.vocabulary import ASSISTANCE_EVENTS
 from tests.e2e.helpers import DEMO, free_port, fresh_jpeg, wait_for
 from tests.processes import start_lumen
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from app.ai_models import sync as models_sync
 from app.db import session_scope
-from app.jobs import models_sync
 from app.storage import get_blob_store
 from app.tables import Job, JobState, Prediction
 from tests.conftest import broker_redis, queue_key

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from app.ai_models import sync as models_sync
 from app.config import get_settings
 from app.db import session_scope
-from app.jobs import models_sync
 from app.tables import Heatmap, Instance
 from tests.conftest import broker_redis, queue_key
 from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg, wait_for

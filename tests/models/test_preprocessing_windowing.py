@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from models.card import CardError, load_card
+from models.grayscale import Voi, Window
 from models.preprocessing import prepare
 
 # Modality values, uint16 as a 16-bit DICOM stores them.
@@ -81,12 +82,17 @@ def test_monochrome1_stays_as_stored_when_the_card_does_not_invert(card):
     torch.testing.assert_close(x, _expected(WINDOWED))
 
 
+def _file_window(center: float, width: float) -> Voi:
+    """A file's VOI LUT Module with one window whose VOI LUT Function is LINEAR_EXACT: [c - w/2, c + w/2] -> [0, 1]."""
+    return Voi(windows=(Window(center, width, "LINEAR_EXACT"),))
+
+
 def test_the_files_own_window_when_the_card_says_dicom(card):
     dicom = _with(card, windowing="dicom")
-    x = prepare(IMAGE, dicom, photometric="MONOCHROME1", voi_window=(1500.0, 2000.0))
+    x = prepare(IMAGE, dicom, photometric="MONOCHROME1", voi=_file_window(1500.0, 2000.0))
     torch.testing.assert_close(x, _expected(1.0 - WINDOWED))
     # Another file window gives another input: [0, 1000] -> [0, 1].
-    other = prepare(IMAGE, dicom, photometric="MONOCHROME2", voi_window=(500.0, 1000.0))
+    other = prepare(IMAGE, dicom, photometric="MONOCHROME2", voi=_file_window(500.0, 1000.0))
     assert other[0, 0, 0].tolist() == pytest.approx([(0.0 - MEAN) / STD, (1.0 - MEAN) / STD, 2.0, 2.0])
 
 
@@ -109,7 +115,7 @@ def test_minmax_on_16_bit_is_the_images_own_range(card):
 def test_colour_photographs_ignore_the_grayscale_windowing(card):
     rgb_card = _with(card, channels=3, colour="rgb", mean=(MEAN,) * 3, std=(STD,) * 3)
     image = np.full((4, 4, 3), 51, dtype=np.uint8)  # 51 / 255 = 0.2
-    x = prepare(image, rgb_card, photometric="MONOCHROME1", voi_window=(1500.0, 2000.0))
+    x = prepare(image, rgb_card, photometric="MONOCHROME1", voi=_file_window(1500.0, 2000.0))
     torch.testing.assert_close(x, torch.full((1, 3, 4, 4), (0.2 - MEAN) / STD))
 
 

@@ -17,9 +17,9 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 from sqlalchemy import select, update
 
+from app.ai_models import sync as models_sync
 from app.config import get_settings
 from app.db import session_scope
-from app.jobs import models_sync
 from app.jobs import service as jobs_service
 from app.tables import AiModel, Heatmap, Job, JobState, Prediction
 from models import uncertainty

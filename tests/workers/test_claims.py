@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
+from app.ai_models import sync as models_sync
 from app.db import session_scope
-from app.jobs import models_sync
 from app.jobs import service as jobs_service
 from app.tables import AiModel, Heatmap, Job, JobState, Prediction
 from tests.e2e.helpers import DEMO, fresh_jpeg

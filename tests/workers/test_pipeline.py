@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.ai_models import sync as models_sync
 from app.db import session_scope
-from app.jobs import models_sync
 from app.jobs import service as jobs_service
 from app.tables import AiModel, Job, JobState, Prediction
 from tests.e2e.helpers import DEMO, fresh_jpeg

@@ -1,5 +1,5 @@
-"""The worker reads grayscale DICOM as the model card says: decoder rescale, the file's photometric and window
-handed to preprocessing, MONOCHROME1 inverted, then normalised. Real file, real model, real Postgres."""
+"""The worker reads grayscale DICOM as the model card says: decoder rescale, the file's photometric and VOI LUT
+Module handed to preprocessing, MONOCHROME1 inverted, then normalised. Real file, real model, real Postgres."""
 
 from __future__ import annotations
 
@@ -8,26 +8,28 @@ import hashlib
 import io
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
+from app.ai_models import sync as models_sync
 from app.db import session_scope
-from app.jobs import models_sync
 from app.storage import get_blob_store
 from app.tables import AiModel, Instance, Job, JobState, Prediction, Series, Study
+from models.grayscale import Voi, Window
 from workers import pipeline
 
 SIZE = 128  # the cxr-demo model's input size: no resampling, so every input value is known
 SLOPE, INTERCEPT = 2.0, -1000.0
-CENTER, WIDTH = 1000.0, 2000.0  # the file's own window: modality values [0, 2000] -> [0, 1]
-# Four vertical bands of stored values and, by hand, what the network must see for each:
-# stored -> modality (x 2 - 1000) -> window (v / 2000, clipped) -> MONOCHROME1 inverted.
-# 0 -> -1000 -> 0 -> 1; 1000 -> 1000 -> 0.5 -> 0.5; 1250 -> 1500 -> 0.75 -> 0.25; 3000 -> 5000 -> 1 -> 0.
+CENTER, WIDTH = 1000.0, 2000.0  # the file's own window (LINEAR, no VOI LUT Function named): about [0, 2000] -> [0, 1]
+# Four vertical bands of stored values; what the network must see for each is pydicom's, roughly:
+# stored -> modality (x 2 - 1000) -> window -> MONOCHROME1 inverted.
+# 0 -> -1000 -> 0 -> 1; 1000 -> 1000 -> ~0.5 -> ~0.5; 1250 -> 1500 -> ~0.75 -> ~0.25; 3000 -> 5000 -> 1 -> 0.
 BANDS_STORED = [0, 1000, 1250, 3000]
-BANDS_UNIT = [1.0, 0.5, 0.25, 0.0]
 
 
 def _stored() -> np.ndarray:
@@ -112,7 +114,7 @@ def test_the_pipeline_hands_the_files_photometric_and_window_to_preprocessing(pr
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
     [call] = prepared
     assert call["photometric"] == "MONOCHROME1"
-    assert call["voi_window"] == (CENTER, WIDTH)
+    assert call["voi"] == Voi(windows=(Window(CENTER, WIDTH, "LINEAR", "Header"),))
     # The decoder applied the rescale slope/intercept and did not invert: modality units as stored.
     np.testing.assert_array_equal(call["image"], stored.astype(np.float32) * SLOPE + INTERCEPT)
     # The card's own windowing (percentile, MONOCHROME1 inverted): the darkest stored band is the brightest input.
@@ -133,11 +135,16 @@ def test_a_card_that_asks_for_the_files_window_gets_it(prepared, monkeypatch) ->
         return model, dataclasses.replace(card, input=dataclasses.replace(card.input, windowing="dicom"))
 
     monkeypatch.setattr(pipeline.model_cache, "get_model", with_dicom_window)
-    job_id = _cxr_job(_monochrome1_dicom(_stored()))
+    data = _monochrome1_dicom(_stored())
+    job_id = _cxr_job(data)
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
     [call] = prepared
     mean, std = call["card"].input.mean[0], call["card"].input.std[0]
-    expected = torch.zeros(SIZE, SIZE)
-    for index, unit in enumerate(BANDS_UNIT):
-        expected[:, index * SIZE // 4 : (index + 1) * SIZE // 4] = (unit - mean) / std
+    # pydicom's own modality LUT and VOI LUT on the file; its output spans the rescaled 16-bit range.
+    ds = pydicom.dcmread(io.BytesIO(data))
+    shown = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    low, high = 0 * SLOPE + INTERCEPT, 65535 * SLOPE + INTERCEPT
+    unit = 1.0 - (shown - low) / (high - low)  # MONOCHROME1 inverted
+    expected = torch.from_numpy(((unit - mean) / std).astype(np.float32))
     torch.testing.assert_close(call["x"][0, 0].cpu(), expected)
+    assert expected[0, 0] == pytest.approx((1.0 - mean) / std) and expected[0, SIZE - 1] == pytest.approx(-mean / std)

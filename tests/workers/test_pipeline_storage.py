@@ -3,8 +3,8 @@ is a failure worth another try, not the image's fault."""
 
 from __future__ import annotations
 
+from app.ai_models import sync as models_sync
 from app.db import session_scope
-from app.jobs import models_sync
 from app.jobs import service as jobs_service
 from app.storage import get_blob_store
 from app.tables import AiModel, Instance, Job, JobState

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from app.jobs import models_sync
+from app.ai_models import sync as models_sync
 from tests.app.auth.helpers import sign_in
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from pydicom.pixels import apply_modality_lut
 
 from app.ingest import files, pixels
+from tests.voi import pydicom_display, with_bent_lut
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 DICOM = FIXTURES / "dicom"
@@ -133,3 +135,38 @@ def test_garbage_is_a_decode_error() -> None:
         pixels.load_frame(b"hello", "dicom")
     with pytest.raises(pixels.PixelDecodeError, match="out of range"):
         pixels.load_frame(_dicom("JPEG-LL.dcm"), "dicom", 1)
+
+
+def _bytes_of(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("vlut_04.dcm", lambda ds: ds),  # a VOI LUT Sequence
+        ("vlut_04.dcm", with_bent_lut),
+        ("MR_small.dcm", lambda ds: setattr(ds, "VOILUTFunction", "SIGMOID") or ds),
+        ("MR_small.dcm", lambda ds: setattr(ds, "VOILUTFunction", "LINEAR_EXACT") or ds),
+        ("MR_small.dcm", lambda ds: ds),  # LINEAR, the function a header names by naming none
+    ],
+    ids=["voi-lut", "voi-lut-bent", "sigmoid", "linear-exact", "linear"],
+)
+def test_the_display_follows_the_files_voi_as_pydicom_does(name: str, change) -> None:
+    path = DICOM / name if (DICOM / name).is_file() else PYDICOM_FILES / name
+    ds = change(pydicom.dcmread(path))
+    array, voi = pixels.load_frame_and_voi(_bytes_of(ds), "dicom")
+    shown = pixels.to_display(array, photometric="MONOCHROME2", window_center=None, window_width=None, voi=voi)
+    np.testing.assert_array_equal(shown, pydicom_display(ds))
+    inverted = pixels.to_display(array, photometric="MONOCHROME1", window_center=None, window_width=None, voi=voi)
+    np.testing.assert_array_equal(inverted, 255 - pydicom_display(ds))
+
+
+def test_a_modality_lut_sequence_is_decoded_as_pydicom_applies_it() -> None:
+    data = _dicom("mlut_18.dcm")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    frame, voi = pixels.load_frame_and_voi(data, "dicom")
+    np.testing.assert_array_equal(frame, apply_modality_lut(ds.pixel_array, ds))
+    assert voi is None  # no window, no VOI LUT: the automatic window

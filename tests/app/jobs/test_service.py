@@ -18,10 +18,10 @@ from app import queue
 from app.config import get_settings
 from app.db import session_scope
 from app.jobs import service as jobs_service
+from app.queue import RUN_JOB_TASK, sender
 from app.tables import AiModel, Instance, Job, JobState, Series, Study
 from tests.conftest import BROKER_NAMESPACE, broker_redis, queue_key
 from tests.settings import settings_env
-from workers.celery_app import RUN_JOB_TASK, celery_app, create_celery
 
 
 def _raw_messages_for(job_id: int, queue: str = "gpu") -> list[bytes]:
@@ -311,7 +311,7 @@ def own_queue(monkeypatch: pytest.MonkeyPatch) -> str:
 def _taken_by_a_worker(queue: str, *, seconds_ago: float) -> Iterator[None]:
     """A worker takes the next message of `queue` (kombu moves it to the `unacked` hash, as a worker's
     prefetch does) `seconds_ago`; it is acknowledged at the end."""
-    with celery_app.connection_for_read() as connection:
+    with sender().connection_for_read() as connection:
         channel = connection.default_channel
         message = channel.basic_get(queue, no_ack=False)
         assert message is not None
@@ -344,7 +344,7 @@ def test_sweeper_leaves_a_job_waiting_for_its_retry_countdown(op_model, own_queu
     claim = _claimed(job_id, "w")
     with session_scope() as session:
         jobs_service.mark_failed(session, claim=claim, error="CUDA out of memory", retry=True)
-    celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=own_queue, countdown=3 * 60 * 60)
+    sender().send_task(RUN_JOB_TASK, args=[job_id], queue=own_queue, countdown=3 * 60 * 60)
     _set(job_id, sent_at=HOUR_AGO)
     with session_scope() as session:  # waiting in the queue
         assert job_id not in jobs_service.resend_stale(session).resent
@@ -369,7 +369,7 @@ def test_a_broker_that_cannot_be_listed_gets_only_long_lost_jobs_again(op_model)
 def test_the_filesystem_broker_is_listed_from_its_folder(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("BROKER_URL")
     with settings_env({"LUMEN_DATA_DIR": str(tmp_path)}):
-        embedded = create_celery(get_settings())
+        embedded = sender()
         embedded.send_task(RUN_JOB_TASK, args=[41], queue="gpu")
         embedded.send_task(RUN_JOB_TASK, args=[42], queue="cpu")
         embedded.send_task("some.other_task", args=[43], queue="gpu")

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from sqlalchemy import select
 
-from app.reader_studies import mrmc
+from app.statistics import mrmc
 from app.tables import AuditEvent
 from tests.app.reader_studies.conftest import open_study
 

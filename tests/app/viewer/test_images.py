@@ -12,6 +12,7 @@ from PIL import Image
 from app.ingest import pixels as ingest_pixels
 from app.ingest import previews as ingest_previews
 from app.tables import JobState
+from app.viewer import colormaps
 from app.viewer import frames as viewer_frames
 from app.viewer.images import colorize
 from tests.app.viewer import factories
@@ -149,8 +150,9 @@ def test_heatmap_png_colours_magnitude_for_display(app_client, auth_headers, db_
     image = _png(response)
     assert image.mode == "RGBA" and image.size == (8, 8)
     rgba = np.asarray(image)
-    assert tuple(rgba[2, 3]) == (128, 0, 0, 220)
-    assert rgba[5, 5, 3] == 110
+    jet = colormaps.table("jet")
+    assert tuple(rgba[2, 3]) == (*jet[255], 220) == (127, 0, 0, 220)  # matplotlib's jet at 1: (0.5, 0, 0)
+    assert rgba[5, 5, 3] == 110 and tuple(rgba[5, 5, :3]) == tuple(jet[128])
     assert rgba[0, 0, 3] == 0
     assert response.headers["cache-control"] == "private, max-age=3600"
     assert app_client.get("/api/heatmaps/999999.png", headers=headers).status_code == 404

@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from app.reader_studies.design import PlannedRead, Scheme, balance, plan
+from app.statistics.design import PlannedRead, Scheme, balance, plan
 
 THREE = ["unassisted", "grades", "grades_heatmap"]
 

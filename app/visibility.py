@@ -1,9 +1,13 @@
-"""What a reader in a reader study may see of the AI: the server enforces the assignment's condition.
+"""Who may see what of a case: the one rule that routes, pages and services ask, none decides alone.
 
+A reader in a reader study sees of the AI only what the assignment's condition shows; the server enforces it.
 A reader with a pending assignment on a case must not get that case's prediction or heatmaps from any
 route (prediction API, heatmap images and arrays, study and reading pages, worklist labels) beyond what the
 condition of that assignment shows. With several pending assignments on one case (a sequential or crossed
 design), the strictest one rules: an unaided read is never spoiled by an aided one that comes later.
+
+It sits below the viewer, the predictions, the reading room and the reader studies (docs/architecture.md):
+they import it, it imports none of them. Each hides its own fields of what this module rules hidden.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.errors import Forbidden
 from app.tables import (
     AssignmentState,
     ConditionKind,
@@ -22,13 +27,14 @@ from app.tables import (
     StudyCase,
     StudyReader,
 )
-from app.viewer.schemas import Worklist, WorklistRow
 
 _RANK = {ConditionKind.unassisted: 0, ConditionKind.prediction: 1, ConditionKind.prediction_heatmap: 2}
 
 
-class Blinded(PermissionError):
+class Blinded(Forbidden):
     """The caller is reading this case in a reader study under a condition that hides this; says which study."""
+
+    page = "reader_studies/refused.html"
 
 
 @dataclass(frozen=True)
@@ -136,16 +142,3 @@ def check_study_page(session: Session, *, user_id: int, study_id: int) -> None:
         raise Blinded(
             f"this study is a case of reader study {allowance.study_name!r}; read it from your reader-study queue"
         )
-
-
-def redact_worklist(session: Session, *, user_id: int, worklist: Worklist) -> Worklist:
-    """The worklist without the model's label and referral flag on studies this user still has to read."""
-    blinded = blinded_studies(session, user_id=user_id, study_ids=[row.id for row in worklist.studies])
-    if not blinded:
-        return worklist
-    rows = [redact_row(row) if row.id in blinded else row for row in worklist.studies]
-    return worklist.model_copy(update={"studies": rows})
-
-
-def redact_row(row: WorklistRow) -> WorklistRow:
-    return row.model_copy(update={"ai_label": None, "ai_referral": False})

@@ -1,4 +1,5 @@
-"""A reader's side of a reader study: the queue, the case shown under its condition, and the reads.
+"""A reader's side of a reader study: their queue of assignments, the case of an assignment shown under its
+condition, and its read, rating and assistance events (stored by the reading room's services, app/reading).
 
 Reads come in the queue's order (the seeded per-reader order of the design); a crossed design's next
 session opens after the washout; a study's condition decides what of the AI the page carries at all.
@@ -12,7 +13,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from app.reader_studies import access
+from app import visibility
 from app.reader_studies.schemas import AssignmentOut, QueueOut, StudyAssignmentContext
 from app.reader_studies.service import Conflict, Invalid, NotFound
 from app.reading import room
@@ -86,7 +87,7 @@ def _next_open(study: ReaderStudy, assignments: list[StudyAssignment]) -> tuple[
 
 
 def _condition_label(study: ReaderStudy, key: str) -> str:
-    return access.condition_of(study, key).get("label") or key
+    return visibility.condition_of(study, key).get("label") or key
 
 
 def queue(session: Session, *, study: ReaderStudy, user_id: int) -> QueueOut:
@@ -148,7 +149,7 @@ def _require_current(session: Session, *, assignment: StudyAssignment, study: Re
 
 
 def _context(session: Session, *, assignment: StudyAssignment, study: ReaderStudy) -> StudyAssignmentContext:
-    condition = access.condition_of(study, assignment.condition)
+    condition = visibility.condition_of(study, assignment.condition)
     total = len(_assignments(session, reader=assignment.reader))
     show_reference = study.educational and assignment.state == AssignmentState.done
     return StudyAssignmentContext(
@@ -215,7 +216,7 @@ def assignment_view(session: Session, *, assignment: StudyAssignment, user_id: i
         _require_current(session, assignment=assignment, study=study)
         if assignment.started_at is None:
             assignment.started_at = _now()
-    condition = access.condition_of(study, assignment.condition)
+    condition = visibility.condition_of(study, assignment.condition)
     view = room.reading_view(session, study_id=assignment.case.study_id, reader_id=user_id)
     view = _blind(view, assignment=assignment, condition=condition)
     form = room.form_config(FORM_OF_TASK[study.task])

@@ -1,4 +1,5 @@
-"""Agreement statistics against published worked examples and hand computations."""
+"""Accuracy and agreement statistics (app/statistics/agreement.py) against published worked examples and hand
+computations."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from app.reader_studies import statistics
+from app.statistics import agreement
 
 N = np.nan
 
@@ -64,29 +65,29 @@ FLEISS_1971 = np.array(
 
 
 def test_accuracy_is_the_proportion_of_exact_agreement():
-    assert statistics.accuracy(answers=[0, 1, 2, 2], reference=[0, 1, 1, 2]) == 0.75
-    assert np.isnan(statistics.accuracy(answers=[], reference=[]))
+    assert agreement.accuracy(answers=[0, 1, 2, 2], reference=[0, 1, 1, 2]) == 0.75
+    assert np.isnan(agreement.accuracy(answers=[], reference=[]))
     with pytest.raises(ValueError):
-        statistics.accuracy(answers=[0, 1], reference=[0, 1, 2])
+        agreement.accuracy(answers=[0, 1], reference=[0, 1, 2])
 
 
 def test_sensitivity_and_specificity_of_known_vectors():
     truth = [1, 1, 1, 1, 0, 0, 0]
     predicted = [1, 1, 1, 0, 1, 0, 0]
-    assert statistics.sensitivity_specificity(predicted=predicted, truth=truth) == (0.75, pytest.approx(2 / 3))
+    assert agreement.sensitivity_specificity(predicted=predicted, truth=truth) == (0.75, pytest.approx(2 / 3))
 
 
 def test_sensitivity_and_specificity_are_nan_when_undefined():
-    sens, spec = statistics.sensitivity_specificity(predicted=[True, False], truth=[True, True])
+    sens, spec = agreement.sensitivity_specificity(predicted=[True, False], truth=[True, True])
     assert sens == 0.5 and np.isnan(spec)
-    sens, spec = statistics.sensitivity_specificity(predicted=[True, False], truth=[False, False])
+    sens, spec = agreement.sensitivity_specificity(predicted=[True, False], truth=[False, False])
     assert np.isnan(sens) and spec == 0.5
 
 
 def test_referable_is_icdr_grade_two_or_worse():
-    assert statistics.referable(grades=[0, 1, 2, 3, 4]).tolist() == [False, False, True, True, True]
+    assert agreement.referable(grades=[0, 1, 2, 3, 4]).tolist() == [False, False, True, True, True]
     with pytest.raises(ValueError, match="ungradable"):
-        statistics.referable(grades=[0, N, 3])
+        agreement.referable(grades=[0, N, 3])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -95,15 +96,15 @@ def test_quadratic_kappa_equals_scikit_learn(seed):
     a = rng.integers(0, 5, 60)
     b = np.clip(a + rng.integers(-1, 2, 60), 0, 4)
     expected = cohen_kappa_score(a, b, weights="quadratic", labels=list(range(5)))
-    assert statistics.quadratic_kappa(a=a, b=b) == pytest.approx(expected, abs=1e-12)
+    assert agreement.quadratic_kappa(a=a, b=b) == pytest.approx(expected, abs=1e-12)
     assert 0 < expected < 1
 
 
 def test_quadratic_kappa_perfect_undefined_and_invalid():
-    assert statistics.quadratic_kappa(a=[0, 2, 4], b=[0, 2, 4]) == pytest.approx(1.0)
-    assert np.isnan(statistics.quadratic_kappa(a=[2, 2, 2], b=[2, 2, 2]))
+    assert agreement.quadratic_kappa(a=[0, 2, 4], b=[0, 2, 4]) == pytest.approx(1.0)
+    assert np.isnan(agreement.quadratic_kappa(a=[2, 2, 2], b=[2, 2, 2]))
     with pytest.raises(ValueError, match="labels"):
-        statistics.quadratic_kappa(a=[0, 7], b=[0, 1])
+        agreement.quadratic_kappa(a=[0, 7], b=[0, 1])
 
 
 def test_mean_pairwise_kappa_uses_the_cases_both_readers_read():
@@ -115,25 +116,25 @@ def test_mean_pairwise_kappa_uses_the_cases_both_readers_read():
             for (i, j), cols in pairs
         ]
     )
-    assert statistics.mean_pairwise_kappa(matrix=matrix) == pytest.approx(expected, abs=1e-12)
+    assert agreement.mean_pairwise_kappa(matrix=matrix) == pytest.approx(expected, abs=1e-12)
 
 
 def test_fleiss_kappa_reproduces_fleiss_1971():
     # The category totals guard the transcription of the table.
     assert np.unique(FLEISS_1971, return_counts=True)[1].tolist() == [26, 26, 30, 55, 43]
-    kappa = statistics.fleiss_kappa(matrix=FLEISS_1971, categories=range(1, 6))
+    kappa = agreement.fleiss_kappa(matrix=FLEISS_1971, categories=range(1, 6))
     assert round(kappa, 3) == 0.430  # Fleiss (1971)
     assert kappa == pytest.approx(0.4302445, abs=1e-7)  # R irr::kappam.fleiss(diagnoses)
 
 
 def test_fleiss_kappa_drops_cases_with_a_missing_rating():
     with_missing = np.vstack([FLEISS_1971, [1, 2, N, 3, 3, 3]])
-    assert statistics.fleiss_kappa(matrix=with_missing, categories=range(1, 6)) == pytest.approx(0.4302445, abs=1e-7)
-    assert np.isnan(statistics.fleiss_kappa(matrix=[[2, 2], [2, 2]], categories=range(5)))
+    assert agreement.fleiss_kappa(matrix=with_missing, categories=range(1, 6)) == pytest.approx(0.4302445, abs=1e-7)
+    assert np.isnan(agreement.fleiss_kappa(matrix=[[2, 2], [2, 2]], categories=range(5)))
 
 
 def test_krippendorff_coincidence_matrix_of_the_2011_example():
-    values, coincidences = statistics.coincidence_matrix(matrix=KRIPPENDORFF_2011)
+    values, coincidences = agreement.coincidence_matrix(matrix=KRIPPENDORFF_2011)
     assert values.tolist() == [1, 2, 3, 4, 5]
     assert coincidences[0].tolist() == pytest.approx([7, 4 / 3, 1 / 3, 1 / 3, 0])
     assert coincidences.sum(axis=1).tolist() == pytest.approx([9, 13, 10, 5, 3])  # n_c; unit 12 is unpairable
@@ -150,7 +151,7 @@ def test_krippendorff_coincidence_matrix_of_the_2011_example():
     ],
 )
 def test_krippendorff_alpha_reproduces_the_2011_worked_example(level, published, exact):
-    alpha = statistics.krippendorff_alpha(matrix=KRIPPENDORFF_2011, level=level)
+    alpha = agreement.krippendorff_alpha(matrix=KRIPPENDORFF_2011, level=level)
     assert round(alpha, 3) == published
     assert alpha == pytest.approx(float(exact), abs=1e-12)
     assert exact == _pairwise_alpha_exact(KRIPPENDORFF_2011, level)
@@ -161,28 +162,28 @@ def test_krippendorff_alpha_equals_the_pairwise_definition_on_generated_data(lev
     rng = np.random.default_rng(11)
     data = rng.integers(1, 6, size=(5, 30)).astype(float)
     data[rng.random(data.shape) < 0.3] = N
-    alpha = statistics.krippendorff_alpha(matrix=data, level=level)
+    alpha = agreement.krippendorff_alpha(matrix=data, level=level)
     assert alpha == pytest.approx(float(_pairwise_alpha_exact(data, level)), abs=1e-12)
 
 
 def test_krippendorff_ordinal_depends_on_order_only():
     data = np.array([[1, 2, 3, 4, 5, 2], [1, 3, 3, 4, 4, 2], [2, 2, 3, 5, 5, N]])
     relabelled = np.select([data == v for v in range(1, 6)], [10, 11, 50, 51, 400], default=N)
-    ordinal = statistics.krippendorff_alpha(matrix=data, level="ordinal")
-    assert statistics.krippendorff_alpha(matrix=relabelled, level="ordinal") == pytest.approx(ordinal, abs=1e-12)
-    assert statistics.krippendorff_alpha(matrix=relabelled, level="interval") != pytest.approx(
-        statistics.krippendorff_alpha(matrix=data, level="interval"), abs=1e-3
+    ordinal = agreement.krippendorff_alpha(matrix=data, level="ordinal")
+    assert agreement.krippendorff_alpha(matrix=relabelled, level="ordinal") == pytest.approx(ordinal, abs=1e-12)
+    assert agreement.krippendorff_alpha(matrix=relabelled, level="interval") != pytest.approx(
+        agreement.krippendorff_alpha(matrix=data, level="interval"), abs=1e-3
     )
 
 
 def test_krippendorff_alpha_perfect_agreement_and_undefined():
-    assert statistics.krippendorff_alpha(matrix=[[1, 2, 3, N], [1, 2, 3, 4]], level="ordinal") == 1.0
-    assert np.isnan(statistics.krippendorff_alpha(matrix=[[2, 2, N], [2, 2, 3]]))
-    assert np.isnan(statistics.krippendorff_alpha(matrix=[[1, N], [N, 2]]))
+    assert agreement.krippendorff_alpha(matrix=[[1, 2, 3, N], [1, 2, 3, 4]], level="ordinal") == 1.0
+    assert np.isnan(agreement.krippendorff_alpha(matrix=[[2, 2, N], [2, 2, 3]]))
+    assert np.isnan(agreement.krippendorff_alpha(matrix=[[1, N], [N, 2]]))
 
 
 def test_icc_reproduces_shrout_and_fleiss_1979():
-    result = statistics.icc(matrix=SHROUT_FLEISS_1979)
+    result = agreement.icc(matrix=SHROUT_FLEISS_1979)
     published = {"ICC1": 0.17, "ICC2": 0.29, "ICC3": 0.71, "ICC1k": 0.44, "ICC2k": 0.62, "ICC3k": 0.91}
     assert {name: round(value, 2) for name, value in result.as_dict().items()} == published
     mean_squares = (result.ms_targets, result.ms_within, result.ms_raters, result.ms_error)
@@ -190,29 +191,29 @@ def test_icc_reproduces_shrout_and_fleiss_1979():
 
 
 def test_icc2_interval_contains_the_estimate_and_covers_the_truth():
-    low, high = statistics.icc(matrix=SHROUT_FLEISS_1979).icc2_ci95
+    low, high = agreement.icc(matrix=SHROUT_FLEISS_1979).icc2_ci95
     assert low < 0.2898 < high
     rng = np.random.default_rng(7)
     rho, runs, covered = 0.4, 1500, 0  # target 1, rater 0.5, error 1: rho = 1 / 2.5
     for _ in range(runs):
         x = rng.normal(0, 1, (20, 1)) + rng.normal(0, np.sqrt(0.5), (1, 4)) + rng.normal(0, 1, (20, 4))
-        low, high = statistics.icc(matrix=x).icc2_ci95
+        low, high = agreement.icc(matrix=x).icc2_ci95
         covered += low <= rho <= high
     assert 0.92 <= covered / runs <= 0.97
 
 
 def test_bootstrap_is_reproducible_and_covers_the_mean():
     values = np.random.default_rng(3).normal(0.8, 0.1, 40)
-    first = statistics.bootstrap_mean_ci(values=values, seed=42)
-    assert first == statistics.bootstrap_mean_ci(values=values, seed=42)
-    assert first != statistics.bootstrap_mean_ci(values=values, seed=43)
+    first = agreement.bootstrap_mean_ci(values=values, seed=42)
+    assert first == agreement.bootstrap_mean_ci(values=values, seed=42)
+    assert first != agreement.bootstrap_mean_ci(values=values, seed=43)
     mean, low, high = first
     assert mean == pytest.approx(values.mean())
     assert low < mean < high
     assert high - low == pytest.approx(2 * 1.96 * values.std(ddof=1) / np.sqrt(40), rel=0.2)
-    assert statistics.bootstrap_mean_ci(values=[0.5, 0.5, 0.5], seed=1) == (0.5, 0.5, 0.5)
+    assert agreement.bootstrap_mean_ci(values=[0.5, 0.5, 0.5], seed=1) == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="at least two"):
-        statistics.bootstrap_mean_ci(values=[0.5], seed=1)
+        agreement.bootstrap_mean_ci(values=[0.5], seed=1)
 
 
 def _pairwise_alpha_exact(data: np.ndarray, level: str) -> Fraction:

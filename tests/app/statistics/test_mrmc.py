@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from app.reader_studies import mrmc
+from app.statistics import mrmc
 
 # Empirical AUCs of the 5 readers with SE MRI (treatment 1) and cine MRI (treatment 2), published to 7 digits.
 # With 45 abnormal and 69 normal cases, an empirical AUC is a multiple of 1 / (2 * 45 * 69) = 1 / 6210.

@@ -1,6 +1,7 @@
-"""What the reading forms ask: the ICDR grades, the radiograph findings and the explanation questions.
+"""The vocabulary of the reading forms: the ICDR grades, the radiograph findings, the explanation questions,
+confidence and Likert scales, and the names of assistance events.
 
-A small config kept in one place: reader studies will choose among these, and exports name them by key.
+Kept in one place: the reading room shows them, reader studies choose among them, exports name them by key.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""The one place where a refusal becomes an HTTP answer: `{"detail": message}` with the error's status for the
+JSON API (/api/...), the error's page for a browser's page. Routes and pages raise, they do not catch.
+
+The kinds and their status codes are in app/errors.py. Outages of the database or the file store are answered
+by app/unavailable.py (503); an anonymous visitor of a page is sent to the login page from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from app.auth.dependencies import LoginRequired, SignedIn
+from app.errors import AppError, NotFound
+from app.ingest.pixels import PixelDecodeError
+from app.viewer.images import FrameOutOfRange
+from app.viewer.raw import NotGrayscale
+
+templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
+
+# Errors of the pixel modules, which predate app.errors: a frame past the last one, pixels that cannot be
+# decoded (ingest checks every file; a missing decoder may still refuse a frame), raw values of a colour image.
+PIXEL_ERRORS: dict[type[Exception], int] = {FrameOutOfRange: 404, PixelDecodeError: 422, NotGrayscale: 422}
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _page(request: Request, exc: AppError) -> Response:
+    """The error's page, with who is signed in (app.auth.dependencies keeps it on the request) for the top bar;
+    a not-found error without a name for its thing gets the plain error page."""
+    signed_in: SignedIn | None = getattr(request.state, "signed_in", None)
+    what = exc.what if isinstance(exc, NotFound) else ""
+    page = exc.page if what or exc.page != NotFound.page else AppError.page
+    context = {
+        "caller": signed_in,
+        "csrf_token": signed_in.csrf_token if signed_in else None,
+        "reason": str(exc),
+        "what": what,
+    }
+    return templates.TemplateResponse(request, page, context, status_code=exc.status_code)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    error = cast(AppError, exc)  # registered for AppError only
+    if _is_api(request):
+        return JSONResponse({"detail": str(error)}, status_code=error.status_code)
+    return _page(request, error)
+
+
+async def _pixels_refused(_request: Request, exc: Exception) -> Response:
+    status_code = next(code for kind, code in PIXEL_ERRORS.items() if isinstance(exc, kind))
+    return JSONResponse({"detail": str(exc)}, status_code=status_code)
+
+
+async def _to_login(request: Request, _exc: Exception) -> Response:
+    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+
+def add_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _refused)
+    for error in PIXEL_ERRORS:
+        app.add_exception_handler(error, _pixels_refused)
+    app.add_exception_handler(LoginRequired, _to_login)
