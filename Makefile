@@ -38,7 +38,7 @@ test: install
 lint: install
 	$(BIN)/ruff check app workers models migrations tests bench
 	$(BIN)/lint-imports --no-cache
-# mypy: its command goes here, the last of the recipe.
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/attribution.py

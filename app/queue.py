@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from sqlalchemy import event
@@ -201,7 +201,9 @@ def _jobs_in_redis(settings: Settings, queues: Collection[str], taken_grace_seco
             waiting = pipe.execute()
         # Read after the lists: a message a worker moves meanwhile is then seen in one place or the other.
         taken = client.hgetall(prefix + Channel.unacked_key)
-        taken_at = dict(client.zrange(prefix + Channel.unacked_index_key, 0, -1, withscores=True))
+        # (member, score) pairs: redis-py annotates ZRANGE with the union of all its reply forms.
+        scored = client.zrange(prefix + Channel.unacked_index_key, 0, -1, withscores=True)
+        taken_at = dict(cast(list[tuple[bytes | str, float]], scored))
     except redis.RedisError as exc:
         raise BrokerNotInspectable(f"Redis did not answer: {exc}") from exc
     finally:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models import grayscale
+
+if TYPE_CHECKING:
+    from models.card import FixedWindow, Windowing
 
 SPLITS = ("train", "val", "test")
 
@@ -152,7 +156,7 @@ def idrid_heldout(size: int | None = None) -> list[tuple[np.ndarray, dict[str, n
 
 def window_grayscale(
     pixels: np.ndarray,
-    windowing: str | dict[str, float],
+    windowing: Windowing | FixedWindow,
     *,
     photometric: str = "MONOCHROME2",
     invert_monochrome1: bool = False,
@@ -184,7 +188,7 @@ def window_grayscale(
 
 
 def _voi_transform(
-    values: np.ndarray, windowing: str | dict[str, float], voi: grayscale.Voi | None
+    values: np.ndarray, windowing: Windowing | FixedWindow, voi: grayscale.Voi | None
 ) -> grayscale.Window | grayscale.Lut | None:
     if windowing == "dicom":
         if voi is not None and voi.default is not None:

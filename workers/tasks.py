@@ -6,14 +6,14 @@ takes them up when it starts).
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from app.queue import RUN_JOB_TASK
 from workers import pipeline
 
 
 @shared_task(name=RUN_JOB_TASK, bind=True, max_retries=None)
-def run_job(self, job_id: int) -> str:  # type: ignore[no-untyped-def]
+def run_job(self: Task, job_id: int) -> str:
     """Run a job; on a retryable failure the job row is back in `queued` and the task is sent again."""
     outcome = pipeline.run_job(job_id, worker=self.request.hostname or "worker")
     if outcome == pipeline.Outcome.retry:

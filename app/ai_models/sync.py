@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -53,7 +54,7 @@ def _describe(card: ModelCard) -> str:
     return f"{card.name} {card.version}  [{card.task}; {'/'.join(card.modalities)}]{served}  {metrics}  ({card.folder})"
 
 
-def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:  # type: ignore[type-arg]
+def _flat(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, object]]:
     items: list[tuple[str, object]] = []
     for key, value in metrics.items():
         if isinstance(value, dict):

@@ -198,10 +198,10 @@ def _find_duplicates(session: Session, *, candidates: list[Candidate]) -> dict[s
             stored.setdefault(row.sop_instance_uid, []).append(row)
     duplicates: dict[str, Instance] = {}
     if images:
-        rows = session.scalars(
+        found = session.scalars(
             select(Instance).where(Instance.sha256.in_(images), Instance.source_format != "dicom").order_by(Instance.id)
         )
-        for row in rows:
+        for row in found:
             duplicates.setdefault(row.sha256, row)
     for candidate in candidates:
         rows = stored.get(candidate.instance.sop_instance_uid, []) if candidate.source_format == "dicom" else []

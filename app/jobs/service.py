@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, cast, or_, select, update
+from sqlalchemy import ColumnElement, Result, Text, cast, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, aliased
 
 from app import queue
@@ -110,6 +111,13 @@ def _silent_since(cutoff: datetime) -> ColumnElement[bool]:
     return (Job.state == JobState.running) & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)
 
 
+def _rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE matched. Session.execute returns a CursorResult for an UPDATE without RETURNING, though
+    it is annotated as returning a Result (sqlalchemy/sqlalchemy#9185)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
 def claim(session: Session, *, job_id: int, worker: str) -> bool:
     """Mark the job running for this worker as its next attempt, atomically. False if it is finished, held by a
     worker that still beats, or silent on its last allowed attempt (the sweeper fails that one with the reason).
@@ -136,7 +144,7 @@ def claim(session: Session, *, job_id: int, worker: str) -> bool:
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return _rowcount(result) == 1
 
 
 def co_claim(session: Session, *, job_id: int, worker: str, limit: int) -> list[int]:
@@ -210,7 +218,7 @@ def finish(session: Session, *, claim: Claim, timings: dict[str, float]) -> bool
         .values(state=JobState.done, progress=100, error="", timings=timings, finished_at=datetime.now(UTC))
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return _rowcount(result) == 1
 
 
 def mark_failed(session: Session, *, claim: Claim, error: str, retry: bool) -> bool:
@@ -224,7 +232,7 @@ def mark_failed(session: Session, *, claim: Claim, error: str, retry: bool) -> b
         .values(error=error[:4000], progress=0, **outcome)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return _rowcount(result) == 1
 
 
 @dataclass(frozen=True)
@@ -285,12 +293,12 @@ def _take_back_silent(session: Session, *, now: datetime) -> tuple[list[int], li
             else {"state": JobState.queued, "sent_at": now, "error": f"{what}; tried again"}
         )
         same_attempt = (Job.id == row.id) & (Job.attempts == row.attempts) & (Job.worker == row.worker)
-        changed = session.execute(
+        changed = _rowcount(session.execute(
             update(Job)
             .where(same_attempt, _silent_since(silent_since))
             .values(progress=0, **values)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        ))
         if changed and give_up:
             failed.append(row.id)
         elif changed:
@@ -328,9 +336,9 @@ def _resend_lost(session: Session, *, now: datetime, grace_seconds: int) -> list
     resent = []
     for row in lost:
         # Still queued and not sent meanwhile (a worker's retry sends it again with a countdown).
-        updated = session.execute(
+        updated = _rowcount(session.execute(
             update(Job).where(Job.id == row.id, unsent).values(sent_at=now).execution_options(synchronize_session=False)
-        ).rowcount
+        ))
         if updated:
             queue.send_after_commit(session, row.id, row.queue)
             resent.append(row.id)

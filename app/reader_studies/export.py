@@ -63,7 +63,7 @@ def _reads(session: Session, *, assignment_ids: list[int]) -> dict[int, Read]:
         .where(Read.assignment_id.in_(assignment_ids), Read.state == ReadState.submitted)
         .order_by(Read.submitted_at)
     )
-    return {read.assignment_id: read for read in rows}
+    return {read.assignment_id: read for read in rows if read.assignment_id is not None}
 
 
 def _ratings(session: Session, *, assignment_ids: list[int]) -> dict[int, ExplanationRating]:
@@ -72,7 +72,8 @@ def _ratings(session: Session, *, assignment_ids: list[int]) -> dict[int, Explan
         .where(ExplanationRating.assignment_id.in_(assignment_ids))
         .order_by(ExplanationRating.created_at)
     )
-    return {rating.assignment_id: rating for rating in rows}  # the newest rating of each assignment
+    # The newest rating of each assignment: the rows come oldest first.
+    return {rating.assignment_id: rating for rating in rows if rating.assignment_id is not None}
 
 
 def _toggles(session: Session, *, assignment_ids: list[int]) -> Counter[int]:
@@ -82,7 +83,7 @@ def _toggles(session: Session, *, assignment_ids: list[int]) -> Counter[int]:
         .where(AssistanceEvent.detail["initial"].as_boolean().is_not(True))
         .group_by(AssistanceEvent.assignment_id)
     ).all()
-    return Counter({assignment_id: count for assignment_id, count in rows})
+    return Counter({assignment_id: count for assignment_id, count in rows if assignment_id is not None})
 
 
 def long_rows(session: Session, *, study: ReaderStudy) -> list[dict[str, Any]]:

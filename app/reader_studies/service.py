@@ -64,7 +64,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_study(session: Session, *, data: ReaderStudyIn, created_by_id: int) -> ReaderStudy:
+def create_study(session: Session, *, data: ReaderStudyIn, created_by_id: int | None) -> ReaderStudy:
     """A new draft study; the seed is drawn now when none is given, and stored."""
     if session.scalar(select(ReaderStudy.id).where(ReaderStudy.name == data.name)) is not None:
         raise Conflict(f"a reader study named {data.name!r} exists already")

@@ -11,12 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db import Base
 from app.errors import Conflict, Invalid, NotFound
 from app.reading import vocabulary
 from app.reading.schemas import AssistanceEventIn, RatingIn, RatingOut, ReadIn, ReadOut
 from app.tables import AssistanceEvent, ExplanationRating, Heatmap, Instance, Read, ReadState, Series, Study
 
-T = TypeVar("T")
+# Bound to the ORM rows: with `find` returning `T | None`, an unbound T would be inferred as `Row | None`.
+T = TypeVar("T", bound=Base)
 
 
 def _now() -> datetime:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import math
 import statistics as pystats
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
 from app.statistics import agreement as stats
 from app.statistics import mrmc
+
+T = TypeVar("T")
 
 # The tasks and condition kinds of a study as stored (app.tables.StudyTask, ConditionKind; string enums).
 DR_GRADING, BINARY_FINDING, EXPLANATION_RATING = "dr_grading", "binary_finding", "explanation_rating"
@@ -95,7 +98,7 @@ def _matrix(rows: list[dict], readers: list[str], cases: list[str], design: Desi
     return matrix
 
 
-def _condition_result(design: Design, condition: dict, rows: list[dict]) -> dict[str, Any]:
+def _condition_result(design: Design, condition: Mapping[str, Any], rows: list[dict]) -> dict[str, Any]:
     done = [row for row in rows if row["state"] == "done" and row["condition"] == condition["key"]]
     pairs = [(a, t) for a, t in (_answer_and_truth(design, row) for row in done) if a is not None and t is not None]
     answers, truth = np.array([a for a, _ in pairs]), np.array([t for _, t in pairs])
@@ -153,7 +156,7 @@ def _pooled_agreement(design: Design, rows: list[dict]) -> dict[str, Any] | None
             **_agreement(design, done)}
 
 
-def _safe(compute) -> float | None:
+def _safe(compute: Callable[[], T]) -> T | None:
     """Agreement statistics are undefined on some designs (e.g. one category only): None, not a 500."""
     try:
         return compute()
@@ -208,7 +211,7 @@ def _ratings_icc(rated: list[dict], questions: Sequence[str]) -> dict[str, Any]:
                                 "note": "needs at least 2 targets rated by every reader"}
             continue
         matrix = np.array([[table[target][reader] for reader in readers] for target in complete], dtype=float)
-        value = _safe(lambda m=matrix: stats.icc(matrix=m))
+        value = _safe(partial(stats.icc, matrix=matrix))
         result[question] = {"targets": len(complete), "raters": len(readers),
                             **(value.as_dict() | {"ICC2_ci95": list(value.icc2_ci95)} if value else {})}
     return result
@@ -233,10 +236,10 @@ def _mrmc(design: Design, rows: list[dict]) -> dict[str, Any]:
         return {"supported": False, "reason": "no unassisted condition to compare with"}
     done = [row for row in rows if row["state"] == "done"]
     readers = sorted({row["reader"] for row in rows})
-    cases = sorted({row["case"] for row in rows if _answer_and_truth(design, row)[1] is not None})
     truth_of = {
-        row["case"]: _positive(design, _answer_and_truth(design, row)[1]) for row in rows if row["case"] in cases
+        row["case"]: _positive(design, ref) for row in rows if (ref := _answer_and_truth(design, row)[1]) is not None
     }
+    cases = sorted(truth_of)
     comparisons = []
     for condition in design.conditions:
         if condition["key"] == baseline:

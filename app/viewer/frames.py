@@ -69,8 +69,9 @@ class _FrameCache:
 def _decode(instance: Instance, frame: int) -> DecodedFrame:
     data = get_blob_store().get(instance.storage_key)
     array, voi = ingest_pixels.load_frame_and_voi(data, instance.source_format, frame)
-    if voi is None and array.ndim == 2 and instance.window_center is not None and (instance.window_width or 0) >= 1:
-        voi = grayscale.Voi(windows=(grayscale.Window(instance.window_center, instance.window_width, name="Header"),))
+    center, width = instance.window_center, instance.window_width
+    if voi is None and array.ndim == 2 and center is not None and width is not None and width >= 1:
+        voi = grayscale.Voi(windows=(grayscale.Window(center, width, name="Header"),))
     return DecodedFrame(array=array, voi=voi)
 
 

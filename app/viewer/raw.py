@@ -74,7 +74,7 @@ def _to_uint16(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     low, high = float(values.min()), float(values.max())
     integral = bool(np.all(np.equal(np.mod(values, 1), 0)))
     if integral and high - low <= _UINT16_TOP:
-        offset, scale = math.floor(low), 1.0
+        offset, scale = float(math.floor(low)), 1.0
     else:
         offset, scale = low, (high - low) / _UINT16_TOP if high > low else 1.0
     stored = np.rint((values - np.float32(offset)) / np.float32(scale))

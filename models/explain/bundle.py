@@ -173,7 +173,7 @@ def _path_rows(x: torch.Tensor, target: torch.Tensor, names: list[str], options:
 def _single_pass_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, names: list[str],
                       passes: dict[ReLURule, Pass]) -> dict[str, torch.Tensor]:
     spatial = list(x.shape[2:])
-    grads = {rule: result.input_grad for rule, result in passes.items()}
+    grads = {rule: result.input_grad for rule, result in passes.items() if result.input_grad is not None}
     maps: dict[str, torch.Tensor] = {}
     for name, cls in _FROM_GRADIENT.items():
         if name in names:
@@ -185,6 +185,7 @@ def _single_pass_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, n
     if _LAYER_METHODS & set(names):
         normal = passes[ReLURule.NORMAL]
         acts, layer_grad = normal.activations, normal.layer_grad
+        assert acts is not None and layer_grad is not None  # _gradient_passes recorded the layer for these
         gradcam = GradCAM.from_layer(acts, layer_grad, spatial)
         if "gradcam" in names:
             maps["gradcam"] = gradcam

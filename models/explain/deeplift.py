@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -73,16 +74,16 @@ def _elementwise_multiplier(module: nn.Module, inputs: torch.Tensor, output: tor
     return torch.where(delta_in.abs() < EPS, gradient, delta_out / safe)
 
 
-def _max_pool_backward(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> Callable:
+def _max_pool_backward(module: nn.MaxPool1d | nn.MaxPool2d | nn.MaxPool3d, inputs: torch.Tensor,
+                       output: torch.Tensor) -> Callable:
     """Backward of a max pool under the rescale rule.
 
     Δy = [max(y, y_ref) - y_ref] + [y - max(y, y_ref)]: the first (>= 0) part goes to the argmax of x, the
     second (<= 0) to the argmax of the reference; each input then gets multiplier contribution / Δx. Both
     parts vanish where their argmax has Δx = 0, so the split conserves Δy exactly.
     """
-    pool = _MAX_POOL_FN[type(module)]
-    args = dict(kernel_size=module.kernel_size, stride=module.stride, padding=module.padding,
-                dilation=module.dilation, ceil_mode=module.ceil_mode)
+    pool = partial(_MAX_POOL_FN[type(module)], kernel_size=module.kernel_size, stride=module.stride,
+                   padding=module.padding, dilation=module.dilation, ceil_mode=module.ceil_mode)
     x, ref = _split(inputs.detach())
     y, y_ref = _split(output.detach())
     top = torch.maximum(y, y_ref)
@@ -95,7 +96,7 @@ def _max_pool_backward(module: nn.Module, inputs: torch.Tensor, output: torch.Te
             xs = x.detach().requires_grad_(True)
             rs = ref.detach().requires_grad_(True)
             to_x, to_ref = torch.autograd.grad(
-                [pool(xs, **args), pool(rs, **args)], [xs, rs], [g * (top - y_ref), g * (y - top)])
+                [pool(xs), pool(rs)], [xs, rs], [g * (top - y_ref), g * (y - top)])
         contribution = to_x + to_ref
         safe = torch.where(delta_in.abs() < EPS, torch.ones_like(delta_in), delta_in)
         grad_x = torch.where(delta_in.abs() < EPS, torch.zeros_like(delta_in), contribution / safe)
@@ -124,7 +125,8 @@ def rescale_hooks(model: nn.Module) -> Iterator[None]:
     inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
     try:
         for module in inplace:
-            module.inplace = False
+            # torch types Module.__setattr__ for tensors and submodules only; it sets a bool flag all the same.
+            module.inplace = False  # type: ignore[assignment]
         for module in model.modules():
             if isinstance(module, ELEMENTWISE + MAX_POOLS):
                 handles.append(module.register_forward_hook(_rescale_hook))
@@ -133,7 +135,8 @@ def rescale_hooks(model: nn.Module) -> Iterator[None]:
         for handle in handles:
             handle.remove()
         for module in inplace:
-            module.inplace = True
+            # torch types Module.__setattr__ for tensors and submodules only; it sets a bool flag all the same.
+            module.inplace = True  # type: ignore[assignment]
 
 
 def deeplift_attribution(model: nn.Module, x: torch.Tensor, target: torch.Tensor,

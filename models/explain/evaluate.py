@@ -107,7 +107,7 @@ def idrid_heldout_exudates(card: ModelCard, limit: int) -> Samples:
     return Samples(x=torch.cat(xs), labels=torch.full((len(xs),), label), masks=torch.cat(masks))
 
 
-def _mask_on_input(mask: np.ndarray, region: InputRegion, size: tuple[int, int]) -> torch.Tensor:
+def _mask_on_input(mask: np.ndarray, region: InputRegion, size: tuple[int, ...]) -> torch.Tensor:
     """(H, W) bool on the image -> (1, 1, h, w) bool on the network input (any lesion pixel counts)."""
     canvas = torch.zeros(region.height, region.width)
     rows, cols = mask.shape
@@ -144,7 +144,7 @@ def sample_source(card: ModelCard) -> Callable[[ModelCard, int], Samples]:
     spec = (getattr(card, "evaluation", None) or {}).get("samples")
     if spec:
         module, function = spec.split(":")
-        return getattr(import_module(module), function)  # type: ignore[no-any-return]
+        return getattr(import_module(module), function)
     if card.name not in SAMPLE_SOURCES:
         raise ValueError(f"model {card.name!r} has no evaluation samples (see models.explain.evaluate)")
     return SAMPLE_SOURCES[card.name]

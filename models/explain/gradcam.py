@@ -39,6 +39,7 @@ class GradCAM(Explainer):
         self._check(x, target)
         # The backward stops at the layer: the input's gradient is not needed.
         result = gradient_pass(self.model, x, target, layer=self.layer, input_grad=False)
+        assert result.activations is not None and result.layer_grad is not None
         return self.from_layer(result.activations, result.layer_grad, list(x.shape[2:]))
 
     @staticmethod

@@ -36,9 +36,11 @@ nets works, and rows stay independent (eval mode).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 import torch
@@ -53,6 +55,7 @@ POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.Adap
          nn.AdaptiveAvgPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 FIRST_RULES = ("zb", "w2", "flat")
+_Weighted = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear  # the types of WEIGHTED
 
 
 def _stabilise(d: torch.Tensor, eps: float) -> torch.Tensor:
@@ -66,14 +69,14 @@ def _route(z: torch.Tensor, contribution: torch.Tensor, denominator: torch.Tenso
     return contribution * scale + (z - contribution * scale).detach()
 
 
-def _linear_map(module: nn.Module, a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _linear_map(module: _Weighted, a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """`module`'s convolution or matrix product with another weight and no bias."""
     if isinstance(module, nn.Linear):
         return nn.functional.linear(a, weight)
-    return module._conv_forward(a, weight, None)  # type: ignore[operator]
+    return module._conv_forward(a, weight, None)
 
 
-def _z_plus(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
+def _z_plus(module: _Weighted, a: torch.Tensor) -> torch.Tensor:
     """Positive contributions only (alpha=1, beta=0): a+ W+ + a- W-, bias-free."""
     w = module.weight
     return _linear_map(module, a.clamp(min=0), w.clamp(min=0)) + _linear_map(module, a.clamp(max=0), w.clamp(max=0))
@@ -81,7 +84,7 @@ def _z_plus(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _FirstLayerCall:
-    module: nn.Module
+    module: _Weighted
     x: torch.Tensor
     z: torch.Tensor  # a leaf standing for the layer's output; its gradient is g at the first layer
 
@@ -135,7 +138,7 @@ class _Rules:
                 values = [leaves[0].detach()]
             s = (relevance / _stabilise(contribution, self.epsilon)).detach()
             grads = torch.autograd.grad((contribution * s).sum(), leaves)
-        return sum(v * gr for v, gr in zip(values, grads, strict=True))  # type: ignore[return-value]
+        return reduce(operator.add, (v * gr for v, gr in zip(values, grads, strict=True)))
 
     def _bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Without given bounds, each row's own range (over all elements) stands in for the data range.

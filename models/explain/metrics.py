@@ -182,8 +182,9 @@ def randomise(model: nn.Module, modules: Sequence[str] | None = None, *, seed: i
         torch.manual_seed(_RANDOMISE_SEED_OFFSET + seed)
         for name in names:
             module = clone.get_submodule(name)
-            if hasattr(module, "reset_parameters") and not isinstance(module, nn.modules.batchnorm._NormBase):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset) and not isinstance(module, nn.modules.batchnorm._NormBase):
+                reset()
     return clone
 
 

@@ -40,7 +40,8 @@ def occlusion_masks(spatial: Sequence[int], window: Sequence[int], stride: Seque
     masks = torch.zeros((math.prod(len(a) for a in axes), *spatial), dtype=torch.bool)
     for n, starts in enumerate(itertools.product(*axes)):
         region = tuple(slice(s, s + w) for s, w in zip(starts, window, strict=True))
-        masks[(n, *region)] = True
+        index: tuple[int | slice, ...] = (n, *region)  # typed: mypy would join int and slice to object
+        masks[index] = True
     return masks
 
 

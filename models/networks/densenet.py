@@ -15,13 +15,16 @@ Module paths (for `target_layer`): `features.stem`, `features.block{i}`, `featur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+# Typed as classes (not as the constructors mypy would join them to), so that isinstance narrows by them.
+_CONV: dict[int, type[nn.Conv1d | nn.Conv2d | nn.Conv3d]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_NORM: dict[int, type[nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d]] = {
+    1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d
+}
 _AVG_POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 _GLOBAL_POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
 
@@ -31,7 +34,7 @@ _GLOBAL_MAX_POOL = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d, 3: nn.Adap
 
 def global_pool(spatial_dims: int, pool: str) -> nn.Module:
     """Global "avg" or "max" pooling to (B, C, 1, ...); max suits a lesion that may sit anywhere."""
-    pools = {"avg": _GLOBAL_POOL, "max": _GLOBAL_MAX_POOL}
+    pools: dict[str, Mapping[int, Callable[[int], nn.Module]]] = {"avg": _GLOBAL_POOL, "max": _GLOBAL_MAX_POOL}
     if pool not in pools:
         raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
     return pools[pool][spatial_dims](1)
@@ -153,10 +156,14 @@ class DenseNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        # Named first: inside isinstance(...), mypy types `tuple(...)` as isinstance's argument and does not narrow.
+        convs, norms = tuple(_CONV.values()), tuple(_NORM.values())
         for module in self.modules():
-            if isinstance(module, tuple(_CONV.values())):
+            if isinstance(module, convs):
                 nn.init.kaiming_normal_(module.weight)
-            elif isinstance(module, tuple(_NORM.values())):
+            elif isinstance(module, norms):
+                # torch declares no weight or bias on its norms (they are None when affine=False); these are affine.
+                assert isinstance(module.weight, torch.Tensor) and isinstance(module.bias, torch.Tensor)
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Linear):

@@ -107,10 +107,14 @@ class ResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        # Named first: inside isinstance(...), mypy types `tuple(...)` as isinstance's argument and does not narrow.
+        convs, norms = tuple(_CONV.values()), tuple(_NORM.values())
         for module in self.modules():
-            if isinstance(module, tuple(_CONV.values())):
+            if isinstance(module, convs):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            elif isinstance(module, tuple(_NORM.values())):
+            elif isinstance(module, norms):
+                # torch declares no weight or bias on its norms (they are None when affine=False); these are affine.
+                assert isinstance(module.weight, torch.Tensor) and isinstance(module.bias, torch.Tensor)
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Linear):

@@ -332,7 +332,8 @@ def _train(
     steps = epochs * math.ceil(samples / BATCH)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=steps, pct_start=0.15)
-    best, best_epoch, best_state, best_scores = (-math.inf,), 0, None, {}
+    best: tuple[float, ...] = (-math.inf,)
+    best_epoch, best_state, best_scores = 0, None, {}
     for epoch in range(1, epochs + 1):
         model.train()
         for batch in torch.randperm(samples, generator=generator).split(BATCH):
@@ -349,6 +350,7 @@ def _train(
         if best_state is None or key > best:  # a tiny val split (limit) may have one class: AUC NaN
             best, best_epoch, best_scores = key, epoch, {k: round(v, 6) for k, v in scores.items()}
             best_state = copy.deepcopy(model.state_dict())
+    assert best_state is not None  # the first epoch sets it
     model.load_state_dict(best_state)
     return model.eval(), best_epoch, best_scores
 

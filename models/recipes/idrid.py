@@ -116,7 +116,8 @@ def grid_patches(items: list[LesionImage]) -> Patches:
 
 
 def _random_patches(items: list[LesionImage], fundus: list[np.ndarray], n: int, rng: np.random.Generator) -> Patches:
-    xs, ys, known = [], [], []
+    xs: list[np.ndarray] = []
+    ys, known = [], []
     while len(xs) < n:
         index = int(rng.integers(len(items)))
         item = items[index]
@@ -251,9 +252,10 @@ def _train(
             "epoch %d/%d loss %.4f val patch AUC %s (%s)", epoch, epochs, total / per_epoch, scores["auc_macro"],
             ", ".join(str(scores[f"auc_{lesion}"]) for lesion in LESIONS),
         )
-        if scores["auc_macro"] > best:
+        if best_state is None or scores["auc_macro"] > best:  # NaN when no lesion has both classes in val
             best, best_epoch, best_scores = scores["auc_macro"], epoch, scores
             best_state = copy.deepcopy(model.state_dict())
+    assert best_state is not None  # the first epoch sets it
     model.load_state_dict(best_state)
     return model.eval(), best_epoch, best_scores, epochs
 

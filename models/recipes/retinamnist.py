@@ -163,6 +163,7 @@ def _train(
         if key > best:
             best, best_epoch, best_scores = key, epoch, scores
             best_state = copy.deepcopy(model.state_dict())
+    assert best_state is not None  # the first epoch sets it: its key beats (-inf,)
     model.load_state_dict(best_state)
     return TrainResult(model.eval(), epochs, best_epoch, best_scores, time.perf_counter() - started)
 
