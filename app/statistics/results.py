@@ -98,38 +98,73 @@ def _matrix(rows: list[dict], readers: list[str], cases: list[str], design: Desi
     return matrix
 
 
-def _condition_result(design: Design, condition: Mapping[str, Any], rows: list[dict]) -> dict[str, Any]:
-    done = [row for row in rows if row["state"] == "done" and row["condition"] == condition["key"]]
-    pairs = [(a, t) for a, t in (_answer_and_truth(design, row) for row in done) if a is not None and t is not None]
-    answers, truth = np.array([a for a, _ in pairs]), np.array([t for _, t in pairs])
-    result: dict[str, Any] = {"key": condition["key"], "label": condition.get("label"), "kind": condition["kind"],
-                              "method": condition.get("method"), "reads": len(done), "reads_with_reference": len(pairs),
-                              **dict.fromkeys(_MEASURES)}
-    if pairs:
-        sens, spec = stats.sensitivity_specificity(
-            predicted=[_positive(design, a) for a in answers], truth=[_positive(design, t) for t in truth]
-        )
-        result |= {"accuracy": stats.accuracy(answers=answers, reference=truth), "sensitivity": sens,
-                   "specificity": spec}
-        per_reader = defaultdict(list)
-        for row in done:
-            answer, reference = _answer_and_truth(design, row)
-            if answer is not None and reference is not None:
-                per_reader[row["reader"]].append((answer, reference))
-        kappas = {reader: stats.quadratic_kappa(a=[a for a, _ in items], b=[t for _, t in items],
-                                                labels=_labels(design))
-                  for reader, items in sorted(per_reader.items())}
-        finite = [value for value in kappas.values() if math.isfinite(value)]
-        result |= {"kappa_vs_reference_by_reader": kappas,
-                   "kappa_vs_reference_mean": float(np.mean(finite)) if finite else None}
-    result |= _agreement(design, done)
+def _judged(design: Design, done: list[dict]) -> list[tuple[str, float, float]]:
+    """(reader, answer, reference) of the reads that have both on the task's ordinal scale."""
+    judged = []
+    for row in done:
+        answer, reference = _answer_and_truth(design, row)
+        if answer is not None and reference is not None:
+            judged.append((row["reader"], answer, reference))
+    return judged
+
+
+def _against_reference(design: Design, judged: list[tuple[str, float, float]]) -> dict[str, Any]:
+    """Accuracy, sensitivity and specificity of the positive call, and quadratic kappa per reader and mean."""
+    if not judged:
+        return {}
+    answers = np.array([answer for _, answer, _ in judged])
+    truth = np.array([reference for _, _, reference in judged])
+    sensitivity, specificity = stats.sensitivity_specificity(
+        predicted=[_positive(design, a) for a in answers], truth=[_positive(design, t) for t in truth]
+    )
+    per_reader: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for reader, answer, reference in judged:
+        per_reader[reader].append((answer, reference))
+    kappas = {
+        reader: stats.quadratic_kappa(a=[a for a, _ in items], b=[t for _, t in items], labels=_labels(design))
+        for reader, items in sorted(per_reader.items())
+    }
+    finite = [value for value in kappas.values() if math.isfinite(value)]
+    return {
+        "accuracy": stats.accuracy(answers=answers, reference=truth),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "kappa_vs_reference_by_reader": kappas,
+        "kappa_vs_reference_mean": float(np.mean(finite)) if finite else None,
+    }
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _effort(done: list[dict]) -> dict[str, Any]:
+    """Time, confidence and assistance toggles of the reads."""
     seconds = [row["seconds"] for row in done if row["seconds"] is not None]
     confidence = [row["confidence"] for row in done if row["confidence"] is not None]
-    result["mean_seconds"] = float(np.mean(seconds)) if seconds else None
-    result["median_seconds"] = float(pystats.median(seconds)) if seconds else None
-    result["mean_confidence"] = float(np.mean(confidence)) if confidence else None
-    result["toggles"] = sum(row["toggles"] for row in done)
-    return result
+    return {
+        "mean_seconds": _mean_or_none(seconds),
+        "median_seconds": float(pystats.median(seconds)) if seconds else None,
+        "mean_confidence": _mean_or_none(confidence),
+        "toggles": sum(row["toggles"] for row in done),
+    }
+
+
+def _condition_result(design: Design, condition: Mapping[str, Any], rows: list[dict]) -> dict[str, Any]:
+    done = [row for row in rows if row["state"] == "done" and row["condition"] == condition["key"]]
+    judged = _judged(design, done)
+    return {
+        "key": condition["key"],
+        "label": condition.get("label"),
+        "kind": condition["kind"],
+        "method": condition.get("method"),
+        "reads": len(done),
+        "reads_with_reference": len(judged),
+        **dict.fromkeys(_MEASURES),
+        **_against_reference(design, judged),
+        **_agreement(design, done),
+        **_effort(done),
+    }
 
 
 def _agreement(design: Design, done: list[dict]) -> dict[str, Any]:
@@ -227,6 +262,10 @@ def _time_course(rows: list[dict]) -> list[dict[str, Any]]:
             for order, values in sorted(by_order.items())]
 
 
+_ORH_NEEDS = ("ORH needs every reader to read every case with a reference under both conditions "
+              "(a crossed or sequential design, all reads done) and both classes present")
+
+
 def _mrmc(design: Design, rows: list[dict]) -> dict[str, Any]:
     """ORH comparison (AUC of the ordinal score) of each assisted condition with the unassisted one."""
     if design.task == EXPLANATION_RATING:
@@ -234,37 +273,52 @@ def _mrmc(design: Design, rows: list[dict]) -> dict[str, Any]:
     baseline = next((c["key"] for c in design.conditions if c["kind"] == UNASSISTED), None)
     if baseline is None:
         return {"supported": False, "reason": "no unassisted condition to compare with"}
-    done = [row for row in rows if row["state"] == "done"]
-    readers = sorted({row["reader"] for row in rows})
     truth_of = {
         row["case"]: _positive(design, ref) for row in rows if (ref := _answer_and_truth(design, row)[1]) is not None
     }
-    cases = sorted(truth_of)
-    comparisons = []
-    for condition in design.conditions:
-        if condition["key"] == baseline:
-            continue
-        keys = (baseline, condition["key"])
-        scores = np.full((2, len(readers), len(cases)), np.nan)
-        for row in done:
-            if row["condition"] in keys and row["case"] in truth_of:
-                scores[keys.index(row["condition"]), readers.index(row["reader"]), cases.index(row["case"])] = (
-                    _score(design, row)
-                )
-        comparison: dict[str, Any] = {"modalities": list(keys), "figure_of_merit": "empirical AUC"}
-        truth = np.array([truth_of[case] for case in cases], dtype=bool)
-        if np.isnan(scores).any() or truth.all() or not truth.any() or len(readers) < 2:
-            comparison["supported"] = False
-            comparison["reason"] = ("ORH needs every reader to read every case with a reference under both conditions "
-                                    "(a crossed or sequential design, all reads done) and both classes present")
-        else:
-            result = mrmc.mrmc_analysis(scores=scores, truth=truth)
-            comparison |= {"supported": True, "auc": dict(zip(keys, result.modality_means.tolist(), strict=True)),
-                           "difference": result.difference, "difference_ci95": result.difference_ci,
-                           "f": result.f, "ddf": result.ddf_h, "p": result.p, "readers": len(readers),
-                           "cases": len(cases)}
-        comparisons.append(comparison)
+    comparisons = [
+        _orh_comparison(design, rows, keys=(baseline, condition["key"]), truth_of=truth_of)
+        for condition in design.conditions
+        if condition["key"] != baseline
+    ]
     return {"supported": any(c.get("supported") for c in comparisons), "comparisons": comparisons}
+
+
+def _orh_scores(design: Design, rows: list[dict], *, keys: tuple[str, str], readers: list[str],
+                cases: list[str]) -> np.ndarray:
+    """Conditions x readers x cases suspicion scores (NaN where a read is missing)."""
+    scores = np.full((2, len(readers), len(cases)), np.nan)
+    case_index = {case: i for i, case in enumerate(cases)}
+    for row in rows:
+        if row["state"] == "done" and row["condition"] in keys and row["case"] in case_index:
+            scores[keys.index(row["condition"]), readers.index(row["reader"]), case_index[row["case"]]] = (
+                _score(design, row)
+            )
+    return scores
+
+
+def _orh_comparison(design: Design, rows: list[dict], *, keys: tuple[str, str],
+                    truth_of: dict[str, bool]) -> dict[str, Any]:
+    """One assisted condition against the baseline, or why ORH cannot compare them on these reads."""
+    readers = sorted({row["reader"] for row in rows})
+    cases = sorted(truth_of)
+    scores = _orh_scores(design, rows, keys=keys, readers=readers, cases=cases)
+    truth = np.array([truth_of[case] for case in cases], dtype=bool)
+    comparison: dict[str, Any] = {"modalities": list(keys), "figure_of_merit": "empirical AUC"}
+    if np.isnan(scores).any() or truth.all() or not truth.any() or len(readers) < 2:
+        return comparison | {"supported": False, "reason": _ORH_NEEDS}
+    result = mrmc.mrmc_analysis(scores=scores, truth=truth)
+    return comparison | {
+        "supported": True,
+        "auc": dict(zip(keys, result.modality_means.tolist(), strict=True)),
+        "difference": result.difference,
+        "difference_ci95": result.difference_ci,
+        "f": result.f,
+        "ddf": result.ddf_h,
+        "p": result.p,
+        "readers": len(readers),
+        "cases": len(cases),
+    }
 
 
 def summarise(rows: list[dict[str, Any]], *, design: Design) -> dict[str, Any]:
