@@ -5,10 +5,11 @@
 - one forward + backward row per image (a hook on the target layer) gives gradient, saliency,
   input_x_gradient, gradcam, gradcam_pp and cam; rows with a different ReLU backward rule (guided, deconv)
   give guided_backprop, deconvnet and guided_gradcam (PERF-NOTES: six maps 2.3-2.5x faster than six calls);
-- integrated_gradients and expressive_gradients share one set of path rows, and these rows travel in the
-  same memory-bounded batches as the single-pass rows (`batching.batched_passes`): the default bundle makes
-  as many passes as integrated gradients alone, with 3 rows per image more, and x's logits (for the
-  convergence delta) come from the single-pass rows, so only the baseline's row is added;
+- integrated_gradients and expressive_gradients share one set of input path rows, and these rows travel in
+  the same memory-bounded batches as the single-pass rows (`batching.batched_passes`): the default bundle
+  makes as many passes as integrated gradients alone, with 3 rows per image more, and x's logits (for the
+  convergence delta) come from the single-pass rows, so only the baseline's row is added; expressive
+  gradients adds its layer's own path (n_steps rows per image, in the layer's space);
 - smoothgrad and vargrad share one set of noisy passes (same noise, same base method);
 - gradient_shap's samples, like the path and noise rows, go through in memory-bounded batches (batching.py);
 - any other registered method (deeplift, lrp, occlusion, ...) is delegated to its own class, one by one.
@@ -160,7 +161,8 @@ def _gradient_passes(model: nn.Module, x: torch.Tensor, target: torch.Tensor, na
     if single:
         bundle.update(_single_pass_maps(model, x, target, single, passes))
     if path is not None:
-        _path_maps(path, path.integral(at_x=passes[rules[0]] if rules else None), path_names, options, bundle)
+        integral = path.integral(at_x=passes[rules[0]] if rules else None)
+        _path_maps(model, layer, path, integral, path_names, options, bundle)
 
 
 def _path_rows(x: torch.Tensor, target: torch.Tensor, names: list[str], options: BundleOptions, *,
@@ -198,15 +200,18 @@ def _single_pass_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, n
     return maps
 
 
-def _path_maps(path: PathRows, integral: PathIntegral, names: list[str], options: BundleOptions,
-               bundle: Bundle) -> None:
+def _path_maps(model: nn.Module, layer: nn.Module | None, path: PathRows, integral: PathIntegral, names: list[str],
+               options: BundleOptions, bundle: Bundle) -> None:
     attribution, delta = IntegratedGradients.from_integral(path.x, path.baseline, integral)
     if "integrated_gradients" in names:
         bundle["integrated_gradients"] = attribution.sum(1, keepdim=True)
         bundle.deltas["integrated_gradients"] = delta
     if "expressive_gradients" in names:
-        bundle["expressive_gradients"], _ = ExpressiveGradients.from_integral(attribution, integral,
-                                                                               options.layer_weight)
+        assert layer is not None  # _gradient_passes records the layer when expressive_gradients is asked
+        alphas, weights = path_weights(options.ig_method, options.n_steps)
+        bundle["expressive_gradients"], _ = ExpressiveGradients.from_integral(
+            model, layer, path.x, path.target, attribution, integral, alphas=alphas, weights=weights,
+            layer_weight=options.layer_weight, max_rows=options.max_rows)
         bundle.deltas["expressive_gradients"] = delta
 
 

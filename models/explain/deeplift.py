@@ -9,9 +9,9 @@ reference input. A forward hook on each nonlinearity call replaces the call's ou
 whose backward multiplies the incoming gradient by the rescale multiplier dy/dx = (y - y_ref) / (x - x_ref)
 (the plain gradient where |x - x_ref| is tiny). Linear layers (convolutions, batch norm in eval mode,
 average pooling, addition, concatenation) keep their gradient, which is their exact multiplier. Max
-pooling routes the output difference to the argmax of the input and of the reference. The gradient of the
-target logit with respect to x is then the DeepLift multiplier, and the attribution is (x - baseline) * m,
-summed over channels. Completeness holds exactly (up to float error): sum = f(x) - f(baseline).
+pooling (windowed or adaptive) routes the output difference to the argmax of the input and of the reference.
+The gradient of the target logit with respect to x is then the DeepLift multiplier, and the attribution is
+(x - baseline) * m, summed over channels. Completeness holds exactly (up to float error): sum = f(x) - f(baseline).
 
 Unlike Captum 0.9 (pytorch/captum#378, #480, #1082), the hooks act per call, not per module, so a ReLU
 module reused within a residual block is handled; in-place activations are switched to out-of-place while
@@ -35,9 +35,17 @@ from models.explain.base import Explainer
 # Elementwise nonlinearities whose multiplier is (y - y_ref) / (x - x_ref).
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
                nn.Softplus, nn.Hardtanh, nn.ReLU6, nn.Mish, nn.Hardswish, nn.Hardsigmoid)
-MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+# Max pools, windowed and adaptive (a global max-pool head is AdaptiveMaxPool): none of them is linear, so each
+# gets the max-pool rule below; treated as linear, a global max-pool head broke summation-to-delta by ~0.5.
+MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+             nn.AdaptiveMaxPool3d)
+_MaxPool = (nn.MaxPool1d | nn.MaxPool2d | nn.MaxPool3d | nn.AdaptiveMaxPool1d | nn.AdaptiveMaxPool2d
+            | nn.AdaptiveMaxPool3d)
 _MAX_POOL_FN = {nn.MaxPool1d: nn.functional.max_pool1d, nn.MaxPool2d: nn.functional.max_pool2d,
                 nn.MaxPool3d: nn.functional.max_pool3d}
+_ADAPTIVE_MAX_POOL_FN = {nn.AdaptiveMaxPool1d: nn.functional.adaptive_max_pool1d,
+                         nn.AdaptiveMaxPool2d: nn.functional.adaptive_max_pool2d,
+                         nn.AdaptiveMaxPool3d: nn.functional.adaptive_max_pool3d}
 # Below this |x - x_ref| the multiplier falls back to the gradient at x (as in the paper and in Captum).
 EPS = 1e-10
 
@@ -74,16 +82,22 @@ def _elementwise_multiplier(module: nn.Module, inputs: torch.Tensor, output: tor
     return torch.where(delta_in.abs() < EPS, gradient, delta_out / safe)
 
 
-def _max_pool_backward(module: nn.MaxPool1d | nn.MaxPool2d | nn.MaxPool3d, inputs: torch.Tensor,
-                       output: torch.Tensor) -> Callable:
+def _pool_function(module: _MaxPool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The module's pooling as a function of its input alone (no indices), to differentiate again."""
+    if isinstance(module, nn.AdaptiveMaxPool1d | nn.AdaptiveMaxPool2d | nn.AdaptiveMaxPool3d):
+        return partial(_ADAPTIVE_MAX_POOL_FN[type(module)], output_size=module.output_size)
+    return partial(_MAX_POOL_FN[type(module)], kernel_size=module.kernel_size, stride=module.stride,
+                   padding=module.padding, dilation=module.dilation, ceil_mode=module.ceil_mode)
+
+
+def _max_pool_backward(module: _MaxPool, inputs: torch.Tensor, output: torch.Tensor) -> Callable:
     """Backward of a max pool under the rescale rule.
 
     Δy = [max(y, y_ref) - y_ref] + [y - max(y, y_ref)]: the first (>= 0) part goes to the argmax of x, the
     second (<= 0) to the argmax of the reference; each input then gets multiplier contribution / Δx. Both
     parts vanish where their argmax has Δx = 0, so the split conserves Δy exactly.
     """
-    pool = partial(_MAX_POOL_FN[type(module)], kernel_size=module.kernel_size, stride=module.stride,
-                   padding=module.padding, dilation=module.dilation, ceil_mode=module.ceil_mode)
+    pool = _pool_function(module)
     x, ref = _split(inputs.detach())
     y, y_ref = _split(output.detach())
     top = torch.maximum(y, y_ref)

@@ -13,6 +13,8 @@ batch of n_steps x B rows; the rows at x and at the baseline (for the convergenc
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,7 @@ from torch import nn
 
 from models.card import ModelCard
 from models.explain.base import ChannelExplainer, Explainer, Pass, resolve_layer, upsample
-from models.explain.batching import RowGroup, batched_passes
+from models.explain.batching import RowGroup, batched_passes, chunks, rows_per_batch
 
 METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 Baseline = str | float | torch.Tensor
@@ -92,13 +94,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 @dataclass
 class PathIntegral:
-    """What `integrate` returns: sum_i w_i * gradient at point i, for the input (B, C, *spatial) and, if a
-    layer was given, for the layer's output (B, K, *s) with its activations at x and at the baseline;
-    `delta_target`: f_c(x) - f_c(b), (B,)."""
+    """What `integrate` returns: sum_i w_i * gradient at point i for the input (B, C, *spatial); if a layer
+    was given, the layer's activations (B, K, *s) at x and at the baseline (the ends of the layer's own path,
+    `layer_path_gradient`); `delta_target`: f_c(x) - f_c(b), (B,)."""
 
     input_grad: torch.Tensor
     delta_target: torch.Tensor
-    layer_grad: torch.Tensor | None = None
     layer_at_x: torch.Tensor | None = None
     layer_at_baseline: torch.Tensor | None = None
 
@@ -111,7 +112,7 @@ class PathRows:
     (and layer activations) give f(x) - f(b). The ends ride along in the path's batches, their gradients
     unused: two rows more, instead of a forward pass of their own (on a shared CPU each pass pays a toll
     beyond its rows: docs/benchmarks.md). Without `with_x`, `integral(at_x=...)` takes x's from a pass made elsewhere.
-    `with_layer`: also integrate the recorded layer's gradient (layer integrated gradients).
+    `with_layer`: also keep the recorded layer's activations at the ends (for layer integrated gradients).
     """
 
     def __init__(self, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor, alphas: list[float],
@@ -121,7 +122,6 @@ class PathRows:
         self.weight = torch.tensor(weights, dtype=x.dtype, device=x.device)
         self.diff = self.x - self.baseline
         self.total = torch.zeros_like(x)
-        self.layer_total: torch.Tensor | None = None
         ends = torch.cat([self.baseline, self.x]) if with_x else self.baseline
         end_target = target.repeat(len(ends) // len(x))
         self.ends = RowGroup(len(ends), lambda part: (ends[part], end_target[part]))
@@ -142,12 +142,6 @@ class PathRows:
         step, image = self._step_image(part)
         assert result.input_grad is not None
         self.total.index_add_(0, image, result.input_grad * self.weight[step].view((-1,) + (1,) * (self.x.dim() - 1)))
-        if self.with_layer:
-            assert result.layer_grad is not None
-            if self.layer_total is None:
-                self.layer_total = result.layer_grad.new_zeros((len(self.x), *result.layer_grad.shape[1:]))
-            layer_shape = (-1,) + (1,) * (result.layer_grad.dim() - 1)
-            self.layer_total.index_add_(0, image, result.layer_grad * self.weight[step].view(layer_shape))
 
     def integral(self, at_x: Pass | None = None) -> PathIntegral:
         """The integral once the groups went through; `at_x`: the logits (and activations) of x's rows, in
@@ -158,8 +152,8 @@ class PathRows:
         at_x = at_x if at_x is not None else ends.rows(slice(b, 2 * b))
         index = self.target.view(-1, 1)
         delta_target = (at_x.logits.gather(1, index) - at_b.logits.gather(1, index)).squeeze(1)
-        integral = PathIntegral(input_grad=self.total, delta_target=delta_target, layer_grad=self.layer_total)
-        if self.layer_total is not None:
+        integral = PathIntegral(input_grad=self.total, delta_target=delta_target)
+        if self.with_layer:
             integral.layer_at_x, integral.layer_at_baseline = at_x.activations, at_b.activations
         return integral
 
@@ -176,6 +170,43 @@ def integrate(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target:
     path = PathRows(x, baseline, target, alphas, weights, with_layer=layer is not None)
     batched_passes(model, path.groups, like=x[:1], layer=layer, max_rows=max_rows)
     return path.integral()
+
+
+@contextmanager
+def _layer_output_replaced(layer: nn.Module, value: torch.Tensor) -> Iterator[None]:
+    """While open, `layer` outputs `value` whatever its input (the hook is always removed)."""
+    handle = layer.register_forward_hook(lambda module, inputs, output: value)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def layer_path_gradient(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                        layer_at_x: torch.Tensor, layer_at_baseline: torch.Tensor, alphas: list[float],
+                        weights: list[float], *, max_rows: int | None = None) -> torch.Tensor:
+    """sum_i w_i * dy_c/dA at A(b) + alpha_i (A(x) - A(b)): the gradient integrated along the straight line
+    between the layer's activations (B, K, *s), as Captum's `LayerIntegratedGradients` does.
+
+    The path runs in the layer's space, not the input's: the layer's output is replaced by each point while
+    the rest of the network sees x. (A(b + a (x - b)) is no straight line from A(b) to A(x) when the layers
+    before are nonlinear, and gradients taken there do not add up to f(x) - f(b).) Memory-bounded batches.
+    """
+    b, n = len(x), len(alphas)
+    alpha = torch.tensor(alphas, dtype=layer_at_x.dtype, device=x.device)
+    weight = torch.tensor(weights, dtype=layer_at_x.dtype, device=x.device)
+    difference = (layer_at_x - layer_at_baseline).detach()
+    shape = (-1,) + (1,) * (difference.dim() - 1)
+    total = torch.zeros_like(difference)
+    for part in chunks(n * b, rows_per_batch(model, x[:1], max_rows=max_rows, rows_needed=n * b)):
+        rows = torch.arange(part.start, part.stop, device=x.device)
+        step, image = rows // b, rows % b
+        points = (layer_at_baseline.detach()[image] + alpha[step].view(shape) * difference[image]).requires_grad_(True)
+        with torch.enable_grad(), _layer_output_replaced(layer, points):
+            score = model(x.detach()[image]).gather(1, target[image].view(-1, 1)).sum()
+            (gradient,) = torch.autograd.grad(score, points)
+        total.index_add_(0, image, gradient * weight[step].view(shape))
+    return total
 
 
 class IntegratedGradients(ChannelExplainer):
@@ -224,20 +255,23 @@ class IntegratedGradients(ChannelExplainer):
 class ExpressiveGradients(Explainer):
     """Expressive gradients (Yang et al. 2019): input-level IG enriched with a high-level attribution map.
 
-    What is computed, in one set of path passes: IG of the input, summed over channels (B, 1, *spatial);
-    layer integrated gradients of `layer` over the same input path, (A(x) - A(b)) * integral dy_c/dA da,
-    summed over channels (B, 1, *s) (Captum's `LayerIntegratedGradients`); the layer map is upsampled to
-    the input size and multiplied by |s| / |spatial| (its number of positions over the input's) so that both
-    maps carry the same total, f_c(x) - f_c(b) up to the delta. The result is
+    What is computed: IG of the input, summed over channels (B, 1, *spatial); layer integrated gradients of
+    `layer`, (A(x) - A(b)) * integral dy_c/dA along the straight line from A(b) to A(x) in the layer's space,
+    summed over channels (B, 1, *s) (Captum's `LayerIntegratedGradients`); the layer map is upsampled to the
+    input size and multiplied by |s| / |spatial| (its number of positions over the input's). Each part adds up
+    to f_c(x) - f_c(b) up to its quadrature delta (the layer's, exactly so when nothing bypasses the layer),
+    and so does their blend:
 
         EG = (1 - layer_weight) * IG_input + layer_weight * upsample(IG_layer) * |s| / |spatial|.
 
     This follows the review's description of EG ("extends IG by enriching input-level attribution map with
-    high-level attribution maps"); the paper's exact weighting was not available here.
+    high-level attribution maps"); the paper's exact weighting was not available here. Cost: the input path,
+    plus n_steps rows per image for the layer's path.
 
     Args: as `IntegratedGradients`, plus `layer` (module or dotted path, a card's `target_layer`) and
     `layer_weight` in [0, 1]. `explain(x (B, C, *spatial), target (B,)) -> (B, 1, *spatial)`; afterwards
-    `last_delta` (B,) is the input IG's delta and `last_layer_map` (B, 1, *s) the raw layer map.
+    `last_delta` (B,) is the input IG's delta, `last_layer_map` (B, 1, *s) the raw layer map and
+    `last_layer_delta` (B,) its delta sum(IG_layer) - (f_c(x) - f_c(b)).
     """
 
     name = "expressive_gradients"
@@ -252,6 +286,7 @@ class ExpressiveGradients(Explainer):
                                       blur_sigma=blur_sigma, max_rows=max_rows)
         self.last_delta: torch.Tensor | None = None
         self.last_layer_map: torch.Tensor | None = None
+        self.last_layer_delta: torch.Tensor | None = None
 
     @classmethod
     def from_card(cls, model: nn.Module, card: ModelCard) -> ExpressiveGradients:
@@ -264,19 +299,25 @@ class ExpressiveGradients(Explainer):
         integral = integrate(self.model, x, baseline, target, ig.alphas, ig.weights, layer=self.layer,
                              max_rows=ig.max_rows)
         attribution, self.last_delta = IntegratedGradients.from_integral(x, baseline, integral)
-        result, self.last_layer_map = self.from_integral(attribution, integral, self.layer_weight)
+        result, self.last_layer_map = self.from_integral(self.model, self.layer, x, target, attribution, integral,
+                                                         alphas=ig.alphas, weights=ig.weights,
+                                                         layer_weight=self.layer_weight, max_rows=ig.max_rows)
+        self.last_layer_delta = self.last_layer_map.flatten(1).sum(1) - integral.delta_target
         return result
 
     @staticmethod
-    def from_integral(input_ig: torch.Tensor, integral: PathIntegral,
-                      layer_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """EG (B, 1, *spatial) and the raw layer map (B, 1, *s) from the input IG (B, C, *spatial) and a path
-        integral taken with the layer."""
-        if integral.layer_grad is None or integral.layer_at_x is None or integral.layer_at_baseline is None:
-            raise ValueError("expressive gradients need a path integral with the layer")
-        layer_map = ((integral.layer_at_x - integral.layer_at_baseline) * integral.layer_grad).sum(1, keepdim=True)
+    def from_integral(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                      input_ig: torch.Tensor, integral: PathIntegral, *, alphas: list[float], weights: list[float],
+                      layer_weight: float, max_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """EG (B, 1, *spatial) and the raw layer map (B, 1, *s) from the input IG (B, C, *spatial) and an input
+        path integral taken with the layer recorded (for its activations at x and at the baseline); the
+        layer's own path runs here."""
+        if integral.layer_at_x is None or integral.layer_at_baseline is None:
+            raise ValueError("expressive gradients need a path integral with the layer's activations")
+        layer_grad = layer_path_gradient(model, layer, x, target, integral.layer_at_x, integral.layer_at_baseline,
+                                         alphas, weights, max_rows=max_rows)
+        layer_map = ((integral.layer_at_x - integral.layer_at_baseline) * layer_grad).sum(1, keepdim=True)
         spatial = list(input_ig.shape[2:])
         scale = math.prod(layer_map.shape[2:]) / math.prod(spatial)
         enriched = upsample(layer_map, spatial) * scale
         return (1 - layer_weight) * input_ig.sum(1, keepdim=True) + layer_weight * enriched, layer_map
-

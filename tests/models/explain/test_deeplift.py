@@ -101,3 +101,40 @@ def test_hooks_are_released_after_an_error() -> None:
     with pytest.raises(RuntimeError):
         DeepLift(model).explain(torch.randn(1, 5, 10, 10), torch.tensor([0]))  # wrong channel count
     assert _hook_count(model) == 0
+
+
+def _max_pool_head(model: nn.Module, spatial_dims: int, size: int) -> nn.Module:
+    """The net with its global average pool replaced by a global max pool: adaptive, or the equivalent window."""
+    adaptive = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d}[spatial_dims]
+    window = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[spatial_dims]
+    model.head.pool = adaptive(1) if size == 0 else window(size)
+    return model
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_deeplift_is_complete_with_a_global_max_pool_head(spatial_dims: int) -> None:
+    # AdaptiveMaxPool used to pass as linear: summation-to-delta was off by ~0.5 on such a head.
+    model = _max_pool_head(NETS["resnet"](spatial_dims=spatial_dims).double(), spatial_dims, 0)
+    x = random_input(3, spatial_dims=spatial_dims, size=10).double()
+    baseline = 0.3 * random_input(3, spatial_dims=spatial_dims, size=10, seed=5).double()
+    target = torch.tensor([0, 1, 3])
+    maps = DeepLift(model, baseline=baseline).explain(x, target)
+    delta = _logit(model, x, target) - _logit(model, baseline, target)
+    assert torch.allclose(maps.flatten(1).sum(1), delta, rtol=1e-6, atol=1e-10)
+    # The same head as a window over the whole 5 x 5 feature map (block2 halves 10) gives the same maps.
+    windowed = _max_pool_head(NETS["resnet"](spatial_dims=spatial_dims).double(), spatial_dims, 5)
+    assert _rel(maps, DeepLift(windowed, baseline=baseline).explain(x, target)) < 1e-10
+    assert _hook_count(model) == 0
+
+
+def test_deeplift_shap_is_complete_on_the_product_densenet_with_a_max_pool_head() -> None:
+    from models.networks.densenet import DenseNet
+
+    torch.manual_seed(0)
+    model = DenseNet(num_classes=3, growth_rate=4, block_layers=(2, 2), init_features=8, pool="max").double().eval()
+    assert any(isinstance(m, nn.AdaptiveMaxPool2d) for m in model.modules())
+    x, target = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.tensor([2, 0])
+    baselines = torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    maps = DeepLiftShap(model, baselines).explain(x, target)
+    mean_baseline = torch.stack([_logit(model, baselines, t.expand(3)).mean() for t in target])
+    assert torch.allclose(maps.flatten(1).sum(1), _logit(model, x, target) - mean_baseline, rtol=1e-6, atol=1e-10)

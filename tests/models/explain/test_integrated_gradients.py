@@ -84,3 +84,23 @@ def test_3d_shapes():
     model, x = NETS["resnet"](spatial_dims=3), random_input(2, spatial_dims=3, size=8)
     assert IntegratedGradients(model, n_steps=4).explain(x, TARGET[:2]).shape == (2, 1, 8, 8, 8)
     assert ExpressiveGradients(model, model.target_layer, n_steps=4).explain(x, TARGET[:2]).shape == (2, 1, 8, 8, 8)
+
+
+@pytest.mark.parametrize("layer", ["features.block1", "features.stem_relu"])
+def test_expressive_gradients_layer_map_adds_up_with_nonlinear_layers_after_it(layer):
+    # Nonlinear blocks follow these layers: the layer's path must run between A(b) and A(x) in its own space
+    # (Captum's LayerIntegratedGradients) for the map to add up to f(x) - f(b). Taking the gradient at
+    # A(b + a (x - b)) instead was off by 0.05-0.45.
+    model, x = NETS["resnet"]().double(), random_input(3).double()
+    eg = ExpressiveGradients(model, layer, n_steps=64)
+    eg.explain(x, TARGET)
+    module = model.get_submodule(layer)
+    expected, captum_delta = LayerIntegratedGradients(model, module).attribute(
+        x, target=TARGET, n_steps=64, return_convergence_delta=True)
+    assert relative_l2(eg.last_layer_map, expected.sum(1, keepdim=True)) < 1e-6
+    # What is left is quadrature error over the ReLU kinks: Captum's own delta, and small against f(x) - f(b).
+    assert torch.allclose(eg.last_layer_delta, captum_delta, atol=1e-9)
+    with torch.no_grad():
+        delta = (model(x) - model(torch.zeros_like(x))).gather(1, TARGET.view(-1, 1))[:, 0]
+    assert eg.last_layer_delta.abs().max() < 0.01 * delta.abs().max()
+    assert no_hooks_left(model)
