@@ -176,6 +176,12 @@ def has_head_split(model: nn.Module) -> bool:
     return not _dropouts(features) and bool(_dropouts(head))
 
 
+def _part(model: nn.Module, name: str) -> nn.Module:
+    """A named child; getattr, not get_submodule, which TorchScript modules lack."""
+    part: nn.Module = getattr(model, name)
+    return part
+
+
 def mc_dropout_logits(
     model: nn.Module,
     x: torch.Tensor,
@@ -198,7 +204,7 @@ def mc_dropout_logits(
         raise ValueError("MC dropout needs a model with dropout modules")
     with torch.no_grad(), _dropout_on(model), torch.random.fork_rng(devices=_devices(x)):
         # The backbone has no dropout (has_head_split), so it draws nothing from the generator.
-        inputs, run = (model.get_submodule("features")(x), model.get_submodule("head")) if head_only else (x, model)
+        inputs, run = (_part(model, "features")(x), _part(model, "head")) if head_only else (x, model)
         parts = [inputs[i : i + 1] for i in range(inputs.shape[0])] if per_row else [inputs]
         logits = []
         for part in parts:
