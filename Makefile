@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TORCH_INDEX ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test fuzz lint bench clean
 
 # The install's output goes to a log (pip's chatter would bury what `make run` prints); a failure shows its end.
 # TORCH_INDEX: an index to take torch from first, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
@@ -33,6 +33,12 @@ run: install
 ## The whole suite, on Postgres and Redis on loopback (and the embedded default in its own tests).
 test: install
 	$(BIN)/pytest
+
+## Schemathesis over every operation of the API (tests/app/test_fuzz.py), as an admin and as a reader: no 5xx,
+## responses that fit their schema. The suite runs a few examples per operation; this runs FUZZ_EXAMPLES each.
+FUZZ_EXAMPLES ?= 30
+fuzz: install
+	LUMEN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -m fuzz tests/app/test_fuzz.py -q
 
 ## Static checks: ruff, then the import contracts of docs/architecture.md (.importlinter), then the types.
 lint: install

@@ -21,7 +21,8 @@ logger = logging.getLogger("lumen")
 
 SHUTDOWN_GRACE_SECONDS = 5
 DEMO_EMAIL = "demo@lumen.local"
-DEMO_PASSWORD = "lumen-demo"
+# Passes the password policy (app/auth/passwords.py); shown by `lumen serve` in development only.
+DEMO_PASSWORD = "lumen-reading-room"
 # The demo files are not in the installed package: a checkout has them next to app/, the image (pip install .)
 # in its working directory, /srv/lumen.
 _CHECKOUT = Path(__file__).resolve().parent.parent
@@ -59,7 +60,7 @@ def _cmd_create_user(args: argparse.Namespace) -> int:
                 session, email=args.email, password=password, role=Role(args.role), full_name=args.name
             )
             print(f"created {user.role} {user.email} (id {user.id})")
-    except ValueError as exc:
+    except ValueError as exc:  # not an email, a taken email (Conflict) or a weak password (WeakPassword)
         print(f"lumen create-user: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -184,6 +185,10 @@ def _cmd_load_demo(_args: argparse.Namespace) -> int:
     from app import demo
     from app.reader_studies import demo as study_demo
 
+    if get_settings().environment == "production":
+        print("lumen load-demo: refused with LUMEN_ENV=production: the demo adds an admin and readers whose "
+              "password is published; add accounts with lumen create-user", file=sys.stderr)
+        return 2
     for line in demo.load(demo_dir=DEMO_DIR, email=DEMO_EMAIL, password=DEMO_PASSWORD):
         print(line)
     for line in study_demo.load(npz=DEMO_STUDY_DATA, coordinator_email=DEMO_EMAIL, password=DEMO_PASSWORD):
@@ -310,7 +315,7 @@ def _welcome(host: str, port: int, log_dir: Path | None) -> list[str]:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     lines = [f"Logs: {log_dir / 'server.log'} and {log_dir / 'worker.log'}. Stop with Ctrl+C."] if log_dir else []
     lines.append(f"Lumen is running at http://{shown_host}:{port}/")
-    if get_settings().environment != "production" and demo.login_works(email=DEMO_EMAIL, password=DEMO_PASSWORD):
+    if get_settings().environment == "development" and demo.login_works(email=DEMO_EMAIL, password=DEMO_PASSWORD):
         lines.append(f"Sign in as {DEMO_EMAIL} with the password {DEMO_PASSWORD}")
     else:
         lines.append("Sign in with your account (lumen create-user EMAIL --role admin adds one)")

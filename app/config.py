@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, alias="LUMEN_MAX_UPLOAD_BYTES")
     max_job_attempts: int = Field(3, alias="LUMEN_MAX_JOB_ATTEMPTS")
     stale_job_seconds: int = Field(120, alias="LUMEN_STALE_JOB_SECONDS")
+    # Expensive explanation jobs (app.jobs.limits) one coordinator or admin may have queued or running at once
+    # through POST /api/jobs; beyond it 429. Readers may not request expensive methods at all.
+    max_expensive_jobs_per_user: int = Field(2, ge=0, alias="LUMEN_MAX_EXPENSIVE_JOBS_PER_USER")
     # Jobs a worker runs together: a claimed job takes up to this many - 1 queued first-try jobs of the same
     # model and methods into one batch (app.jobs.service.co_claim). 1: each job alone. Unset: 8 on a GPU
     # worker, 1 on a CPU worker, where batching measured 0.73-0.96x (docs/worker-batching.md).

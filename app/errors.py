@@ -55,3 +55,14 @@ class Invalid(AppError, ValueError):
     """422: the request does not fit (an unknown method, a study that does not exist, a bad CSV row)."""
 
     status_code = 422
+
+
+class TooMany(AppError):
+    """429: this caller has as much in flight as they may (expensive explanation jobs); `retry_after` is the
+    seconds after which asking again may succeed (the Retry-After header)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

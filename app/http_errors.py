@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import cast
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app.auth.dependencies import LoginRequired, SignedIn
-from app.errors import AppError, NotFound
+from app.errors import AppError, Invalid, NotFound, TooMany
 from app.ingest.pixels import PixelDecodeError
 from app.viewer.images import FrameOutOfRange
 from app.viewer.raw import NotGrayscale
@@ -49,8 +51,29 @@ def _page(request: Request, exc: AppError) -> Response:
 async def _refused(request: Request, exc: Exception) -> Response:
     error = cast(AppError, exc)  # registered for AppError only
     if _is_api(request):
-        return JSONResponse({"detail": str(error)}, status_code=error.status_code)
-    return _page(request, error)
+        response: Response = JSONResponse({"detail": str(error)}, status_code=error.status_code)
+    else:
+        response = _page(request, error)
+    if isinstance(error, TooMany):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A request whose path, query or form does not fit its route (an id past 2**31 - 1, a NUL byte): FastAPI's
+    422 with the invalid fields for the API, the error page saying which for a browser."""
+    error = cast(RequestValidationError, exc)  # registered for RequestValidationError only
+    if _is_api(request):
+        return await request_validation_exception_handler(request, error)
+    reasons = "; ".join(f"{_field(item['loc'])}: {item['msg']}" for item in error.errors()[:5])
+    return _page(request, Invalid(f"the request does not fit this page: {reasons}"))
+
+
+def _field(location: tuple[int | str, ...] | list[int | str]) -> str:
+    """"study_id" of ("path", "study_id"); the place alone ("body") when nothing follows it."""
+    if not location:
+        return "request"
+    return ".".join(str(part) for part in location[1:]) or str(location[0])
 
 
 async def _pixels_refused(_request: Request, exc: Exception) -> Response:
@@ -64,6 +87,7 @@ async def _to_login(request: Request, _exc: Exception) -> Response:
 
 def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _refused)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     for error in PIXEL_ERRORS:
         app.add_exception_handler(error, _pixels_refused)
     app.add_exception_handler(LoginRequired, _to_login)

@@ -25,6 +25,7 @@ from app.reader_studies import pages as reader_study_pages
 from app.reader_studies import router as reader_study_router
 from app.reading import pages as reading_pages
 from app.reading import router as reading_router
+from app.security_headers import SecurityHeaders
 from app.studies import router as studies_router
 from app.viewer import pages as viewer_pages
 from app.viewer import router as viewer_router
@@ -43,7 +44,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(*, run_sweeper: bool = True) -> FastAPI:
-    app = FastAPI(title="Lumen", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None)
+    # The documentation and the schema are app/api_docs.py's routes: in production they are for admins only.
+    app = FastAPI(title="Lumen", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.run_sweeper = run_sweeper  # and the outage monitor: the background work of `lumen serve`
     app.state.outage = None
     app.include_router(health_router.router)  # /healthz and /readyz, outside /api: probes need no sign-in
@@ -62,4 +64,6 @@ def create_app(*, run_sweeper: bool = True) -> FastAPI:
     app.add_middleware(
         AdmissionControl, limit=settings.max_concurrent_requests, max_wait=settings.request_queue_seconds
     )
+    # Added last, so outermost: the 503 answers of admission control get the headers too.
+    app.add_middleware(SecurityHeaders, hsts=settings.environment == "production")
     return app

@@ -1,5 +1,11 @@
 """Who may see what of a case: the one rule that routes, pages and services ask, none decides alone.
 
+Identity (patient name, ID, birth date, accession number, UIDs, free-text descriptions) is a role decision:
+admins and coordinators, who bring studies in and assemble reader studies, see it; every other role (readers)
+sees a keyed pseudonym in place of the name and nothing else of it, on every page and API route, in clinical
+reads as in reader studies. Inside a reader-study case even the study's id and date are left out: the case
+pseudonym (C0001) is all that names it, so nothing links it back to a stored study.
+
 A reader in a reader study sees of the AI only what the assignment's condition shows; the server enforces it.
 A reader with a pending assignment on a case must not get that case's prediction or heatmaps from any
 route (prediction API, heatmap images and arrays, study and reading pages, worklist labels) beyond what the
@@ -12,22 +18,29 @@ they import it, it imports none of them. Each hides its own fields of what this 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.errors import Forbidden
 from app.tables import (
     AssignmentState,
     ConditionKind,
     ReaderStudy,
     ReaderStudyState,
+    Role,
+    Study,
     StudyAssignment,
     StudyCase,
     StudyReader,
 )
 
+T = TypeVar("T")
 _RANK = {ConditionKind.unassisted: 0, ConditionKind.prediction: 1, ConditionKind.prediction_heatmap: 2}
 
 
@@ -80,14 +93,18 @@ def _pending_rows(session: Session, *, user_id: int, study_ids: list[int] | None
     return session.execute(query).all()
 
 
+def condition_allowance(reader_study: ReaderStudy, key: str) -> Allowance:
+    """What the condition `key` of this study shows of the AI (an assignment's case is shown under it)."""
+    condition = condition_of(reader_study, key)
+    kind = ConditionKind(condition["kind"])
+    return Allowance(kind=kind, method=condition.get("method"), study_name=reader_study.name)
+
+
 def _strictest(rows) -> dict[int, Allowance]:
     """Per key (study or instance id): the strictest condition among the reader's pending assignments."""
     allowed: dict[int, Allowance] = {}
     for key, condition_key, reader_study in rows:
-        condition = condition_of(reader_study, condition_key)
-        candidate = Allowance(
-            kind=ConditionKind(condition["kind"]), method=condition.get("method"), study_name=reader_study.name
-        )
+        candidate = condition_allowance(reader_study, condition_key)
         current = allowed.get(key)
         if current is None or _RANK[candidate.kind] < _RANK[current.kind] or (
             candidate.kind == current.kind and candidate.method != current.method
@@ -142,3 +159,109 @@ def check_study_page(session: Session, *, user_id: int, study_id: int) -> None:
         raise Blinded(
             f"this study is a case of reader study {allowance.study_name!r}; read it from your reader-study queue"
         )
+
+
+# Identity ---------------------------------------------------------------------------------------------------
+
+IDENTITY_ROLES = frozenset({Role.admin, Role.coordinator})
+"""The roles that see who a study is of: they bring studies in and pick the cases of reader studies."""
+
+
+def sees_identity(role: Role) -> bool:
+    """Whether this role sees identity; any role not named in IDENTITY_ROLES (readers) does not."""
+    return role in IDENTITY_ROLES
+
+
+def _keyed(purpose: str, value: str) -> str:
+    # Keyed with the server's secret: without the key, a pseudonym cannot be recomputed from a guessed patient ID.
+    key = get_settings().secret_key.encode()
+    return hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()[:8]
+
+
+def patient_pseudonym(study: Study) -> str:
+    """`P-` and 8 hex digits of HMAC-SHA256(secret key, "patient:" + patient ID): the same for every study of one
+    patient, so a reader tells two studies of one patient apart without learning who. A study without a
+    patient ID gets one of its own (keyed on its Study Instance UID)."""
+    if study.patient_id:
+        return "P-" + _keyed("patient", study.patient_id)
+    return "P-" + _keyed("study", study.study_instance_uid)
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    """One study's identity as one caller may see it; None where a field is hidden."""
+
+    shown: bool  # the stored identity (True), or a pseudonym in place of the name (False)
+    study_id: int | None  # None inside a reader-study case: no id that links the case back to the study
+    patient: str  # the patient's name as stored, or their pseudonym; "" inside a case (its pseudonym names it)
+    patient_id: str | None
+    patient_birth_date: str | None  # DICOM DA, as stored
+    accession_number: str | None
+    study_instance_uid: str | None
+    study_date: str | None  # DICOM DA, as stored
+    description: str  # free text: "" where identity is hidden
+
+
+@dataclass(frozen=True)
+class IdentityRule:
+    """What of identity one caller sees: `shown` for identity as stored, `linked` for the ids and dates that tie
+    what they see to a stored study (False only inside a reader-study case)."""
+
+    shown: bool
+    linked: bool = True
+
+    def study(self, study: Study) -> IdentityView:
+        """The study's identity under this rule."""
+        if self.shown:
+            return IdentityView(
+                shown=True,
+                study_id=study.id,
+                patient=study.patient_name,
+                patient_id=study.patient_id,
+                patient_birth_date=study.patient_birth_date,
+                accession_number=study.accession_number,
+                study_instance_uid=study.study_instance_uid,
+                study_date=study.study_date,
+                description=study.description,
+            )
+        return IdentityView(
+            shown=False,
+            study_id=self.link(study.id),
+            patient=patient_pseudonym(study) if self.linked else "",
+            patient_id=None,
+            patient_birth_date=None,
+            accession_number=None,
+            study_instance_uid=None,
+            # Dates stay, as under DICOM PS3.15's Retain Longitudinal Temporal Information option: a reader
+            # compares with priors; without name, ID and birth date a date does not say who.
+            study_date=study.study_date if self.linked else None,
+            description="",
+        )
+
+    def uid(self, value: str) -> str | None:
+        """A DICOM UID (Study, Series, SOP Instance), or None where identity is hidden."""
+        return value if self.shown else None
+
+    def free_text(self, value: str) -> str:
+        """A free-text description (study, series): DICOM PS3.15's basic profile removes them, since they may
+        name the patient or staff; "" where identity is hidden."""
+        return value if self.shown else ""
+
+    def link(self, value: T) -> T | None:
+        """A value that ties what the caller sees to a stored study (its id, its upload time), or None inside a
+        reader-study case."""
+        return value if self.linked else None
+
+
+def identity_rule(role: Role) -> IdentityRule:
+    """What of identity a caller of this role sees, wherever they read outside a reader-study case."""
+    return IdentityRule(shown=sees_identity(role))
+
+
+def identity_for(role: Role, study: Study) -> IdentityView:
+    """The study's identity as a caller of this role sees it (outside a reader-study case)."""
+    return identity_rule(role).study(study)
+
+
+CASE_IDENTITY = IdentityRule(shown=False, linked=False)
+"""A reader-study case as its reader sees it, whatever their role: only its pseudonym, nothing that links back."""

@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE = {"unassisted": 1.0, "grades": 0.7, "grades_heatmap": 0.6}
-PASSWORD = "lumen-demo"
+PASSWORD = "lumen-reading-room"  # app.cli.DEMO_PASSWORD
 
 
 def _lumen(env: dict[str, str], *args: str) -> str:

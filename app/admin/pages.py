@@ -14,6 +14,7 @@ from app.admin import service as admin_service
 from app.admin.dependencies import AdminPageCaller
 from app.admin.schemas import MIN_PASSWORD, NewUser, UserRow
 from app.auth.dependencies import Caller
+from app.bounds import MAX_INT32, DbId, FreeText
 from app.db import DbSession
 from app.errors import Conflict, NotFound, Refused
 from app.tables import Role
@@ -71,7 +72,7 @@ def models_page(request: Request, caller: AdminPageCaller, session: DbSession) -
 
 
 @router.get("/models/{model_id}", include_in_schema=False)
-def model_page(request: Request, model_id: int, caller: AdminPageCaller, session: DbSession) -> Response:
+def model_page(request: Request, model_id: DbId, caller: AdminPageCaller, session: DbSession) -> Response:
     """One model's whole card in readable form."""
     model = admin_service.get_model(session, model_id=model_id)
     return templates.TemplateResponse(request, "admin/model.html", _context(caller, section="models", model=model))
@@ -105,7 +106,7 @@ def _notice(users: list[UserRow], done: str, done_id: int | None) -> str:
 
 @router.get("/users", include_in_schema=False)
 def users_page(
-    request: Request, caller: AdminPageCaller, session: DbSession, done: str = "", user: int | None = None
+    request: Request, caller: AdminPageCaller, session: DbSession, done: str = "", user: DbId | None = None
 ) -> Response:
     """Accounts with their role and state, a form to create one, and role / deactivate controls."""
     return _users_page(request, caller, session, done=done, done_id=user)
@@ -158,7 +159,7 @@ def _no_user(request: Request, caller: Caller, session: DbSession, user_id: int)
 
 @router.post("/users/{user_id}/role", include_in_schema=False)
 def change_role(
-    request: Request, user_id: int, caller: AdminPageCaller, session: DbSession, role: Annotated[str, Form()] = ""
+    request: Request, user_id: DbId, caller: AdminPageCaller, session: DbSession, role: Annotated[str, Form()] = ""
 ) -> Response:
     """Give an account another role (audited); not one's own."""
     if role not in Role.__members__:
@@ -176,7 +177,7 @@ def change_role(
 
 @router.post("/users/{user_id}/active", include_in_schema=False)
 def set_active(
-    request: Request, user_id: int, caller: AdminPageCaller, session: DbSession, active: Annotated[bool, Form()]
+    request: Request, user_id: DbId, caller: AdminPageCaller, session: DbSession, active: Annotated[bool, Form()]
 ) -> Response:
     """Deactivate or reactivate an account (audited); deactivating oneself is refused."""
     try:
@@ -194,9 +195,9 @@ def audit_page(
     request: Request,
     caller: AdminPageCaller,
     session: DbSession,
-    action: str = "",
-    email: str = "",
-    page: Annotated[int, Query(ge=1)] = 1,
+    action: Annotated[FreeText, Query(max_length=100)] = "",
+    email: Annotated[FreeText, Query(max_length=320)] = "",
+    page: Annotated[int, Query(ge=1, le=MAX_INT32)] = 1,
 ) -> Response:
     """The audit log, newest first, 50 a page, filtered by action and user email."""
     log = admin_service.audit_page(session, action=action, email=email, page=page)

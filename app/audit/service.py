@@ -1,4 +1,10 @@
-"""Audit log: who did what, to which object, from where."""
+"""Audit log: who did what, to which object, from where.
+
+Every event names the client's address (`ip`, required): a route takes it from `app.audit.dependencies.ClientIp`
+and hands it to the service that records. What is recorded: sign-in and sign-out, account changes, uploads,
+pages and API reads that show patient data (the worklist and study pages, the reading room, study JSON,
+predictions, the first frame of each image and heatmap sent), submitted reads, reader studies opened and exports.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ def record(
     user_id: int | None,
     object_type: str = "",
     object_id: str | int = "",
-    ip: str = "",
+    ip: str,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Add an audit event to the session (committed with the surrounding unit of work)."""

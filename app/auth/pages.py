@@ -42,11 +42,18 @@ def _client_ip(request: Request) -> str:
 
 
 def _login_form(
-    request: Request, *, next_path: str, error: str = "", email: str = "", status_code: int = 200
+    request: Request,
+    *,
+    next_path: str,
+    error: str = "",
+    email: str = "",
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     token = secrets.token_urlsafe(24)
     context = {"csrf_token": token, "next": next_path, "error": error, "email": email, "caller": None}
-    response = templates.TemplateResponse(request, "auth/login.html", context, status_code=status_code)
+    response = templates.TemplateResponse(request, "auth/login.html", context, status_code=status_code,
+                                          headers=headers)
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
@@ -92,6 +99,11 @@ def login(
             session, email=email, password=password, kind="cookie", hours=settings.session_hours,
             ip=_client_ip(request),
         )
+    except auth_service.LoginThrottled as exc:
+        error = f"Too many failed sign-ins. Try again in {exc.retry_after} seconds."
+        return _login_form(request, next_path=next_path, error=error, email=email,
+                           status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                           headers={"Retry-After": str(exc.retry_after)})
     except auth_service.AuthError as exc:
         # The form again, returned (not raised) so that the audit row of the failure is committed.
         return _login_form(

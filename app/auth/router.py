@@ -24,7 +24,14 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-@router.post("/token", response_model=TokenOut, responses={401: {"description": "wrong credentials"}})
+@router.post(
+    "/token",
+    response_model=TokenOut,
+    responses={
+        401: {"description": "wrong credentials"},
+        429: {"description": "too many failed sign-ins of this account or from this address; see Retry-After"},
+    },
+)
 def create_token(
     request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], session: DbSession
 ) -> TokenOut | JSONResponse:
@@ -33,6 +40,11 @@ def create_token(
         token, row = auth_service.sign_in(
             session, email=form.username, password=form.password, kind="bearer",
             hours=get_settings().token_hours, ip=client_ip(request),
+        )
+    except auth_service.LoginThrottled as exc:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after)},
         )
     except auth_service.AuthError as exc:
         # Returned, not raised: raising would roll back the session and lose the audit row of the failure.

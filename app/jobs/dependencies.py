@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from app.bounds import DbId
 from app.db import DbSession
 from app.jobs import service as jobs_service
 from app.tables import Job
 
 
-def _job_or_404(job_id: int, session: DbSession) -> Job:
+def _job_or_404(job_id: DbId, session: DbSession) -> Job:
     return jobs_service.get_job(session, job_id=job_id)
 
 

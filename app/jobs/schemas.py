@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.bounds import DbId
 from app.tables import JobState
 
 
 class ExplainRequest(BaseModel):
-    instance_id: int
-    methods: list[str] = Field(min_length=1, max_length=32)
+    instance_id: DbId
+    methods: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=32)
 
 
 class JobOut(BaseModel):

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, aliased
 from app import queue
 from app.config import get_settings
 from app.errors import Invalid, NotFound
-from app.tables import AiModel, Instance, Job, JobState
+from app.jobs import limits
+from app.tables import AiModel, Instance, Job, JobState, Role
 from models.explain.names import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,10 @@ def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> 
     return jobs
 
 
-def request_explanations(session: Session, *, instance_id: int, methods: list[str]) -> Job:
-    """A new job that predicts again and computes these methods' heatmaps for one instance; NotFound for an
-    unknown instance, Invalid for an unknown method or an image no model takes."""
+def request_explanations(session: Session, *, instance_id: int, methods: list[str], user_id: int, role: Role) -> Job:
+    """A new job, asked for by this user, that predicts again and computes these methods' heatmaps for one
+    instance. NotFound for an unknown instance, Invalid for an unknown method or an image no model takes,
+    Forbidden for a reader asking for an expensive method, TooMany beyond the user's quota of expensive jobs."""
     unknown = sorted(set(methods) - set(METHOD_NAMES))
     if unknown or not methods:
         raise Invalid(f"unknown methods {unknown}; known: {', '.join(METHOD_NAMES)}")
@@ -58,12 +60,17 @@ def request_explanations(session: Session, *, instance_id: int, methods: list[st
     model = model_for_modality(session, modality=instance.modality)
     if model is None:
         raise Invalid(f"no model for modality {instance.modality or 'unknown'}")
+    limits.check(session, methods=methods, user_id=user_id, role=role)
     return _new_job(
-        session, study_id=instance.series.study_id, instance=instance, model=model, methods=list(dict.fromkeys(methods))
+        session, study_id=instance.series.study_id, instance=instance, model=model,
+        methods=list(dict.fromkeys(methods)), requested_by_id=user_id,
     )
 
 
-def _new_job(session: Session, *, study_id: int, instance: Instance, model: AiModel, methods: list[str]) -> Job:
+def _new_job(
+    session: Session, *, study_id: int, instance: Instance, model: AiModel, methods: list[str],
+    requested_by_id: int | None = None,
+) -> Job:
     job = Job(
         study_id=study_id,
         instance_id=instance.id,
@@ -71,6 +78,7 @@ def _new_job(session: Session, *, study_id: int, instance: Instance, model: AiMo
         methods=list(methods),
         queue=get_settings().inference_queue,
         sent_at=datetime.now(UTC),
+        requested_by_id=requested_by_id,
     )
     session.add(job)
     session.flush()

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import Depends
 
 from app.auth.dependencies import CurrentUser
+from app.bounds import DbId
 from app.db import DbSession
 from app.predictions import service as predictions_service
 from app.tables import Heatmap
 
 
-def _heatmap_or_404(heatmap_id: int, session: DbSession, user: CurrentUser) -> Heatmap:
+def _heatmap_or_404(heatmap_id: DbId, session: DbSession, user: CurrentUser) -> Heatmap:
     return predictions_service.visible_heatmap(session, heatmap_id=heatmap_id, user_id=user.id)
 
 

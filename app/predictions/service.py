@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, selectinload
 
 from app import visibility
+from app.audit import service as audit_service
 from app.errors import NotFound
 from app.predictions.schemas import HeatmapRef, PredictionOut
 from app.tables import Heatmap, Instance, Prediction
@@ -31,9 +32,10 @@ def latest_predictions(
     return {prediction.instance_id: prediction for prediction in predictions}
 
 
-def visible_prediction(session: Session, *, instance: Instance, user_id: int) -> PredictionOut:
+def visible_prediction(session: Session, *, instance: Instance, user_id: int, ip: str) -> PredictionOut:
     """The image's newest prediction with its heatmaps, as far as this user may see it: Blinded (403) while a
-    reader study hides the model's output from them, only the heatmap its condition shows; NotFound if none."""
+    reader study hides the model's output from them, only the heatmap its condition shows; NotFound if none.
+    Audited once the request commits."""
     allowance = visibility.check_prediction(session, user_id=user_id, instance_id=instance.id)
     prediction = latest_predictions(session, instance_ids=[instance.id]).get(instance.id)
     if prediction is None:
@@ -41,6 +43,10 @@ def visible_prediction(session: Session, *, instance: Instance, user_id: int) ->
     heatmaps = sorted(prediction.heatmaps, key=lambda h: h.id)
     if allowance is not None:
         heatmaps = [heatmap for heatmap in heatmaps if allowance.heatmap(heatmap.method)]
+    audit_service.record_when_read(
+        session, action="view", user_id=user_id, object_type="prediction", object_id=prediction.id, ip=ip,
+        detail={"instance_id": instance.id},
+    )
     return PredictionOut(
         id=prediction.id,
         instance_id=prediction.instance_id,

@@ -171,29 +171,21 @@ def _context(session: Session, *, assignment: StudyAssignment, study: ReaderStud
     )
 
 
-def _blind(view: ReadingView, *, assignment: StudyAssignment, condition: dict) -> ReadingView:
-    """Only the case's image, no patient fields, and no AI beyond what the condition shows."""
-    kind = ConditionKind(condition["kind"])
+def _blind(view: ReadingView, *, assignment: StudyAssignment, allowance: visibility.Allowance) -> ReadingView:
+    """Only the case's image, and no AI beyond what the visibility service allows under its condition. (Its
+    identity was left out when the view was built: app/visibility.py's CASE_IDENTITY.)"""
     instances = []
     for instance in view.instances:
         if instance.id != assignment.case.instance_id:
             continue
-        assistance = instance.assistance
-        if kind == ConditionKind.unassisted or assistance is None:
-            assistance = None
-        elif kind == ConditionKind.prediction:
-            assistance = assistance.model_copy(update={"heatmaps": []})
-        else:
-            shown = [item for item in assistance.heatmaps if item.method == condition["method"]]
+        assistance = instance.assistance if allowance.prediction else None
+        if assistance is not None:
+            shown = [item for item in assistance.heatmaps if allowance.heatmap(item.method)]
             assistance = assistance.model_copy(update={"heatmaps": shown[:1]})
         instances.append(instance.model_copy(update={"assistance": assistance}))
     study = view.study.model_copy(
         update={
-            "patient_name": "",
-            "patient_id": "",
-            "study_date": "",
-            "description": "",
-            "ai_state": "done" if kind != ConditionKind.unassisted else "no_model",
+            "ai_state": "done" if allowance.prediction else "no_model",
             "ai_error": "",
             "ai_label": None,
             "ai_referral": False,
@@ -216,9 +208,10 @@ def assignment_view(session: Session, *, assignment: StudyAssignment, user_id: i
         _require_current(session, assignment=assignment, study=study)
         if assignment.started_at is None:
             assignment.started_at = _now()
-    condition = visibility.condition_of(study, assignment.condition)
-    view = room.reading_view(session, study_id=assignment.case.study_id, reader_id=user_id)
-    view = _blind(view, assignment=assignment, condition=condition)
+    view = room.reading_view(
+        session, study_id=assignment.case.study_id, reader_id=user_id, identity=visibility.CASE_IDENTITY
+    )
+    view = _blind(view, assignment=assignment, allowance=visibility.condition_allowance(study, assignment.condition))
     form = room.form_config(FORM_OF_TASK[study.task])
     form = form.model_copy(update={"questions": [q for q in form.questions if q.value in study.questions]})
     context = _context(session, assignment=assignment, study=study)
@@ -232,10 +225,11 @@ def assignment_view(session: Session, *, assignment: StudyAssignment, user_id: i
 
 
 def _read_data(assignment: StudyAssignment, data: ReadIn) -> ReadIn:
+    """The read of the assignment's case: its reader need not (and in the browser cannot) name the study."""
     case = assignment.case
-    if data.study_id != case.study_id or data.instance_id not in (None, case.instance_id):
+    if data.study_id not in (None, case.study_id) or data.instance_id not in (None, case.instance_id):
         raise Invalid(f"this assignment reads case {case.pseudonym}, not the study or image sent")
-    return data.model_copy(update={"instance_id": case.instance_id})
+    return data.model_copy(update={"study_id": case.study_id, "instance_id": case.instance_id})
 
 
 def _require_read_task(study: ReaderStudy) -> None:
@@ -269,8 +263,10 @@ def _complete(assignment: StudyAssignment) -> None:
     assignment.completed_at = _now()
 
 
-def submit(session: Session, *, assignment: StudyAssignment, client_id: UUID, data: ReadIn) -> tuple[ReadOut, bool]:
-    """Submit the assignment's read and complete it; the same client id again returns the stored read."""
+def submit(
+    session: Session, *, assignment: StudyAssignment, client_id: UUID, data: ReadIn, ip: str
+) -> tuple[ReadOut, bool]:
+    """Submit the assignment's read (audited) and complete it; the same client id again returns the stored read."""
     study = assignment.reader.reader_study
     existing = session.scalar(
         select(Read).where(
@@ -282,7 +278,7 @@ def submit(session: Session, *, assignment: StudyAssignment, client_id: UUID, da
     if existing is None:
         _require_current(session, assignment=assignment, study=study)
         _require_read_task(study)
-    read, created = reading_service.submit_read(session, **_read_call(assignment, client_id, data))
+    read, created = reading_service.submit_read(session, **_read_call(assignment, client_id, data), ip=ip)
     if created:
         _complete(assignment)
     return read, created
@@ -317,11 +313,14 @@ def rate(session: Session, *, assignment: StudyAssignment, data: RatingIn) -> tu
 
 
 def record_events(session: Session, *, assignment: StudyAssignment, events: list[AssistanceEventIn]) -> int:
-    """Store the reader's assistance toggles and changes during this assignment."""
-    if any(event.study_id != assignment.case.study_id for event in events):
-        raise Invalid(f"these events are not about case {assignment.case.pseudonym}")
+    """Store the reader's assistance toggles and changes during this assignment (about its case, whether or not
+    an event names its study)."""
+    case = assignment.case
+    if any(event.study_id not in (None, case.study_id) for event in events):
+        raise Invalid(f"these events are not about case {case.pseudonym}")
+    about_case = [event.model_copy(update={"study_id": case.study_id}) for event in events]
     return reading_service.record_events(
-        session, reader_id=assignment.reader.user_id, events=events, assignment_id=assignment.id
+        session, reader_id=assignment.reader.user_id, events=about_case, assignment_id=assignment.id
     )
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from app.auth import service as auth_service
 from app.db import session_scope
 from app.ingest import service as ingest_service
+from app.reader_studies import reference
 from app.reader_studies import service as study_service
 from app.reader_studies.schemas import ReaderStudyIn
 from app.tables import ReaderStudy, Role, User
@@ -94,7 +95,7 @@ def load(*, npz: Path, coordinator_email: str, password: str, readers: int = 3) 
             created_by_id=coordinator.id if coordinator else None,
         )
         csv_text = "study_id,dr_grade\n" + "".join(f"{study_id},{grade}\n" for study_id, grade in cases)
-        study_service.upload_reference(session, study=study, text=csv_text)
+        reference.upload_reference(session, study=study, text=csv_text, user_id=study.created_by_id)
         study_service.add_readers(session, study=study, emails=emails)
         yield f"demo reader study {study.id} created as a draft: open it at /reader-studies/{study.id} once the " \
               "worker has explained the cases"

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from app.auth.dependencies import CurrentUser, require_roles
+from app.bounds import DbId
 from app.db import DbSession
 from app.reader_studies import assignments
 from app.reader_studies import service as study_service
@@ -16,11 +17,12 @@ from app.tables import ReaderStudy, Role, StudyAssignment, User
 CanCoordinate = Annotated[User, Depends(require_roles(Role.admin, Role.coordinator))]
 
 
-def _study_or_404(reader_study_id: int, session: DbSession) -> ReaderStudy:
+def _study_or_404(reader_study_id: DbId, _signed_in: CurrentUser, session: DbSession) -> ReaderStudy:
+    """The study, looked up only for a signed-in caller: an anonymous 401 must not depend on whether it exists."""
     return study_service.get_study(session, reader_study_id=reader_study_id)
 
 
-def _assignment_or_404(assignment_id: int, user: CurrentUser, session: DbSession) -> StudyAssignment:
+def _assignment_or_404(assignment_id: DbId, user: CurrentUser, session: DbSession) -> StudyAssignment:
     """The caller's assignment; another reader's is not found either."""
     return assignments.get_assignment(session, assignment_id=assignment_id, user_id=user.id)
 

@@ -147,14 +147,29 @@ def exported_rows(session: Session, *, study: ReaderStudy, user_id: int, ip: str
     return rows
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) sends data away): OWASP's
+# CSV-injection advice is to start such a text cell with a single quote, which the spreadsheet shows as text.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """One value as a CSV cell: empty for None, true/false for booleans, numbers as they are (-1.5 stays a
+    number), text that a spreadsheet would take for a formula behind a single quote."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return value
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV with a header; empty cells for missing values, booleans as true/false."""
+    """CSV with a header, each cell as csv_cell writes it (text neutralised against formula injection)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {key: ("" if value is None else str(value).lower() if isinstance(value, bool) else value)
-             for key, value in row.items()}
-        )
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
     return out.getvalue()

@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app.auth.dependencies import PageCaller
+from app.bounds import DbId
 from app.db import WRITES, DbSession
 from app.reader_studies import assignments, results
 from app.reader_studies import service as study_service
@@ -44,7 +45,7 @@ def list_page(request: Request, caller: PageCaller, session: DbSession) -> Respo
 
 
 @router.get("/reader-studies/{reader_study_id}", include_in_schema=False)
-def dashboard_page(request: Request, reader_study_id: int, caller: PageCaller, session: DbSession) -> Response:
+def dashboard_page(request: Request, reader_study_id: DbId, caller: PageCaller, session: DbSession) -> Response:
     """The coordinator dashboard: design, cases, readers, progress, results, plots, exports."""
     if caller.user.role not in _COORDINATORS:
         return RedirectResponse(f"/reader-studies/{reader_study_id}/queue", status_code=303)
@@ -57,7 +58,7 @@ def dashboard_page(request: Request, reader_study_id: int, caller: PageCaller, s
     }
     present = {case.study_id for case in study.cases}
     candidates = (
-        [row for row in viewer_service.list_worklist(session).studies if row.id not in present]
+        [row for row in viewer_service.worklist_for(session, user=caller.user).studies if row.id not in present]
         if study.state == ReaderStudyState.draft
         else []
     )
@@ -73,7 +74,7 @@ def dashboard_page(request: Request, reader_study_id: int, caller: PageCaller, s
 
 
 @router.get("/reader-studies/{reader_study_id}/queue", include_in_schema=False)
-def queue_page(request: Request, reader_study_id: int, caller: PageCaller, session: DbSession) -> Response:
+def queue_page(request: Request, reader_study_id: DbId, caller: PageCaller, session: DbSession) -> Response:
     """A reader's queue; `?go=next` jumps straight to the next open read."""
     study = study_service.get_study(session, reader_study_id=reader_study_id)
     queue = assignments.queue(session, study=study, user_id=caller.user.id)
@@ -83,7 +84,7 @@ def queue_page(request: Request, reader_study_id: int, caller: PageCaller, sessi
 
 
 @router.get("/assignments/{assignment_id}/read", include_in_schema=False, dependencies=[WRITES])
-def assignment_page(request: Request, assignment_id: int, caller: PageCaller, session: DbSession) -> Response:
+def assignment_page(request: Request, assignment_id: DbId, caller: PageCaller, session: DbSession) -> Response:
     """The reading room for one assignment, under its condition."""
     assignment = assignments.get_assignment(session, assignment_id=assignment_id, user_id=caller.user.id)
     view = assignments.assignment_view(session, assignment=assignment, user_id=caller.user.id)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.audit.dependencies import ClientIp
 from app.auth.dependencies import CanRead
 from app.db import WRITES, DbSession
-from app.reader_studies import assignments, export, results
+from app.reader_studies import assignments, export, reference, results
 from app.reader_studies import service as study_service
 from app.reader_studies.dependencies import CanCoordinate, MyAssignmentOr404, ReaderStudyOr404
 from app.reader_studies.schemas import (
@@ -90,16 +91,20 @@ async def _csv_text(request: Request) -> str:
 
 @router.post("/reader-studies/{reader_study_id}/reference", response_model=ReferenceUploadOut, responses=_ERRORS)
 async def upload_reference(
-    request: Request, study: ReaderStudyOr404, _user: CanCoordinate, session: DbSession
+    request: Request, study: ReaderStudyOr404, user: CanCoordinate, session: DbSession, ip: ClientIp,
+    confirm: Annotated[bool, Query(description="apply changes to the reference of an open or closed study")] = False,
 ) -> ReferenceUploadOut:
     """The reference standard as CSV (study_instance_uid or study_id, then dr_grade[, dme] or finding).
 
-    All rows are checked first; one bad row rejects the file and changes nothing.
+    All rows are checked first; one bad row rejects the file and changes nothing. Changes to an open or closed
+    study's reference answer 409 listing each case, old -> new, unless `confirm=true`; every change is audited.
     """
     text = await _csv_text(request)
     # The body is read on the event loop; the database work goes to the threadpool.
     added, references = await run_in_threadpool(
-        lambda: study_service.upload_reference(session, study=study, text=text)
+        lambda: reference.upload_reference(
+            session, study=study, text=text, user_id=user.id, ip=ip, confirm=confirm
+        )
     )
     return ReferenceUploadOut(cases_added=added, references_set=references)
 
@@ -111,9 +116,9 @@ def add_readers(body: ReadersIn, study: ReaderStudyOr404, _user: CanCoordinate, 
 
 
 @router.post("/reader-studies/{reader_study_id}/open", responses=_ERRORS)
-def open_study(study: ReaderStudyOr404, user: CanCoordinate, session: DbSession) -> dict[str, int]:
+def open_study(study: ReaderStudyOr404, user: CanCoordinate, session: DbSession, ip: ClientIp) -> dict[str, int]:
     """Freeze the design and write the assignments (seeded per-reader order)."""
-    return {"assignments": study_service.open_study(session, study=study, user_id=user.id)}
+    return {"assignments": study_service.open_study(session, study=study, user_id=user.id, ip=ip)}
 
 
 @router.post("/reader-studies/{reader_study_id}/close", responses=_ERRORS)
@@ -177,9 +182,9 @@ def save_draft(client_id: UUID, body: ReadIn, assignment: MyAssignmentOr404, _us
 
 @router.post("/assignments/{assignment_id}/reads/{client_id}/submit", response_model=ReadOut, responses=_ERRORS)
 def submit_read(client_id: UUID, body: ReadIn, assignment: MyAssignmentOr404, _user: CanRead, session: DbSession,
-                response: Response) -> ReadOut:
+                response: Response, ip: ClientIp) -> ReadOut:
     """Submit the read and complete the assignment (201); the same client id again returns it (200)."""
-    read, created = assignments.submit(session, assignment=assignment, client_id=client_id, data=body)
+    read, created = assignments.submit(session, assignment=assignment, client_id=client_id, data=body, ip=ip)
     _status(response, created)
     return read
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.bounds import DbId, FreeText
 from app.reading import vocabulary
 from app.statistics.design import Scheme
 from app.tables import ConditionKind, StudyTask
@@ -25,7 +26,7 @@ class ConditionIn(BaseModel):
     key: str = Field(description="snake_case name used in exports, e.g. 'unassisted'")
     kind: ConditionKind
     method: str | None = Field(None, description="the heatmap method shown; required for prediction_heatmap")
-    label: str = Field("", max_length=100)
+    label: FreeText = Field("", max_length=100)
 
     @field_validator("key")
     @classmethod
@@ -52,8 +53,8 @@ class ReaderStudyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field("", max_length=4000)
+    name: FreeText = Field(min_length=1, max_length=200)
+    description: FreeText = Field("", max_length=4000)
     task: StudyTask = StudyTask.dr_grading
     scheme: Scheme = Scheme.counterbalanced
     conditions: list[ConditionIn] = Field(
@@ -105,13 +106,13 @@ class ReaderStudyIn(BaseModel):
 class CasesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    study_ids: list[int] = Field(min_length=1, max_length=5000)
+    study_ids: list[DbId] = Field(min_length=1, max_length=5000)
 
 
 class ReadersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    emails: list[str] = Field(min_length=1, max_length=500)
+    emails: list[Annotated[FreeText, Field(max_length=320)]] = Field(min_length=1, max_length=500)
 
 
 class CaseOut(BaseModel):

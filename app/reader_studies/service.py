@@ -1,13 +1,10 @@
-"""Designing a reader study: create it, add cases and readers, upload the reference standard, open it
-(which expands the design into assignments) and close it."""
+"""Designing a reader study: create it, add cases and readers, open it (which expands the design into
+assignments) and close it. The reference standard has its own module (app/reader_studies/reference.py)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
@@ -15,7 +12,6 @@ from sqlalchemy.orm import Session, selectinload
 from app import errors
 from app.audit import service as audit_service
 from app.reader_studies.schemas import CaseOut, ReaderOut, ReaderStudyDetail, ReaderStudyIn, ReaderStudyOut
-from app.reading import vocabulary
 from app.statistics import design
 from app.tables import (
     ConditionKind,
@@ -29,12 +25,9 @@ from app.tables import (
     StudyAssignment,
     StudyCase,
     StudyReader,
-    StudyTask,
     User,
 )
 
-_FINDING_KEYS = tuple(key for key, _ in vocabulary.FINDINGS)
-_TRUE, _FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n"}
 MAX_ERRORS_SHOWN = 10
 
 
@@ -193,98 +186,6 @@ def add_cases(session: Session, *, study: ReaderStudy, study_ids: list[int]) -> 
     return added
 
 
-def _parse_flag(text: str) -> bool | None:
-    value = text.strip().lower()
-    if value == "":
-        return None
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{text!r} is not a yes/no value (use 1/0, true/false or yes/no)")
-
-
-def _reference_of(task: StudyTask, row: dict[str, str]) -> dict[str, Any]:
-    """The reference standard of one CSV row for this task; ValueError with a reason."""
-    if task == StudyTask.dr_grading:
-        text = (row.get("dr_grade") or "").strip()
-        if not text.isdigit() or not 0 <= int(text) <= 4:
-            raise ValueError(f"dr_grade must be an ICDR grade 0-4, not {text!r}")
-        reference: dict[str, Any] = {"dr_grade": int(text)}
-        dme = _parse_flag(row.get("dme") or "")
-        if dme is not None:
-            reference["dme"] = dme
-        return reference
-    if task == StudyTask.binary_finding:
-        finding = (row.get("finding") or "").strip()
-        if finding not in _FINDING_KEYS:
-            raise ValueError(f"finding must be one of {', '.join(_FINDING_KEYS)}, not {finding!r}")
-        return {"finding": finding}
-    return {}
-
-
-def _csv_rows(text: str, *, task: StudyTask) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    columns = {name.strip() for name in reader.fieldnames or []}
-    if not columns & {"study_instance_uid", "study_id"}:
-        raise Invalid("the CSV needs a header with a study_instance_uid or a study_id column")
-    needed = {StudyTask.dr_grading: "dr_grade", StudyTask.binary_finding: "finding"}.get(task)
-    if needed and needed not in columns:
-        raise Invalid(f"a {task.value} study needs a {needed} column")
-    rows = [{(key or "").strip(): (value or "") for key, value in row.items()} for row in reader]
-    if not rows:
-        raise Invalid("the CSV has no rows")
-    return rows
-
-
-def _resolve_studies(session: Session, rows: list[dict[str, str]]) -> tuple[dict[str, int], dict[int, int]]:
-    uids = {row["study_instance_uid"].strip() for row in rows if row.get("study_instance_uid", "").strip()}
-    ids = {int(row["study_id"]) for row in rows if row.get("study_id", "").strip().isdigit()}
-    found = session.execute(select(Study.study_instance_uid, Study.id).where(Study.study_instance_uid.in_(uids)))
-    by_uid = {uid: study_id for uid, study_id in found}
-    by_id = {study_id: study_id for study_id in session.scalars(select(Study.id).where(Study.id.in_(ids)))}
-    return by_uid, by_id
-
-
-def upload_reference(session: Session, *, study: ReaderStudy, text: str) -> tuple[int, int]:
-    """Set the reference standard from CSV text; a draft study also gains the cases it did not have.
-
-    Every row is checked before anything changes: one bad row rejects the file (Invalid lists the rows).
-    Returns (cases added, references set).
-    """
-    rows = _csv_rows(text, task=study.task)
-    by_uid, by_id = _resolve_studies(session, rows)
-    existing = {case.study_id: case for case in study.cases}
-    errors: list[str] = []
-    parsed: dict[int, dict[str, Any]] = {}
-    for line, row in enumerate(rows, start=2):
-        uid, raw_id = row.get("study_instance_uid", "").strip(), row.get("study_id", "").strip()
-        study_id = by_uid.get(uid) if uid else (by_id.get(int(raw_id)) if raw_id.isdigit() else None)
-        if study_id is None:
-            errors.append(f"line {line}: no stored study {uid or raw_id or '(empty)'}")
-            continue
-        if study_id in parsed:
-            errors.append(f"line {line}: study {uid or raw_id} appears twice")
-            continue
-        if study_id not in existing and study.state != ReaderStudyState.draft:
-            errors.append(f"line {line}: study {uid or raw_id} is not a case, and the study is {study.state.value}")
-            continue
-        try:
-            parsed[study_id] = _reference_of(study.task, row)
-        except ValueError as exc:
-            errors.append(f"line {line}: {exc}")
-    if errors:
-        more = f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
-        raise Invalid("the reference CSV was not applied: " + "; ".join(errors[:MAX_ERRORS_SHOWN]) + more)
-    new = [study_id for study_id in parsed if study_id not in existing]
-    added = add_cases(session, study=study, study_ids=new) if new else 0
-    cases = {case.study_id: case for case in study.cases}
-    for study_id, reference in parsed.items():
-        cases[study_id].reference = reference or None
-    session.flush()
-    return added, sum(1 for reference in parsed.values() if reference)
-
-
 def add_readers(session: Session, *, study: ReaderStudy, emails: list[str]) -> int:
     """Enrol users (by e-mail) as readers; returns how many were added."""
     _require_draft(study, "readers can be added")
@@ -336,7 +237,7 @@ def _missing_assistance(session: Session, *, study: ReaderStudy) -> list[str]:
     return problems
 
 
-def open_study(session: Session, *, study: ReaderStudy, user_id: int) -> int:
+def open_study(session: Session, *, study: ReaderStudy, user_id: int, ip: str) -> int:
     """Freeze the design and write its assignments (seeded, per-reader order), audited; returns how many."""
     _require_draft(study, "a study can be opened")
     if not study.cases or not study.readers:
@@ -372,7 +273,7 @@ def open_study(session: Session, *, study: ReaderStudy, user_id: int) -> int:
     study.opened_at = _now()
     session.flush()
     audit_service.record(session, action="reader_study_opened", user_id=user_id, object_type="reader_study",
-                         object_id=study.id, detail={"assignments": len(planned), "seed": study.seed})
+                         object_id=study.id, ip=ip, detail={"assignments": len(planned), "seed": study.seed})
     return len(planned)
 
 

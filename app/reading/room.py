@@ -20,7 +20,7 @@ from app.reading.schemas import (
     ReadingView,
     Uncertainty,
 )
-from app.tables import Instance, Prediction, Series
+from app.tables import Instance, Prediction, Series, User
 from app.viewer import service as viewer_service
 from app.viewer.schemas import LabelProbability
 
@@ -96,20 +96,24 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
     )
 
 
-def reading_page(session: Session, *, study_id: int, user_id: int, ip: str) -> ReadingView:
+def reading_page(session: Session, *, study_id: int, user: User, ip: str) -> ReadingView:
     """The reading room of a clinical read for this user (Blinded while they have reader-study reads of the
-    study pending: those are read from their queue), its view audited once the request commits."""
-    visibility.check_study_page(session, user_id=user_id, study_id=study_id)
-    view = reading_view(session, study_id=study_id, reader_id=user_id)
+    study pending: those are read from their queue; identity as their role shows it), its view audited once the
+    request commits."""
+    visibility.check_study_page(session, user_id=user.id, study_id=study_id)
+    view = reading_view(session, study_id=study_id, reader_id=user.id, identity=visibility.identity_rule(user.role))
     audit_service.record_when_read(
-        session, action="view", user_id=user_id, object_type="study", object_id=study_id, ip=ip
+        session, action="view", user_id=user.id, object_type="study", object_id=study_id, ip=ip
     )
     return view
 
 
-def reading_view(session: Session, *, study_id: int, reader_id: int) -> ReadingView:
-    """The study's images with the model's output for each, the form to fill and the reader's read."""
-    summary = viewer_service.worklist_row(session, study_id=study_id)
+def reading_view(
+    session: Session, *, study_id: int, reader_id: int, identity: visibility.IdentityRule
+) -> ReadingView:
+    """The study's images with the model's output for each, the form to fill and the reader's read; identity
+    as the visibility service's rule shows it."""
+    summary = viewer_service.worklist_row(session, study_id=study_id, identity=identity)
     rows = session.execute(
         select(Instance, Series.description)
         .join(Series, Instance.series_id == Series.id)
@@ -123,7 +127,7 @@ def reading_view(session: Session, *, study_id: int, reader_id: int) -> ReadingV
         ReadingInstance(
             id=instance.id,
             modality=instance.modality,
-            description=description,
+            description=identity.free_text(description),
             number=instance.number,
             frames=instance.frames,
             rows=instance.rows,

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response, status
 
+from app.audit.dependencies import ClientIp
 from app.auth.dependencies import CanRead
 from app.db import DbSession
 from app.reading import service as reading_service
@@ -34,9 +35,11 @@ def save_draft(client_id: UUID, body: ReadIn, user: CanRead, session: DbSession,
 
 
 @router.post("/reads/{client_id}/submit", response_model=ReadOut, responses=_ERRORS)
-def submit_read(client_id: UUID, body: ReadIn, user: CanRead, session: DbSession, response: Response) -> ReadOut:
+def submit_read(
+    client_id: UUID, body: ReadIn, user: CanRead, session: DbSession, response: Response, ip: ClientIp
+) -> ReadOut:
     """Submit the read (201); sending the same client id again returns the stored read (200), no duplicate."""
-    read, created = reading_service.submit_read(session, reader_id=user.id, client_id=client_id, data=body)
+    read, created = reading_service.submit_read(session, reader_id=user.id, client_id=client_id, data=body, ip=ip)
     _created(response, created)
     return read
 

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.bounds import DbId, FreeText, JsonDetail
 from app.reading import vocabulary
 from app.viewer.schemas import LabelProbability, WorklistRow
 
@@ -26,7 +27,7 @@ class ReadAnswers(BaseModel):
     dme: bool | None = Field(None, description="referable diabetic macular edema")
     finding: str | None = Field(None, max_length=64)
     confidence: Likert | None = None
-    note: str | None = Field(None, max_length=2000)
+    note: FreeText | None = Field(None, max_length=2000)
 
     @field_validator("finding")
     @classmethod
@@ -42,9 +43,9 @@ class AssistanceState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     visible: bool
-    method: str | None = Field(None, max_length=64)
+    method: FreeText | None = Field(None, max_length=64)
     opacity: float | None = Field(None, ge=0, le=1)
-    colormap: str | None = Field(None, max_length=32)
+    colormap: FreeText | None = Field(None, max_length=32)
     threshold: float | None = Field(None, ge=0, le=1)
     grid: bool = False
 
@@ -54,8 +55,9 @@ class ReadIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    study_id: int
-    instance_id: int | None = None
+    # A clinical read names its study; a reader-study read may leave it out (its assignment names the case).
+    study_id: DbId | None = None
+    instance_id: DbId | None = None
     answers: ReadAnswers = Field(default_factory=ReadAnswers)
     time_spent_seconds: float | None = Field(None, ge=0, le=7 * 24 * 3600)
     assistance: AssistanceState | None = None
@@ -66,7 +68,7 @@ class ReadOut(BaseModel):
 
     id: int
     client_id: str
-    study_id: int
+    study_id: int | None  # None for a reader-study read: its reader knows the case by its pseudonym only
     instance_id: int | None
     assignment_id: int | None
     form: str
@@ -90,9 +92,9 @@ class RatingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     client_id: UUID
-    heatmap_id: int
+    heatmap_id: DbId
     answers: dict[str, Likert] = Field(min_length=1)
-    comment: str = Field("", max_length=4000)
+    comment: FreeText = Field("", max_length=4000)
 
     @field_validator("answers")
     @classmethod
@@ -119,10 +121,10 @@ class AssistanceEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event: AssistanceEventName
-    study_id: int
-    instance_id: int | None = None
+    study_id: DbId | None = None  # required outside reader studies; an assignment's events are about its case
+    instance_id: DbId | None = None
     read_client_id: UUID | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
+    detail: JsonDetail = Field(default_factory=dict)
     client_at: datetime | None = None
 
 

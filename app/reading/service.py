@@ -11,6 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import visibility
+from app.audit import service as audit_service
 from app.db import Base
 from app.errors import Conflict, Invalid, NotFound
 from app.reading import vocabulary
@@ -26,7 +28,18 @@ def _now() -> datetime:
 
 
 def _read_out(read: Read) -> ReadOut:
-    return ReadOut.model_validate(read)
+    """The read as its reader gets it back; a reader-study read does not name its study (no id that links the
+    case back to it)."""
+    out = ReadOut.model_validate(read)
+    if read.assignment_id is not None:
+        out = out.model_copy(update={"study_id": visibility.CASE_IDENTITY.link(read.study_id)})
+    return out
+
+
+def _study_of(data: ReadIn) -> int:
+    if data.study_id is None:
+        raise Invalid("a read names the study it reads (study_id)")
+    return data.study_id
 
 
 def _insert_once(session: Session, row: T, *, find: Callable[[], T | None]) -> tuple[T, bool]:
@@ -77,7 +90,7 @@ def _check_answers(data: ReadIn, *, form: str, complete: bool) -> None:
 
 def _apply(read: Read, data: ReadIn) -> None:
     answers = data.answers
-    read.study_id, read.instance_id = data.study_id, data.instance_id
+    read.study_id, read.instance_id = _study_of(data), data.instance_id
     read.answers = answers.model_dump(exclude_none=True)
     read.dr_grade, read.dme, read.finding, read.confidence = (
         answers.dr_grade,
@@ -96,7 +109,7 @@ def _new_read(reader_id: int, key: str, data: ReadIn, *, form: str, assignment_i
     return Read(
         reader_id=reader_id,
         client_id=key,
-        study_id=data.study_id,
+        study_id=_study_of(data),
         form=form,
         answers={},
         assistance={},
@@ -122,7 +135,7 @@ def save_draft(
 
     A reader-study read names its assignment and the form of its study's task.
     """
-    form = form or _form_of(session, study_id=data.study_id, instance_id=data.instance_id)
+    form = form or _form_of(session, study_id=_study_of(data), instance_id=data.instance_id)
     _check_answers(data, form=form, complete=False)
     key = str(client_id)
     read = _find_read(session, reader_id=reader_id, client_id=key)
@@ -149,16 +162,18 @@ def submit_read(
     reader_id: int,
     client_id: UUID,
     data: ReadIn,
+    ip: str,
     assignment_id: int | None = None,
     form: str | None = None,
 ) -> tuple[ReadOut, bool]:
-    """Submit the read; returns (read, newly submitted). A resubmission returns the stored read unchanged."""
+    """Submit the read; returns (read, newly submitted), the submission audited. A resubmission returns the
+    stored read unchanged (and is not audited again: nothing changed)."""
     key = str(client_id)
     read = _find_read(session, reader_id=reader_id, client_id=key)
     if read is not None and read.state == ReadState.submitted:
         _same_assignment(read, assignment_id)
         return _read_out(read), False
-    form = form or _form_of(session, study_id=data.study_id, instance_id=data.instance_id)
+    form = form or _form_of(session, study_id=_study_of(data), instance_id=data.instance_id)
     _check_answers(data, form=form, complete=True)
     if read is None:
         read, inserted = _insert_once(
@@ -175,6 +190,10 @@ def submit_read(
     read.state = ReadState.submitted
     read.submitted_at = read.updated_at = _now()
     session.flush()
+    audit_service.record(
+        session, action="read_submitted", user_id=reader_id, object_type="read", object_id=read.id, ip=ip,
+        detail={"study_id": read.study_id, "assignment_id": assignment_id, "form": form},
+    )
     return _read_out(read), True
 
 
@@ -187,9 +206,12 @@ def get_read(session: Session, *, reader_id: int, client_id: UUID) -> ReadOut:
 
 
 def latest_read(session: Session, *, reader_id: int, study_id: int) -> ReadOut | None:
-    """The reader's open draft of the study if any, else their newest submitted read of it."""
+    """The reader's open clinical draft of the study if any, else their newest submitted clinical read of it.
+    Reader-study reads are left out: showing one here would tell its reader which study their case was."""
     reads = session.scalars(
-        select(Read).where(Read.reader_id == reader_id, Read.study_id == study_id).order_by(Read.updated_at.desc())
+        select(Read)
+        .where(Read.reader_id == reader_id, Read.study_id == study_id, Read.assignment_id.is_(None))
+        .order_by(Read.updated_at.desc())
     ).all()
     drafts = [read for read in reads if read.state == ReadState.draft]
     chosen = drafts[0] if drafts else (reads[0] if reads else None)
@@ -249,7 +271,9 @@ def record_events(
     session: Session, *, reader_id: int, events: Sequence[AssistanceEventIn], assignment_id: int | None = None
 ) -> int:
     """Store what assistance the reader saw; an event names a study (and image) of this Lumen."""
-    study_ids = {event.study_id for event in events}
+    if any(event.study_id is None for event in events):
+        raise Invalid("an assistance event names the study it is about (study_id)")
+    study_ids = {event.study_id for event in events if event.study_id is not None}
     known = set(session.scalars(select(Study.id).where(Study.id.in_(study_ids))))
     if study_ids - known:
         raise Invalid(f"study {min(study_ids - known)} does not exist")

@@ -70,16 +70,48 @@ bind("add-readers", "study-status", async (data) => {
   window.location.reload();
 });
 
-bind("reference-upload", "study-status", async (data) => {
-  const response = await fetch(`/api/reader-studies/${studyId}/reference`, {
+// A reference upload that would change the reference of an open or closed study is answered 409 with each case,
+// old -> new: the coordinator sees that and applies it (confirm=true, audited) or keeps the current reference.
+let unconfirmedReference = null;
+
+async function uploadReference(data, { confirm = false } = {}) {
+  const query = confirm ? "?confirm=true" : "";
+  const response = await fetch(`/api/reader-studies/${studyId}/reference${query}`, {
     method: "POST",
     headers: { "X-CSRF-Token": csrf, Accept: "application/json" },
     body: data,
   });
   const payload = await response.json().catch(() => null);
+  if (response.status === 409 && !confirm) {
+    unconfirmedReference = data;
+    $("reference-confirm-text").textContent = payload?.detail ?? "The reference standard would change.";
+    $("reference-confirm").hidden = false;
+    say($("study-status"), "Nothing changed yet: confirm or keep the current reference below.", "error");
+    return;
+  }
   if (!response.ok) throw new Error(payload?.detail ?? `the server answered ${response.status}`);
+  $("reference-confirm").hidden = true;
   say($("study-status"), `${payload.cases_added} cases added, ${payload.references_set} references set`, "ok");
   setTimeout(() => window.location.reload(), 600);
+}
+
+bind("reference-upload", "study-status", (data) => uploadReference(data));
+
+$("reference-confirm-apply")?.addEventListener("click", async (event) => {
+  event.target.disabled = true;
+  try {
+    await uploadReference(unconfirmedReference, { confirm: true });
+  } catch (error) {
+    say($("study-status"), error.message, "error");
+  } finally {
+    event.target.disabled = false;
+  }
+});
+
+$("reference-confirm-cancel")?.addEventListener("click", () => {
+  unconfirmedReference = null;
+  $("reference-confirm").hidden = true;
+  say($("study-status"), "The reference standard was left as it was.");
 });
 
 for (const [id, action] of [["open-study", "open"], ["close-study", "close"]]) {

@@ -2,9 +2,11 @@
 // moving anything, the grading form (autosaved, submitted once) and the explanation ratings.
 import { EventLog, RatingForm, ReadForm } from "./forms.js";
 import { colourise, drawColourbar, formatValue, loadHeatmap } from "./heatmap.js";
+import { applySizes } from "./sizes.js";
 import { Viewport } from "./viewer.js";
 
 const data = JSON.parse(document.getElementById("reading-data").textContent);
+applySizes();
 const $ = (id) => document.getElementById(id);
 const ASSIST_KEY = "lumen.assist";
 // A reader-study read: the study's condition decides what is shown, and whether the reader may hide it.

@@ -1,10 +1,12 @@
 // Study page: assistance toggle, heatmap method and opacity, frame scroll, and live job state.
 import { isActive, renderAiState } from "./ai_state.js";
+import { applySizes } from "./sizes.js";
 
 const POLL_MS = 2000;
 const ASSIST_KEY = "lumen.assist";
 const study = document.getElementById("study");
 const toggle = document.getElementById("assist-toggle");
+applySizes();
 
 function setAssistance(show) {
   document.body.classList.toggle("assist-off", !show);

@@ -1,12 +1,14 @@
 // Worklist: live AI progress (polls /api/worklist every 2 s while a study is queued or running), upload,
 // filter (text, modality, AI state), sort by column, keyboard navigation (j/k or arrows, Enter to read).
 import { el, renderAiState } from "./ai_state.js";
+import { applySizes } from "./sizes.js";
 
 const POLL_MS = 2000;
 const table = document.getElementById("worklist");
 const body = table.querySelector("tbody");
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 let timer = null;
+applySizes(table);
 
 function formatUtc(iso) {
   // "2026-11-26T10:04:05.123Z" -> "2026-11-26 10:04", as the server renders it.
@@ -20,7 +22,9 @@ function buildRow(row) {
   const patient = el("td");
   const link = el("a", "patient", row.patient_name || "Anonymous");
   link.href = `/studies/${row.id}`;
-  patient.append(link, el("span", "patient-id", row.patient_id));
+  // Where identity is hidden the name is a pseudonym and there is no patient ID (app/visibility.py).
+  if (!row.identity_shown) link.title = "A pseudonym: your role does not see who the patient is";
+  patient.append(link, el("span", "patient-id", row.patient_id ?? ""));
   const modality = el("td");
   modality.append(el("span", "modality", row.modality));
   tr.append(

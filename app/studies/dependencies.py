@@ -6,16 +6,17 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from app.bounds import DbId
 from app.db import DbSession
 from app.studies import service as studies_service
 from app.tables import Instance, Study
 
 
-def _study_or_404(study_id: int, session: DbSession) -> Study:
+def _study_or_404(study_id: DbId, session: DbSession) -> Study:
     return studies_service.get_study(session, study_id=study_id)
 
 
-def _instance_or_404(instance_id: int, session: DbSession) -> Instance:
+def _instance_or_404(instance_id: DbId, session: DbSession) -> Instance:
     return studies_service.get_instance(session, instance_id=instance_id)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
+from app.audit.dependencies import ClientIp
 from app.auth.dependencies import CanRead, CanUpload
+from app.bounds import FreeText, Index
 from app.db import DbSession
 from app.ingest import service as ingest_service
 from app.studies import service as studies_service
@@ -26,11 +28,11 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut, responses=_UPLOAD_ERRORS)
 def upload_studies(
-    request: Request,
     session: DbSession,
     user: CanUpload,
+    ip: ClientIp,
     files: Annotated[list[UploadFile] | None, File(description="DICOM, PNG or JPEG files")] = None,
-    modality: Annotated[str | None, Form(description="modality of PNG/JPEG images (default OP)")] = None,
+    modality: Annotated[FreeText | None, Form(description="modality of PNG/JPEG images (default OP)")] = None,
 ) -> UploadOut:
     """Store the files (all or none) and plan AI jobs; the first study touched, and all of them."""
     result = ingest_service.ingest_upload(
@@ -38,23 +40,24 @@ def upload_studies(
         files=[(upload.filename, upload.file) for upload in files or []],
         user_id=user.id,
         modality=modality,
-        ip=request.client.host if request.client else "",
+        ip=ip,
     )
-    return studies_service.upload_out(result)
+    return studies_service.upload_out(result, role=user.role)
 
 
 @router.get("", response_model=list[StudySummary])
 def list_studies(
     session: DbSession,
-    _user: CanRead,
+    user: CanRead,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Index, Query()] = 0,
 ) -> list[StudySummary]:
-    """Studies newest first, with their number of instances."""
-    return studies_service.list_studies(session, limit=limit, offset=offset)
+    """Studies newest first, with their number of instances (UIDs and descriptions only for roles that see
+    identity)."""
+    return studies_service.list_studies(session, role=user.role, limit=limit, offset=offset)
 
 
 @router.get("/{study_id}", response_model=StudyOut, responses={404: {"description": "no such study"}})
-def get_study(_user: CanRead, study: StudyOr404, session: DbSession) -> StudyOut:
-    """One study with all its instances and job ids."""
-    return studies_service.study_detail(session, study=study)
+def get_study(user: CanRead, study: StudyOr404, session: DbSession, ip: ClientIp) -> StudyOut:
+    """One study with all its instances and job ids (UIDs only for roles that see identity); audited."""
+    return studies_service.study_detail(session, study=study, user=user, ip=ip)

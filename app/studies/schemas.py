@@ -1,4 +1,5 @@
-"""Studies API shapes: what an upload returns, a study's detail and the worklist rows. No PHI here."""
+"""Studies API shapes: what an upload returns, a study's detail and the list of studies. No patient fields;
+UIDs and descriptions only where app/visibility.py shows the caller identity (None and "" otherwise)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ class InstanceOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    sop_instance_uid: str
+    sop_instance_uid: str | None
     modality: str
     source_format: str
     rows: int
@@ -22,12 +23,12 @@ class InstanceOut(BaseModel):
 
 
 class StudyFields(BaseModel):
-    """The fields of a study row that the API shows (no PHI)."""
+    """The fields of a study row that the API shows (no patient fields)."""
 
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    study_instance_uid: str
+    study_instance_uid: str | None
     modality: str
     description: str
     study_date: str

@@ -70,13 +70,14 @@ class User(Base):
 
 
 class AuthSession(Base):
-    """A signed-in browser session or an API bearer token; only the token's sha256 is stored."""
+    """A signed-in browser session or an API bearer token; only the token's HMAC-SHA256 under the secret key is
+    stored (app.auth.service._digest)."""
 
     __tablename__ = "sessions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hmac: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16))  # "cookie" or "bearer"
     csrf_token: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -84,6 +85,19 @@ class AuthSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     user: Mapped[User] = relationship()
+
+
+class LoginThrottle(Base):
+    """Recent failed sign-ins of one account (the email tried, known or not) or one client address, and the
+    lock-out they earned (app/auth/throttle.py). In the database, so that every API process counts the same."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # "account:" or "address:" + a sha256
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The last failure, or when the row was made: a row quiet for an hour is forgotten.
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class AuditEvent(Base):
@@ -207,6 +221,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # Who asked for the job through POST /api/jobs (None: planned by an upload): their quota of expensive jobs.
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
 
     study: Mapped[Study] = relationship(back_populates="jobs")
     instance: Mapped[Instance | None] = relationship()

@@ -10,7 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
+from app.audit.dependencies import ClientIp
 from app.auth.dependencies import Caller, PageCaller
+from app.bounds import DbId
 from app.db import DbSession
 from app.tables import Role
 from app.viewer import service as viewer_service
@@ -29,16 +31,15 @@ def _context(caller: Caller, **values: Any) -> dict[str, Any]:
 
 
 @router.get("/", include_in_schema=False)
-def worklist_page(request: Request, caller: PageCaller, session: DbSession) -> Response:
+def worklist_page(request: Request, caller: PageCaller, session: DbSession, ip: ClientIp) -> Response:
     """The worklist: newest studies first with their AI state; an upload form for coordinators and admins."""
-    worklist = viewer_service.worklist_for(session, user_id=caller.user.id)
+    worklist = viewer_service.worklist_page(session, user=caller.user, ip=ip)
     context = _context(caller, worklist=worklist, can_upload=caller.user.role in _UPLOADERS)
     return templates.TemplateResponse(request, "viewer/worklist.html", context)
 
 
 @router.get("/studies/{study_id}", include_in_schema=False)
-def study_page(request: Request, study_id: int, caller: PageCaller, session: DbSession) -> Response:
+def study_page(request: Request, study_id: DbId, caller: PageCaller, session: DbSession, ip: ClientIp) -> Response:
     """One study: its images, the AI prediction and heatmap overlays, and the state of its jobs."""
-    ip = request.client.host if request.client else ""
-    view = viewer_service.study_page(session, study_id=study_id, user_id=caller.user.id, ip=ip)
+    view = viewer_service.study_page(session, study_id=study_id, user=caller.user, ip=ip)
     return templates.TemplateResponse(request, "viewer/study.html", _context(caller, study=view))

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy.orm import Session
 
+from app.audit.dependencies import ClientIp
 from app.auth.dependencies import CanRead
+from app.bounds import DbId, Index
 from app.db import DbSession
 from app.predictions.dependencies import HeatmapOr404
 from app.studies.dependencies import InstanceOr404
+from app.tables import User
 from app.viewer import images, raw
 from app.viewer import service as viewer_service
 from app.viewer.schemas import Worklist, WorklistRow
@@ -43,18 +48,25 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in {tag.strip() for tag in sent.split(",")} or sent.strip() == "*"
 
 
-def _png_response(request: Request, *, etag: str, render: Callable[[], bytes]) -> Response:
+def _png_response(
+    request: Request, *, etag: str, render: Callable[[], bytes], sent: Callable[[], None]
+) -> Response:
     headers = {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
     if _not_modified(request, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     # A frame past the last one (404) or pixels that cannot be decoded (422): app/http_errors.py answers.
-    return Response(render(), media_type="image/png", headers=headers)
+    body = render()
+    sent()
+    return Response(body, media_type="image/png", headers=headers)
 
 
-def _raw_response(request: Request, *, etag: str, render: Callable[[], raw.RawFrame]) -> Response:
+def _raw_response(
+    request: Request, *, etag: str, render: Callable[[], raw.RawFrame], sent: Callable[[], None]
+) -> Response:
     if _not_modified(request, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     frame = render()
+    sent()
     headers = {
         "ETag": etag,
         "Cache-Control": _CACHE_CONTROL,
@@ -63,64 +75,86 @@ def _raw_response(request: Request, *, etag: str, render: Callable[[], raw.RawFr
     return Response(frame.body, media_type="application/octet-stream", headers=headers)
 
 
+def _audit(
+    session: Session, user: User, ip: str, *, object_type: str, object_id: int, frame: int, form: str
+) -> Callable[[], None]:
+    """What a pixel route calls once it has rendered what it sends: a 304 (the client holds the bytes already)
+    and a failed render record nothing."""
+    return partial(viewer_service.record_pixels_sent, session, user_id=user.id, object_type=object_type,
+                   object_id=object_id, frame=frame, form=form, ip=ip)
+
+
 @router.get("/worklist", response_model=Worklist)
 def worklist(user: CanRead, session: DbSession) -> Worklist:
     """The newest studies with their AI state; the worklist page polls it while jobs run."""
-    return viewer_service.worklist_for(session, user_id=user.id)
+    return viewer_service.worklist_for(session, user=user)
 
 
 @router.get("/worklist/{study_id}", response_model=WorklistRow)
-def worklist_row(user: CanRead, study_id: int, session: DbSession) -> WorklistRow:
+def worklist_row(user: CanRead, study_id: DbId, session: DbSession) -> WorklistRow:
     """One study's worklist row; the study page polls it while its jobs run."""
-    return viewer_service.worklist_row_for(session, study_id=study_id, user_id=user.id)
+    return viewer_service.worklist_row_for(session, study_id=study_id, user=user)
 
 
 @router.get("/instances/{instance_id}/image.png", responses=_PNG_RESPONSES, response_class=Response)
 def instance_image(
     request: Request,
-    _user: CanRead,
+    user: CanRead,
     instance: InstanceOr404,
-    frame: Annotated[int, Query(ge=0)] = 0,
+    session: DbSession,
+    ip: ClientIp,
+    frame: Annotated[Index, Query()] = 0,
     max_size: Annotated[int | None, Query(ge=16, le=8192)] = None,
 ) -> Response:
     """One frame of an instance as a display PNG (windowed); `max_size` downscales for a fast preview."""
     etag = images.instance_etag(instance, frame=frame, max_size=max_size)
+    sent = _audit(session, user, ip, object_type="instance", object_id=instance.id, frame=frame, form="png")
     return _png_response(
-        request, etag=etag, render=lambda: images.instance_png(instance=instance, frame=frame, max_size=max_size)
+        request, etag=etag, render=lambda: images.instance_png(instance=instance, frame=frame, max_size=max_size),
+        sent=sent,
     )
 
 
 @router.get("/heatmaps/{heatmap_id}.png", responses=_PNG_RESPONSES, response_class=Response)
 def heatmap_image(
     request: Request,
-    _user: CanRead,
+    user: CanRead,
     heatmap: HeatmapOr404,
-    frame: Annotated[int, Query(ge=0)] = 0,
+    session: DbSession,
+    ip: ClientIp,
+    frame: Annotated[Index, Query()] = 0,
 ) -> Response:
     """A heatmap coloured for overlay (RGBA, alpha from magnitude), normalised for display only."""
     etag = images.heatmap_etag(heatmap, frame=frame)
-    return _png_response(request, etag=etag, render=lambda: images.heatmap_png(heatmap, frame=frame))
+    sent = _audit(session, user, ip, object_type="heatmap", object_id=heatmap.id, frame=frame, form="png")
+    return _png_response(request, etag=etag, render=lambda: images.heatmap_png(heatmap, frame=frame), sent=sent)
 
 
 @router.get("/instances/{instance_id}/pixels", responses=_RAW_RESPONSES, response_class=Response)
 def instance_pixels(
     request: Request,
-    _user: CanRead,
+    user: CanRead,
     instance: InstanceOr404,
-    frame: Annotated[int, Query(ge=0)] = 0,
+    session: DbSession,
+    ip: ClientIp,
+    frame: Annotated[Index, Query()] = 0,
 ) -> Response:
     """A grayscale frame as little-endian uint16 (value = stored * scale + offset), for windowing in the browser."""
     etag = images.instance_etag(instance, frame=frame, max_size=None).replace('"', '"raw-', 1)
-    return _raw_response(request, etag=etag, render=lambda: raw.raw_frame(instance, frame=frame))
+    sent = _audit(session, user, ip, object_type="instance", object_id=instance.id, frame=frame, form="raw")
+    return _raw_response(request, etag=etag, render=lambda: raw.raw_frame(instance, frame=frame), sent=sent)
 
 
 @router.get("/heatmaps/{heatmap_id}/data", responses=_RAW_RESPONSES, response_class=Response)
 def heatmap_data(
     request: Request,
-    _user: CanRead,
+    user: CanRead,
     heatmap: HeatmapOr404,
-    frame: Annotated[int, Query(ge=0)] = 0,
+    session: DbSession,
+    ip: ClientIp,
+    frame: Annotated[Index, Query()] = 0,
 ) -> Response:
     """A heatmap's raw attribution as stored (float16, little-endian), coloured in the browser."""
     etag = images.heatmap_etag(heatmap, frame=frame).replace('"', '"data-', 1)
-    return _raw_response(request, etag=etag, render=lambda: raw.heatmap_data(heatmap, frame=frame))
+    sent = _audit(session, user, ip, object_type="heatmap", object_id=heatmap.id, frame=frame, form="data")
+    return _raw_response(request, etag=etag, render=lambda: raw.heatmap_data(heatmap, frame=frame), sent=sent)

@@ -8,13 +8,15 @@ from pydantic import BaseModel
 
 
 class WorklistRow(BaseModel):
-    """One study on the worklist with the state of its AI jobs."""
+    """One study on the worklist with the state of its AI jobs, its identity as app/visibility.py lets the
+    caller see it."""
 
-    id: int
-    patient_name: str
-    patient_id: str
-    study_date: str
-    description: str
+    id: int | None  # None only in a reader-study case: no id that links the case back to its study
+    identity_shown: bool  # False: `patient_name` is a pseudonym (P-...) and `patient_id` is None
+    patient_name: str  # the name as stored, or the patient's pseudonym; "" in a reader-study case
+    patient_id: str | None
+    study_date: str | None
+    description: str  # free text: "" where identity is hidden
     modality: str
     instances: int
     ai_state: str  # AiState: no_model | queued | running | done | failed
@@ -22,7 +24,7 @@ class WorklistRow(BaseModel):
     ai_error: str
     ai_label: str | None
     ai_referral: bool = False  # some prediction of the study is above its model's uncertainty threshold
-    uploaded_at: datetime
+    uploaded_at: datetime | None  # None only in a reader-study case, like `id`
 
 
 class Worklist(BaseModel):
@@ -78,8 +80,8 @@ class StudyView(BaseModel):
     """Everything the study page shows."""
 
     summary: WorklistRow
-    patient_birth_date: str
-    accession_number: str
-    study_instance_uid: str
+    patient_birth_date: str | None  # these three: None where identity is hidden
+    accession_number: str | None
+    study_instance_uid: str | None
     instances: list[InstanceView]
     jobs: list[JobView]

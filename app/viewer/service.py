@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -13,7 +13,7 @@ from app.audit import service as audit_service
 from app.jobs import service as jobs_service
 from app.predictions import service as predictions_service
 from app.studies import service as studies_service
-from app.tables import AiState, Instance, Job, Prediction, Series, Study
+from app.tables import AiState, Instance, Job, Prediction, Series, Study, User
 from app.viewer.schemas import (
     HeatmapView,
     InstanceView,
@@ -28,8 +28,10 @@ from app.viewer.schemas import (
 _ACTIVE = {AiState.queued.value, AiState.running.value}
 
 
-def _format_date(value: str) -> str:
+def _format_date(value: str | None) -> str | None:
     # DICOM DA is YYYYMMDD; anything else is shown as stored.
+    if value is None:
+        return None
     return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 and value.isdigit() else value
 
 
@@ -57,7 +59,11 @@ def _predicted_labels(session: Session, *, study_ids: Sequence[int]) -> dict[int
     return {study_id: ", ".join(values) for study_id, values in labels.items()}
 
 
-def _rows(session: Session, *, studies: Sequence[Study]) -> list[WorklistRow]:
+def _rows(
+    session: Session, *, studies: Sequence[Study], identity: visibility.IdentityRule, blinded: Collection[int] = ()
+) -> list[WorklistRow]:
+    """Worklist rows with the identity the rule shows, and no model label or referral flag on `blinded` studies
+    (those the caller still has to read in a reader study)."""
     ids = [study.id for study in studies]
     counts = studies_service.instance_counts(session, study_ids=ids)
     labels = _predicted_labels(session, study_ids=ids)
@@ -65,45 +71,61 @@ def _rows(session: Session, *, studies: Sequence[Study]) -> list[WorklistRow]:
     rows = []
     for study in studies:
         summary = jobs_service.summarise(list(study.jobs))
+        seen = identity.study(study)
+        hide_ai = study.id in blinded
         rows.append(
             WorklistRow(
-                id=study.id,
-                patient_name=study.patient_name,
-                patient_id=study.patient_id,
-                study_date=_format_date(study.study_date),
-                description=study.description,
+                id=seen.study_id,
+                identity_shown=seen.shown,
+                patient_name=seen.patient,
+                patient_id=seen.patient_id,
+                study_date=_format_date(seen.study_date),
+                description=seen.description,
                 modality=study.modality,
                 instances=counts.get(study.id, 0),
                 ai_state=summary.state,
                 ai_progress=summary.progress,
                 ai_error=summary.error,
-                ai_label=labels.get(study.id) if summary.state == AiState.done.value else None,
-                ai_referral=study.id in referrals,
-                uploaded_at=study.created_at,
+                ai_label=labels.get(study.id) if summary.state == AiState.done.value and not hide_ai else None,
+                ai_referral=study.id in referrals and not hide_ai,
+                uploaded_at=identity.link(study.created_at),
             )
         )
     return rows
 
 
-def list_worklist(session: Session, *, limit: int = 200) -> Worklist:
-    """The newest studies first, each with its AI state (all of it: for coordinators picking cases)."""
-    rows = _rows(session, studies=studies_service.newest_studies(session, limit=limit))
+def worklist_for(session: Session, *, user: User, limit: int = 200) -> Worklist:
+    """The newest studies first as this user may see them: identity as their role shows it, and no model label
+    or referral flag on the studies they still have to read in a reader study."""
+    studies = studies_service.newest_studies(session, limit=limit)
+    blinded = visibility.blinded_studies(session, user_id=user.id, study_ids=[study.id for study in studies])
+    rows = _rows(session, studies=studies, identity=visibility.identity_rule(user.role), blinded=blinded.keys())
     return Worklist(studies=rows, active=any(row.ai_state in _ACTIVE for row in rows))
 
 
-def _redacted(row: WorklistRow) -> WorklistRow:
-    return row.model_copy(update={"ai_label": None, "ai_referral": False})
+def worklist_page(session: Session, *, user: User, ip: str) -> Worklist:
+    """The worklist page for this user, its view audited once the request commits (the page's polls of
+    /api/worklist are not: they would add a row every two seconds while a job runs)."""
+    worklist = worklist_for(session, user=user)
+    audit_service.record_when_read(
+        session, action="view", user_id=user.id, object_type="worklist", ip=ip,
+        detail={"studies": len(worklist.studies)},
+    )
+    return worklist
 
 
-def worklist_for(session: Session, *, user_id: int) -> Worklist:
-    """The worklist as this user may see it: no model label or referral flag on the studies they still have to
-    read in a reader study."""
-    worklist = list_worklist(session)
-    blinded = visibility.blinded_studies(session, user_id=user_id, study_ids=[row.id for row in worklist.studies])
-    if not blinded:
-        return worklist
-    rows = [_redacted(row) if row.id in blinded else row for row in worklist.studies]
-    return worklist.model_copy(update={"studies": rows})
+def record_pixels_sent(
+    session: Session, *, user_id: int, object_type: str, object_id: int, frame: int, form: str, ip: str
+) -> None:
+    """Audit that a caller was sent the pixels of an image or a heatmap (`form`: png, raw or data), once the
+    request commits: once per view, at its first frame. Both viewers open frame 0 first; a cine loop's or a
+    slider's later frames would add a row per frame. The routes call it after rendering: a revalidation
+    answered 304 sends no pixels and is not recorded."""
+    if frame == 0:
+        audit_service.record_when_read(
+            session, action="view", user_id=user_id, object_type=object_type, object_id=object_id, ip=ip,
+            detail={"form": form},
+        )
 
 
 def _study_with_jobs(session: Session, *, study_id: int) -> Study:
@@ -114,15 +136,17 @@ def _study_with_jobs(session: Session, *, study_id: int) -> Study:
     return study
 
 
-def worklist_row(session: Session, *, study_id: int) -> WorklistRow:
-    """One study's worklist row, all of it (the reading room shows it; a reader study blinds it there)."""
-    return _rows(session, studies=[_study_with_jobs(session, study_id=study_id)])[0]
+def worklist_row(session: Session, *, study_id: int, identity: visibility.IdentityRule) -> WorklistRow:
+    """One study's worklist row with the identity the rule shows and all its AI state (the reading room shows
+    it, once the visibility service has let the caller in; a reader study blinds it there)."""
+    return _rows(session, studies=[_study_with_jobs(session, study_id=study_id)], identity=identity)[0]
 
 
-def worklist_row_for(session: Session, *, study_id: int, user_id: int) -> WorklistRow:
+def worklist_row_for(session: Session, *, study_id: int, user: User) -> WorklistRow:
     """One study's worklist row as this user may see it (the study page polls it while its jobs run)."""
-    row = worklist_row(session, study_id=study_id)
-    return _redacted(row) if visibility.blinded_studies(session, user_id=user_id, study_ids=[study_id]) else row
+    study = _study_with_jobs(session, study_id=study_id)
+    blinded = visibility.blinded_studies(session, user_id=user.id, study_ids=[study_id])
+    return _rows(session, studies=[study], identity=visibility.identity_rule(user.role), blinded=blinded.keys())[0]
 
 
 def _label_of(labels: list[str], index: int) -> str:
@@ -154,20 +178,21 @@ def _prediction_view(prediction: Prediction) -> PredictionView:
     )
 
 
-def study_page(session: Session, *, study_id: int, user_id: int, ip: str) -> StudyView:
-    """The study page for this user (Blinded while they have reader-study reads of it pending), its view
-    audited once the request commits."""
-    visibility.check_study_page(session, user_id=user_id, study_id=study_id)
-    view = _study_view(session, study_id=study_id)
+def study_page(session: Session, *, study_id: int, user: User, ip: str) -> StudyView:
+    """The study page for this user (Blinded while they have reader-study reads of it pending; identity as
+    their role shows it), its view audited once the request commits."""
+    visibility.check_study_page(session, user_id=user.id, study_id=study_id)
+    view = _study_view(session, study_id=study_id, identity=visibility.identity_rule(user.role))
     audit_service.record_when_read(
-        session, action="view", user_id=user_id, object_type="study", object_id=study_id, ip=ip
+        session, action="view", user_id=user.id, object_type="study", object_id=study_id, ip=ip
     )
     return view
 
 
-def _study_view(session: Session, *, study_id: int) -> StudyView:
+def _study_view(session: Session, *, study_id: int, identity: visibility.IdentityRule) -> StudyView:
     """The study page: fields, instances with their latest prediction and heatmaps, and jobs."""
     study = _study_with_jobs(session, study_id=study_id)
+    seen = identity.study(study)
     instances = session.execute(
         select(Instance, Series)
         .join(Series, Instance.series_id == Series.id)
@@ -178,14 +203,14 @@ def _study_view(session: Session, *, study_id: int) -> StudyView:
         session, instance_ids=[instance.id for instance, _ in instances]
     )
     return StudyView(
-        summary=_rows(session, studies=[study])[0],
-        patient_birth_date=_format_date(study.patient_birth_date),
-        accession_number=study.accession_number,
-        study_instance_uid=study.study_instance_uid,
+        summary=_rows(session, studies=[study], identity=identity)[0],
+        patient_birth_date=_format_date(seen.patient_birth_date),
+        accession_number=seen.accession_number,
+        study_instance_uid=seen.study_instance_uid,
         instances=[
             InstanceView(
                 id=instance.id,
-                series_description=series.description,
+                series_description=identity.free_text(series.description),
                 modality=instance.modality,
                 number=instance.number,
                 frames=instance.frames,

@@ -147,4 +147,15 @@ def test_coordinator_designs_and_opens_a_study_in_the_browser(server, browser, m
     page.wait_for_function("() => document.getElementById('study-state')?.textContent === 'open'")
     assert page.inner_text("#progress-total") == "0/3"
     page.screenshot(path=str(test_output / "reader-study-design.png"), full_page=True)
+
+    # A changed reference of the open study waits for the coordinator's confirmation, then applies (audited).
+    changed = "study_instance_uid,dr_grade,dme\n" + "".join(f"{uid},1,no\n" for uid in uids)
+    page.set_input_files('#reference-upload input[name="file"]',
+                        files=[{"name": "ref.csv", "mimeType": "text/csv", "buffer": changed.encode()}])
+    page.click("#reference-upload button[type=submit]")
+    page.wait_for_selector("#reference-confirm:not([hidden])")
+    assert "dr_grade=3 dme=True -> dr_grade=1 dme=False" in page.inner_text("#reference-confirm-text")
+    assert "dr_grade=1" not in page.inner_text("#case-table")  # nothing changed yet
+    page.click("#reference-confirm-apply")
+    page.wait_for_function("() => document.getElementById('case-table').innerText.includes('dr_grade=1')")
     assert errors == []

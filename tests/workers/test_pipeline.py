@@ -12,7 +12,7 @@ from PIL import Image
 from app.ai_models import sync as models_sync
 from app.db import session_scope
 from app.jobs import service as jobs_service
-from app.tables import AiModel, Job, JobState, Prediction
+from app.tables import AiModel, Job, JobState, Prediction, Role
 from tests.e2e.helpers import DEMO, fresh_jpeg
 from tests.workers.jobs import queued_photo_job
 from workers import pipeline
@@ -68,13 +68,15 @@ def test_unreadable_pixels_fail_the_job_at_once_with_the_reason() -> None:
         assert session.query(Prediction).filter_by(job_id=job_id).count() == 0
 
 
-def test_asking_for_more_methods_adds_heatmaps_to_the_same_prediction() -> None:
+def test_asking_for_more_methods_adds_heatmaps_to_the_same_prediction(make_user) -> None:
+    coordinator, _ = make_user("coordinator")
     job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=300), methods=["gradcam", "saliency"])
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
     with session_scope() as session:
         instance_id = session.get(Job, job_id).instance_id
         more = jobs_service.request_explanations(
-            session, instance_id=instance_id, methods=["saliency", "integrated_gradients"]
+            session, instance_id=instance_id, methods=["saliency", "integrated_gradients"],
+            user_id=coordinator.id, role=Role.coordinator,
         )
         more_id = more.id
     assert pipeline.run_job(more_id, worker="test") == pipeline.Outcome.done
@@ -96,7 +98,12 @@ def test_unknown_methods_are_refused_with_the_list_of_known_ones(app_client, aut
         "/api/jobs", json={"instance_id": instance_id, "methods": ["gradcam", "magic"]}, headers=auth_headers("reader")
     )
     assert response.status_code == 422 and "magic" in response.json()["detail"]
+    # Occlusion runs the network once per patch: a reader may not queue it (app/jobs/limits.py), a coordinator may.
     response = app_client.post(
         "/api/jobs", json={"instance_id": instance_id, "methods": ["occlusion"]}, headers=auth_headers("reader")
+    )
+    assert response.status_code == 403 and "occlusion" in response.json()["detail"]
+    response = app_client.post(
+        "/api/jobs", json={"instance_id": instance_id, "methods": ["occlusion"]}, headers=auth_headers("coordinator")
     )
     assert response.status_code == 201 and response.json()["methods"] == ["occlusion"]

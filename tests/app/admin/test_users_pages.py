@@ -54,6 +54,11 @@ def test_create_a_user_through_the_form(admin, db_session):
     ("change", "status", "reason"),
     [
         ({"password": "eleven char"}, 422, "Password: the password must have at least 12 characters."),
+        # Long enough, but on zxcvbn's lists of common passwords (app/auth/passwords.py).
+        ({"password": "123456789012"}, 422, "Password: the password is too easy to guess"),
+        ({"password": "password1234"}, 422, "Password: the password is too easy to guess"),
+        ({"email": "ada.lovelace@example.org", "password": "ada.lovelace-rules"}, 422,
+         "Password: the password must not contain the email address."),
         ({"role": "superuser"}, 422, "Role: Input should be &#39;admin&#39;, &#39;coordinator&#39; or &#39;reader"),
         ({"role": ""}, 422, "Role: Input should be"),
         ({"email": "not-an-email"}, 422, "Email: enter an email address"),

@@ -71,3 +71,17 @@ def test_reader_may_not_upload(app_client, auth_headers):
     response = app_client.post("/api/studies", files=files, headers=auth_headers("reader"))
     assert response.status_code == 403
     assert "reader" in response.json()["detail"]
+
+
+def test_a_nul_in_the_email_or_password_is_a_422_not_a_500(app_client, make_user):
+    user, _ = make_user("reader")
+    for username, password in ((f"{user.email}\x00", PASSWORD), (user.email, f"{PASSWORD}\x00")):
+        response = app_client.post("/api/auth/token", data={"username": username, "password": password})
+        assert response.status_code == 422 and "NUL" in response.json()["detail"]
+    page = app_client.get("/login")
+    csrf = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+    form = app_client.post("/login", data={"email": "a\x00@b.org", "password": "x", "csrf_token": csrf},
+                           follow_redirects=False)
+    assert form.status_code == 422 and "NUL" in form.text
+    # The account was not counted as a failure: the right password still works at once.
+    assert app_client.post("/api/auth/token", data={"username": user.email, "password": PASSWORD}).status_code == 200

@@ -6,7 +6,8 @@ import re
 
 from sqlalchemy import select
 
-from app.tables import AuditEvent, JobState
+from app import visibility
+from app.tables import AuditEvent, JobState, Study
 from tests.app.auth.helpers import sign_in
 from tests.app.viewer import factories
 
@@ -41,8 +42,12 @@ def test_worklist_shows_every_ai_state_newest_first(client, make_user, db_sessio
 
     page = client.get("/").text
     assert "no model for this modality" in _row_html(page, plain.study_id)
-    assert "No^Model" in _row_html(page, plain.study_id)
-    assert 'style="width: 40%"' in _row_html(page, running.study_id)
+    # A reader sees the patient's pseudonym in place of the name, and no patient ID.
+    stored = db_session.get(Study, plain.study_id)
+    assert "No^Model" not in _row_html(page, plain.study_id) and stored.patient_id not in page
+    assert visibility.patient_pseudonym(stored) in _row_html(page, plain.study_id)
+    # The bar's width as a data attribute (worklist.js applies it: the CSP refuses style attributes).
+    assert 'class="progress-bar" data-width="40"' in _row_html(page, running.study_id)
     assert "CUDA out of memory" in _row_html(page, failed.study_id)
     assert "abnormal" in _row_html(page, done.study_id)
     assert "2024-01-31" in _row_html(page, done.study_id)
@@ -75,7 +80,7 @@ def test_study_page_shows_image_prediction_heatmap_and_is_audited(client, make_u
     response = client.get(f"/studies/{done.study_id}")
     assert response.status_code == 200
     page = response.text
-    assert "Seen^Sam" in page
+    assert "Seen^Sam" not in page and visibility.patient_pseudonym(db_session.get(Study, done.study_id)) in page
     assert f"/api/instances/{done.instance_id}/image.png" in page
     assert f"/api/heatmaps/{done.heatmap_id}.png" in page
     assert "abnormal" in page and "83.0%" in page and "17.0%" in page

@@ -1,0 +1,89 @@
+"""A small world with one real row of every kind a route takes an id of: a clinical study with its job, prediction
+and heatmap, a fundus study that is the case of an open reader study, the reader's assignment there, a read of the
+reader's own, and a spare account for the admin's user routes. The access matrix and the CSP browser test use it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from app.auth import service as auth_service
+from app.db import session_scope
+from app.tables import Job, JobState, Role, Study, User
+from tests.app.reader_studies.conftest import Case, next_assignment, open_study
+from tests.app.reading.conftest import add_heatmap, fundus_jpeg
+from tests.app.viewer import factories
+
+# The path parameters the routes take, each with a real value in World.ids.
+ID_NAMES = ("study_id", "instance_id", "job_id", "heatmap_id", "model_id", "client_id", "reader_study_id",
+            "assignment_id", "user_id")
+
+
+@dataclass(frozen=True)
+class World:
+    users: dict[str, Any]  # role -> user row (expunged); password tests.app.auth.helpers.PASSWORD
+    ids: dict[str, Any]  # path parameter -> a real value
+
+
+def bearer(user_id: int) -> dict[str, str]:
+    """A fresh bearer token of a user: a call may revoke the one it was sent with (sign-out)."""
+    with session_scope() as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        token, _ = auth_service.issue_token(session, user=user, kind="bearer", hours=1)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _fundus_case() -> Case:
+    with session_scope() as session:
+        stored = factories.insert_study(
+            session, data=fundus_jpeg(), source_format="jpeg", rows=64, columns=96, modality="OP",
+            photometric="RGB", description="Fundus", patient_name=f"World^{secrets.token_hex(3)}",
+        )
+        job = factories.add_job(session, stored, state=JobState.done, progress=100)
+        prediction, gradcam = factories.add_prediction(session, job)
+        signed = np.linspace(-1, 2, 16 * 24, dtype=np.float32).reshape(16, 24)
+        ig = add_heatmap(session, prediction.id, method="integrated_gradients", array=signed)
+        study = session.get(Study, stored.study_id)
+        assert study is not None
+        return Case(stored.study_id, stored.instance_id, study.study_instance_uid, study.patient_name,
+                    study.patient_id, {"gradcam": gradcam.id, "integrated_gradients": ig.id})
+
+
+def build(client: TestClient, make_user) -> World:  # type: ignore[no-untyped-def]
+    users = {role.value: make_user(role.value)[0] for role in Role}
+    spare, _ = make_user(Role.reader.value)
+    with session_scope() as session:
+        clinical = factories.done_study(session)
+        job = session.get(Job, clinical.job_id)
+        assert job is not None
+        model_id = job.model_id
+    coordinator = bearer(users["coordinator"].id)
+    reader = bearer(users["reader"].id)
+    cases = [_fundus_case() for _ in range(3)]  # the default scheme wants a case per condition
+    detail = open_study(client, coordinator, cases=cases, reader_users=[users["reader"]])
+    assignment = next_assignment(client, reader, detail["id"])
+    assert assignment is not None
+    read_id = str(uuid.uuid4())
+    body = {"study_id": clinical.study_id, "instance_id": clinical.instance_id, "answers": {}}
+    saved = client.put(f"/api/reads/{read_id}", json=body, headers=reader)
+    assert saved.status_code == 201, saved.text
+    ids = {
+        "study_id": clinical.study_id,
+        "instance_id": clinical.instance_id,
+        "job_id": clinical.job_id,
+        "heatmap_id": clinical.heatmap_id,
+        "model_id": model_id,
+        "client_id": read_id,
+        "reader_study_id": detail["id"],
+        "assignment_id": assignment["id"],
+        "user_id": spare.id,
+    }
+    assert set(ids) == set(ID_NAMES)
+    return World(users=users, ids=ids)
