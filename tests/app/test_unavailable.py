@@ -4,6 +4,7 @@ server keeps answering what needs no database. Real uvicorn, real Postgres."""
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,7 +51,9 @@ def test_no_free_connection_is_a_503_in_time_and_the_event_loop_stays_free(auth_
                 answers = [future.result() for future in waiting]
         finally:
             held.close()
-        assert max(liveness) < 0.5, liveness
+        # The median, not the max: on a loaded machine one probe may take half a second all the same, while a
+        # blocked loop would hold every probe behind the waiting requests' 1 s pool timeouts, one after another.
+        assert statistics.median(liveness) < 0.5, liveness
         assert {response.status_code for response, _ in answers} == {503}
         assert all(response.headers["retry-after"] == "5" for response, _ in answers)
         assert "no database connection was free" in answers[0][0].json()["detail"]
