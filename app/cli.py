@@ -1,5 +1,5 @@
 """The `lumen` command: serve, worker, worker-ping, migrate, create-user, import, train, evaluate-explanations,
-models, sweep, load-demo."""
+fit-ood, models, sweep, load-demo."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +69,14 @@ def _cmd_create_user(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from app.ingest import service as ingest_service
 
+    origin = ingest_service.ImageOrigin(modality=args.modality, body_part=args.body_part)
     paths = [p for raw in args.paths for p in _expand(Path(raw))]
     if not paths:
         print("lumen import: no files found in the given paths", file=sys.stderr)
         return 2
     failures = 0
     for path in paths:
-        outcome = ingest_service.import_path(path)
+        outcome = ingest_service.import_path(path, origin=origin)
         print(f"{path}: {outcome}")
         failures += outcome.startswith("refused")
     return 1 if failures else 0
@@ -169,6 +170,56 @@ def _cmd_evaluate_explanations(args: argparse.Namespace) -> int:
     for name, reason in report["failed"].items():
         print(f"    {name}: failed ({reason})")
     return 0
+
+
+def _cmd_fit_ood(args: argparse.Namespace) -> int:
+    from models.recipes import ood as ood_recipe  # torch is imported only by this subcommand
+
+    try:
+        foreign = {name: ood_recipe.as_images(_decoded(paths)) for name, paths in _foreign_sets(args).items()}
+        report = ood_recipe.fit_folder(args.model_dir, foreign=foreign, target_false_rejection=args.target_frr)
+    except ValueError as exc:  # a bad --foreign, an unknown recipe, a broken model folder (CardError)
+        print(f"lumen fit-ood: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0
+
+
+def _foreign_sets(args: argparse.Namespace) -> dict[str, list[Path]]:
+    """--foreign NAME=PATH (repeatable; one NAME gathers its PATHs): a file, or a folder's files; a folder with a
+    labels.csv (columns file, split) gives the files of --foreign-split."""
+    import csv
+
+    sets: dict[str, list[Path]] = {}
+    for item in args.foreign:
+        name, sep, raw = item.partition("=")
+        path = Path(raw)
+        if not (sep and name and path.exists()):
+            raise ValueError(f"--foreign expects NAME=PATH of an existing file or folder, got {item!r}")
+        if (path / "labels.csv").is_file():
+            with (path / "labels.csv").open(newline="") as handle:
+                files = [path / row["file"] for row in csv.DictReader(handle) if row["split"] == args.foreign_split]
+        else:
+            files = _expand(path)
+        sets.setdefault(name, []).extend(f for f in files if f.suffix.lower() in (".dcm", ".png", ".jpg", ".jpeg"))
+    return sets
+
+
+def _decoded(paths: list[Path]) -> Iterator[tuple[Any, str, Any]]:
+    """(pixels, photometric, VOI) of frame 0 of each file, decoded as the worker decodes it; files that do not
+    decode are left out with a warning."""
+    from app.ingest import pixels
+
+    for path in paths:
+        data = path.read_bytes()
+        source_format = {".dcm": "dicom", ".png": "png"}.get(path.suffix.lower(), "jpeg")
+        try:
+            image, voi = pixels.load_frame_and_voi(data, source_format, 0)
+            header: Any = pixels.read_dicom(data, stop_before_pixels=True) if source_format == "dicom" else {}
+        except ValueError as exc:
+            print(f"lumen fit-ood: {path} left out: {exc}", file=sys.stderr)
+            continue
+        yield image, str(header.get("PhotometricInterpretation", "")), voi
 
 
 def _cmd_sweep(_args: argparse.Namespace) -> int:
@@ -382,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     importer = sub.add_parser("import", help="import DICOM / PNG / JPEG files or folders")
     importer.add_argument("paths", nargs="+")
+    importer.add_argument("--modality", default=None,
+                          help="DICOM modality of PNG/JPEG files, e.g. CR (colour photographs default to OP)")
+    importer.add_argument("--body-part", default=None,
+                          help="DICOM body part of PNG/JPEG files, e.g. CHEST (OP defaults to EYE)")
     importer.set_defaults(func=_cmd_import)
 
     train = sub.add_parser("train", help="train a reference model from its recipe")
@@ -429,6 +484,22 @@ def build_parser() -> argparse.ArgumentParser:
         "method's repeatability across models",
     )
     evaluate.set_defaults(func=_cmd_evaluate_explanations)
+
+    fit_ood = sub.add_parser("fit-ood", help="fit a model folder's input-domain gate (ood.npz + the card's ood block)")
+    fit_ood.add_argument("model_dir", type=Path, help="a reference model folder, e.g. models/zoo/cxr-demo")
+    fit_ood.add_argument(
+        "--foreign",
+        nargs="+",
+        default=[],
+        metavar="NAME=PATH",
+        help="images from outside the model's domain, measured only (AUROC, fraction rejected): a file or a folder "
+        "(DICOM, PNG, JPEG); a folder with labels.csv gives the files of --foreign-split",
+    )
+    fit_ood.add_argument("--foreign-split", default="test", help="split of a labels.csv folder (default test)")
+    fit_ood.add_argument(
+        "--target-frr", type=float, default=0.05, help="false-rejection rate on in-domain val (default 0.05)"
+    )
+    fit_ood.set_defaults(func=_cmd_fit_ood)
 
     sweep = sub.add_parser("sweep", help="one pass of the sweeper: re-send lost jobs, take back silent ones")
     sweep.set_defaults(func=_cmd_sweep)

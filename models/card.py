@@ -203,11 +203,69 @@ def _weights(name: str) -> str:
     return name
 
 
+_inside = _weights
+
+
 def _sha256(digest: str) -> str:
     digest = digest.lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError("must be 64 hex digits")
     return digest
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainSpec:
+    """The images the model is for, beyond `modalities`: `body_part` in words ("eye fundus", "chest"),
+    `body_parts` as DICOM BodyPartExamined codes ("EYE", "CHEST": routing uses them with the modalities; empty:
+    any), the `view` where it matters ("PA/AP frontal"), and the `photometric` look of its training images
+    ("colour fundus photograph", "grayscale radiograph, bone bright")."""
+
+    body_part: Annotated[str, Field(min_length=1)]
+    body_parts: list[Annotated[str, Field(pattern=r"^[A-Z0-9_ ]{1,16}$")]] = Field(default_factory=list)
+    view: str = ""
+    photometric: str = ""
+
+
+OodMethod = Literal["mahalanobis", "energy"]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Rate(TypedDict):
+    """A measured rate on `n` images (a false-rejection rate on in-domain images, say)."""
+
+    rate: Annotated[float, Field(ge=0, le=1)]
+    n: Annotated[int, Field(ge=0)]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ForeignSet(TypedDict):
+    """The gate against one foreign set of `n` images: AUROC of the score (foreign = positive, against the
+    in-domain test split) and the fraction of the set the threshold rejects."""
+
+    auroc: Annotated[float, Field(ge=0, le=1)]
+    rejected: Annotated[float, Field(ge=0, le=1)]
+    n: Annotated[int, Field(ge=1)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OodSpec:
+    """The model's input-domain (out-of-distribution) gate (`models.ood`): `method` scores an image (higher =
+    less like the training data), `file` holds what was fitted (`models.ood.Gate`, checked against `sha256`
+    when loaded); an image scoring above `threshold` is refused. `threshold` is the (1 -
+    `target_false_rejection`) quantile of the in-domain validation scores; `false_rejection` is measured per
+    in-domain split ("val", "test"), `foreign` per foreign set; `comparison` keeps the other method's numbers
+    and why this one was kept; `fitted_on` names the training images the gate was fitted on."""
+
+    method: OodMethod
+    citation: Annotated[str, Field(min_length=1)]
+    file: Annotated[str, AfterValidator(_inside)]
+    sha256: Annotated[str, AfterValidator(_sha256)]
+    threshold: float
+    target_false_rejection: Annotated[float, Field(gt=0, lt=1)]
+    false_rejection: dict[str, Rate]
+    foreign: dict[str, ForeignSet] = field(default_factory=dict)
+    comparison: dict[str, Any] = field(default_factory=dict)
+    fitted_on: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,12 +295,24 @@ class ModelCard:
     training_data: str
     licence: str
     intended_use: str = DEFAULT_INTENDED_USE
+    # One plain sentence for clinicians, shown with the model: what it was trained on, how well it does on
+    # its test split, where it is near chance. Written by the recipe from its measured numbers.
+    summary: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    # What the model is for beyond its modalities, and its input-domain gate: absent on older cards, which
+    # then run without a gate (every routed image gets a prediction).
+    domain: DomainSpec | None = None
+    ood: OodSpec | None = None
     folder: Path
 
     @property
     def weights_path(self) -> Path:
         return self.folder / self.weights
+
+    @property
+    def ood_path(self) -> Path | None:
+        """The gate's file, or None when the card has no gate."""
+        return self.folder / self.ood.file if self.ood is not None else None
 
     @property
     def num_classes(self) -> int:
@@ -300,6 +370,9 @@ def load_card(folder: Path) -> ModelCard:
         raise CardError(f"{path}: {exc}") from None
     if not card.weights_path.is_file():
         raise CardError(f"{path}: weights file {card.weights!r} is missing from {folder}")
+    gate = card.ood_path
+    if gate is not None and not gate.is_file():
+        raise CardError(f"{path}: input-domain gate file {gate.name!r} is missing from {folder}")
     for member in card.uncertainty.members:
         if not (folder / member / CARD_FILE).is_file():
             raise CardError(f"{path}: ensemble member folder {member!r} has no {CARD_FILE}")
@@ -362,11 +435,13 @@ _KINDS = {
     "dataclass_type": "an object",
 }
 
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}
+
 
 def _card_from_dict(data: dict[str, Any], folder: Path) -> ModelCard:
     # null in card.json means "not given": defaults apply and a required field is missing.
     data = {key: value for key, value in data.items() if value is not None}
-    for key in ("input", "uncertainty", "architecture"):
+    for key in ("input", "uncertainty", "architecture", "domain", "ood"):
         if isinstance(data.get(key), dict):
             data[key] = {inner: value for inner, value in data[key].items() if value is not None}
     if data.get("format") == "torchscript":
@@ -392,4 +467,9 @@ def _reason(error: Any) -> str:
         return f"field {name!r} must be one of [{context['expected'].replace(' or ', ', ')}], got {value!r}"
     if kind == "greater_than":
         return f"field {name!r} must be > {context['gt']}, got {value!r}"
+    if kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        return f"field {name!r} must be {symbol} {context[key]}, got {value!r}"
+    if kind == "string_too_short":
+        return f"field {name!r} must not be empty"
     return f"field {name!r}: {error['msg']}"

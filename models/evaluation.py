@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, cohen_kappa_score, roc_auc_score
 
@@ -121,3 +122,57 @@ def multilabel_report(probs: np.ndarray, labels: np.ndarray, names: list[str]) -
     defined = [v for v in report.values() if v is not None]
     report["auc_macro"] = round(float(np.mean(defined)), 6) if defined else None
     return report
+
+
+def bootstrap_auc(
+    scores: np.ndarray, positive: np.ndarray, *, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float | int | None]:
+    """The AUC of `scores` (N,) for the boolean `positive` (N,), with a percentile bootstrap interval over
+    cases (Efron and Tibshirani, 1993): `resamples` draws of N cases with replacement from a generator seeded
+    with `seed`; draws holding one class only are left out (their AUC is undefined) and counted.
+
+    Returns:
+        auc, low, high (None when the AUC itself is undefined), n, n_positive, resamples_used.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    auc = binary_auc(scores, positive)
+    report: dict[str, float | int | None] = {"auc": None, "low": None, "high": None, "n": int(positive.size),
+                                             "n_positive": int(positive.sum()), "resamples_used": 0}
+    if np.isnan(auc):
+        return report
+    rows = np.random.default_rng(seed).integers(0, positive.size, size=(resamples, positive.size))
+    aucs = mann_whitney_auc(scores[rows], positive[rows])
+    aucs = aucs[~np.isnan(aucs)]
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(aucs, [tail, 100 - tail])
+    report.update(auc=round(auc, 6), low=round(float(low), 6), high=round(float(high), 6), resamples_used=aucs.size)
+    return report
+
+
+def mann_whitney_auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Row-wise AUC of (B, N) scores for (B, N) bool labels: the Mann-Whitney U of the positives' mid-ranks
+    (ties count 1/2, as `roc_auc_score`), divided by n_pos * n_neg; NaN for a row with one class only."""
+    ranks = rankdata(scores, axis=1)
+    n_pos = positive.sum(axis=1).astype(np.float64)
+    n_neg = positive.shape[1] - n_pos
+    u = np.where(positive, ranks, 0.0).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def binary_calibration(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[str, float]:
+    """Calibration of per-label presence probabilities (N, K) against (N, K) 0/1 labels, all (case, label)
+    pairs pooled: the Brier score (mean squared error) and the ECE of the presence probability itself
+    (equal-width bins (lo, hi]; |observed frequency - mean probability| weighted by the bin's share), which
+    is what a reader of "effusion 30%" relies on, unlike the top-label ECE of a softmax."""
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        in_bin = index == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(y[in_bin].mean() - p[in_bin].mean())
+    return {"brier": round(float(np.mean((p - y) ** 2)), 6), "ece": round(float(ece), 6)}

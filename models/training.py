@@ -4,7 +4,8 @@ One module per recipe in `models.recipes`, each with `run(out_dir=, data=, seed=
 
 - "dr-grading-retinamnist" (`models.recipes.retinamnist`): DR grade 0-4 on RetinaMNIST (MedMNIST v2);
 - "fundus-lesions-idrid" (`models.recipes.idrid`): lesion presence on IDRiD photographs (01-16 only);
-- "cxr-demo" (`models.recipes.cxr`): synthetic nodules inserted into real chest radiographs (a demonstration).
+- "cxr-demo" (`models.recipes.cxr`): synthetic nodules inserted into real chest radiographs (a demonstration);
+- "cxr-nih14" (`models.recipes.cxr_nih`): findings on 621 real NIH ChestX-ray14 radiographs (multilabel).
 
 All are seeded and deterministic on CPU (2 threads), write weights.pt + card.json + evaluation.json into
 models/zoo/<recipe>, and report on a test split never used to train or tune.
@@ -25,6 +26,7 @@ RECIPES: dict[str, str] = {
     "dr-grading-retinamnist": "models.recipes.retinamnist",
     "fundus-lesions-idrid": "models.recipes.idrid",
     "cxr-demo": "models.recipes.cxr",
+    "cxr-nih14": "models.recipes.cxr_nih",
 }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import uncertainty
+from models import ood, uncertainty
 from models.card import ModelCard
 from models.explain.bundle import Bundle, explain_bundle
 from models.explain.metrics import cheap_scores
@@ -60,6 +60,14 @@ class Computed:
     label: str
     maps: list[StoredMap]
     timings: dict[str, float]
+
+
+def check_domain(model: nn.Module, gate: ood.Gate, inputs: list[Prepared]) -> tuple[list[ood.Verdict], float]:
+    """The input-domain gate's verdict on each input (one forward pass of the stack), and its seconds. An input
+    outside the model's domain gets no prediction and no maps (`models.ood`)."""
+    mark = time.perf_counter()
+    verdicts = gate.check(model, torch.cat([item.x for item in inputs]))
+    return verdicts, time.perf_counter() - mark
 
 
 def compute(

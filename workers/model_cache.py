@@ -9,6 +9,7 @@ import torch
 
 from app.config import get_settings
 from models.card import ModelCard, scan_cards
+from models.ood import Gate, load_gate
 from models.registry import load_model
 
 _lock = threading.Lock()
@@ -40,3 +41,19 @@ def get_model(name: str, version: str) -> tuple[torch.nn.Module, ModelCard]:
     """The model (eval mode, on this worker's device) and its card; loaded once per process."""
     with _lock:
         return _load(name, version, str(device()))
+
+
+@lru_cache(maxsize=4)
+def _load_gate(name: str, version: str) -> Gate | None:
+    return load_gate(find_card(name, version))
+
+
+def get_gate(name: str, version: str) -> Gate | None:
+    """The model's input-domain gate (None: its card has none), its sha256 checked; loaded once per process.
+
+    Raises:
+        ModelUnavailable: the model is not installed. models.card.CardError: the gate file differs from the
+            card's sha256 or is not a gate.
+    """
+    with _lock:
+        return _load_gate(name, version)

@@ -1,5 +1,9 @@
-"""The work of a job, or of a batch of similar jobs, testable without Celery: pixels -> model -> prediction +
-heatmaps -> Postgres. The batch's compute is in `workers.batch`.
+"""The work of a job, or of a batch of similar jobs, testable without Celery: pixels -> the model's input-domain
+gate -> model -> prediction + heatmaps -> Postgres. The batch's compute is in `workers.batch`.
+
+An image the gate refuses (`models.ood`: it does not look like the model's training data) gets no prediction
+and no heatmaps; its job ends `done`, its `timings` holding `out_of_domain` 1.0 with `ood_score` and
+`ood_threshold` (every gated job holds them, 0.0 when inside), and the worker logs it.
 
 Every write about a job goes through the worker's claim on it (`jobs_service.Claim`): a worker that lost its
 job (it stopped beating, say the database was away, and the sweeper gave the job another attempt) stores
@@ -28,6 +32,7 @@ from app.jobs import service as jobs_service
 from app.predictions import service as predictions_service
 from app.storage import BlobNotFound, get_blob_store
 from app.tables import Heatmap, JobState, Prediction
+from models import ood
 from models.card import ModelCard
 from models.preprocessing import prepare_with_region
 from workers import batch, model_cache
@@ -147,6 +152,7 @@ def _run_works(works: list[JobWork]) -> dict[int, str]:
     started = time.perf_counter()
     try:
         model, card = _get_model(works[0])
+        gate = _get_gate(works[0])
     except Exception as exc:
         return {work.job_id: _record_failure(work, exc) for work in works}
     load_model_s = time.perf_counter() - started
@@ -159,12 +165,67 @@ def _run_works(works: list[JobWork]) -> dict[int, str]:
             outcomes[work.job_id] = _record_failure(work, exc)
         else:
             ready.append(_Ready(work, prepared, {"load_model_s": load_model_s, **timings}))
+    ready, refused = _check_domain(model, gate, ready, started)
+    outcomes |= refused
     batched = _compute_batch(model, card, ready, started) if len(ready) > 1 else None
     if batched is not None:
         return outcomes | batched
     for item in ready:
         outcomes[item.work.job_id] = _compute_alone(model, card, item, started)
     return outcomes
+
+
+def _check_domain(
+    model: torch.nn.Module, gate: ood.Gate | None, ready: list[_Ready], started: float
+) -> tuple[list[_Ready], dict[int, str]]:
+    """The jobs whose image lies inside the model's domain, with the gate's score in their timings; and the
+    outcomes of the others, finished as `done` with no prediction and no maps (`_finish_out_of_domain`)."""
+    if gate is None or not ready:
+        return ready, {}
+    try:
+        verdicts, seconds = batch.check_domain(model, gate, [item.prepared for item in ready])
+    except Exception as exc:
+        _release_memory()
+        if len(ready) == 1:
+            return [], {ready[0].work.job_id: _record_failure(ready[0].work, exc)}
+        jobs = [item.work.job_id for item in ready]
+        logger.exception("the gate failed on the batch of jobs %s: each is checked alone", jobs)
+        alone = [_check_domain(model, gate, [item], started) for item in ready]
+        return [item for inside, _ in alone for item in inside], {k: v for _, out in alone for k, v in out.items()}
+    inside: list[_Ready] = []
+    refused: dict[int, str] = {}
+    for item, verdict in zip(ready, verdicts, strict=True):
+        timings = {
+            **item.timings,
+            "ood_s": seconds / len(ready),
+            "ood_score": verdict.score,
+            "ood_threshold": verdict.threshold,
+            "out_of_domain": 0.0 if verdict.in_domain else 1.0,
+        }
+        if verdict.in_domain:
+            inside.append(_Ready(item.work, item.prepared, timings))
+        else:
+            logger.info("job %s (instance %s): %s", item.work.job_id, item.work.instance_id, verdict.reason())
+            refused[item.work.job_id] = _finish_out_of_domain(item.work, timings, started)
+    return inside, refused
+
+
+def _finish_out_of_domain(work: JobWork, timings: dict[str, float], started: float) -> str:
+    """Finish a job whose image the gate refused: `done`, nothing stored but its timings (with out_of_domain 1,
+    the score and the threshold), in its own transaction."""
+
+    def store() -> bool:
+        with session_scope() as session:
+            total = {**timings, "total_s": time.perf_counter() - started}
+            return jobs_service.finish(session, claim=work.claim, timings=total) or _stored_by_this_attempt(
+                session, work
+            )
+
+    try:
+        stored = _with_db_retries(store, what=f"finishing job {work.job_id} (outside the model's domain)")
+    except Exception as exc:
+        return _record_failure(work, exc)
+    return Outcome.done if stored else Outcome.skipped
 
 
 def _compute_batch(
@@ -220,6 +281,13 @@ def _get_model(work: JobWork) -> tuple[torch.nn.Module, ModelCard]:
     try:
         return model_cache.get_model(work.model_name, work.model_version)
     except (model_cache.ModelUnavailable, ValueError) as exc:
+        raise PermanentJobError(str(exc)) from exc
+
+
+def _get_gate(work: JobWork) -> ood.Gate | None:
+    try:
+        return model_cache.get_gate(work.model_name, work.model_version)
+    except (model_cache.ModelUnavailable, ValueError) as exc:  # CardError is a ValueError: a changed gate file
         raise PermanentJobError(str(exc)) from exc
 
 
@@ -286,23 +354,29 @@ def _store(work: JobWork, result: batch.Computed, timings: dict[str, float]) -> 
     in one transaction, if this worker's claim still holds; False (nothing written) if it lost the job."""
     with session_scope() as session:
         if not jobs_service.finish(session, claim=work.claim, timings=timings):
-            job = jobs_service.get_job(session, job_id=work.job_id)
-            if (job.state, job.attempts, job.worker) == (JobState.done, work.attempts, work.worker):
-                return True  # this attempt's own commit, whose answer the connection lost: stored once
-            logger.warning(
-                "job %s: attempt %s by %s lost its claim (the job was taken back or finished meanwhile); "
-                "its results are dropped",
-                work.job_id,
-                work.attempts,
-                work.worker,
-            )
-            return False
+            return _stored_by_this_attempt(session, work)
         prediction = _prediction_for(session, work, result)
         present = {(h.method, h.target_class) for h in prediction.heatmaps}
         for stored_map in result.maps:
             if (stored_map.method, prediction.label_index) not in present:
                 prediction.heatmaps.append(_heatmap_row(stored_map, prediction.label_index))
     return True
+
+
+def _stored_by_this_attempt(session: Session, work: JobWork) -> bool:
+    """After `finish` found the claim gone: True if this attempt's own commit did it (the connection lost its
+    answer, so it is stored once), False if the job was taken back or finished meanwhile (nothing is written)."""
+    job = jobs_service.get_job(session, job_id=work.job_id)
+    if (job.state, job.attempts, job.worker) == (JobState.done, work.attempts, work.worker):
+        return True
+    logger.warning(
+        "job %s: attempt %s by %s lost its claim (the job was taken back or finished meanwhile); "
+        "its results are dropped",
+        work.job_id,
+        work.attempts,
+        work.worker,
+    )
+    return False
 
 
 def _with_db_retries(write: Callable[[], T], *, what: str) -> T:

@@ -90,14 +90,16 @@ class Candidate:
     study: StudyInfo | None
     series: SeriesInfo | None
     preview: bytes | None = None
+    body_part: str = ""  # of a PNG/JPEG, as the upload says (a DICOM's is in its series)
 
     @property
     def source_format(self) -> str:
         return self.instance.source_format
 
 
-def inspect_file(*, filename: str, data: bytes, modality: str = "OP") -> Candidate:
-    """Check one file (type, header, decodable pixels) and describe it; IngestError names the file."""
+def inspect_file(*, filename: str, data: bytes, modality: str = "") -> Candidate:
+    """Check one file (type, header, decodable pixels) and describe it; IngestError names the file. A PNG/JPEG
+    gets `modality` ("" until the upload's origin is applied: app/ingest/service.py)."""
     if not data:
         raise IngestError(400, f"{filename}: empty file")
     if data[128:132] == b"DICM":

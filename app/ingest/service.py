@@ -2,8 +2,9 @@
 
 Rules:
 - DICOM instances are grouped by StudyInstanceUID / SeriesInstanceUID (rows created or reused).
-- PNG/JPEG images of one upload form one new study and series with generated UIDs (modality "OP" unless the
-  upload says otherwise).
+- PNG/JPEG images of one upload form one new study and series with generated UIDs. They carry no header, so
+  the upload names their modality and body part (`ImageOrigin`); a colour photograph defaults to a fundus
+  photograph (OP, EYE), the only colour images Lumen's models read; a grayscale image has no default: 422.
 - Same SOPInstanceUID and same bytes: the stored instance is returned as a duplicate (no new job). Same
   SOPInstanceUID, other bytes: 409. PNG/JPEG have no UID of their own: the same bytes make a duplicate.
 - A refused upload stores nothing: the first bad file raises IngestError before any blob or row is written.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,7 +37,10 @@ from app.tables import Instance, Series, Study
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_MODALITY = "OP"
+DEFAULT_IMAGE_BODY_PART = "EYE"
 _MODALITY = re.compile(r"^[A-Z0-9]{1,16}$")
+# DICOM BodyPartExamined is a code string: upper case, digits, space and underscore, at most 16 characters.
+_BODY_PART = re.compile(r"^[A-Z0-9_ ]{1,16}$")
 _READ_CHUNK = 1024 * 1024
 
 
@@ -60,18 +64,62 @@ class Upload:
     data: bytes
 
 
+@dataclass(frozen=True)
+class ImageOrigin:
+    """What the upload says of its PNG/JPEG images (DICOM files say it in their headers): the modality and the
+    body part, as DICOM codes (e.g. CR and CHEST, OP and EYE); None where the upload left it out."""
+
+    modality: str | None = None
+    body_part: str | None = None
+
+    def checked(self) -> ImageOrigin:
+        """Upper-cased and checked; IngestError 422 naming the field that is not a DICOM code."""
+        modality = _code(self.modality, _MODALITY, "modality", "1-16 upper-case letters or digits, e.g. CR or OP")
+        body_part = _code(self.body_part, _BODY_PART, "body_part", "1-16 upper-case letters, digits or _, e.g. CHEST")
+        return ImageOrigin(modality, body_part)
+
+    def of(self, candidate: Candidate) -> tuple[str, str]:
+        """The modality and body part of one image: as sent, or the fundus default for a colour photograph sent
+        without them. IngestError 422 naming the missing field where no default fits (a grayscale image: a
+        radiograph, a scan, anything but a fundus photograph)."""
+        colour = candidate.instance.samples_per_pixel == 3
+        modality = self.modality or (DEFAULT_IMAGE_MODALITY if colour else None)
+        if modality is None:
+            raise IngestError(
+                422,
+                f"{candidate.filename}: a grayscale image needs its modality: send the field 'modality' (e.g. CR or "
+                "DX for a radiograph) and 'body_part' (e.g. CHEST); only colour photographs default to fundus (OP)",
+            )
+        body_part = self.body_part or (DEFAULT_IMAGE_BODY_PART if modality == DEFAULT_IMAGE_MODALITY else None)
+        if body_part is None:
+            raise IngestError(
+                422, f"{candidate.filename}: a {modality} image needs its body part: send the field 'body_part' "
+                "(e.g. CHEST); only fundus photographs (OP) default to EYE",
+            )
+        return modality, body_part
+
+
+def _code(value: str | None, pattern: re.Pattern[str], field_name: str, expected: str) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    code = value.strip().upper()
+    if not pattern.match(code):
+        raise IngestError(422, f"{field_name} {value.strip()[:20]!r} must be {expected}")
+    return code
+
+
 def ingest_upload(
     session: Session,
     *,
     files: Sequence[tuple[str | None, BinaryIO]],
     user_id: int | None,
-    modality: str | None = None,
+    origin: ImageOrigin | None = None,
     ip: str = "",
 ) -> IngestResult:
     """Read the uploaded files (within the size cap) and ingest them as one unit."""
     try:
         uploads = read_uploads(files=files, max_bytes=get_settings().max_upload_bytes)
-        return ingest(session, uploads=uploads, user_id=user_id, modality=modality, ip=ip)
+        return ingest(session, uploads=uploads, user_id=user_id, origin=origin, ip=ip)
     except IngestError as exc:
         logger.info("upload refused (%s): %s", exc.status, exc.reason)
         raise
@@ -96,13 +144,14 @@ def read_uploads(*, files: Sequence[tuple[str | None, BinaryIO]], max_bytes: int
 
 
 def ingest(
-    session: Session, *, uploads: Sequence[Upload], user_id: int | None, modality: str | None = None, ip: str = ""
+    session: Session, *, uploads: Sequence[Upload], user_id: int | None, origin: ImageOrigin | None = None,
+    ip: str = "",
 ) -> IngestResult:
     """Check every file, then store blobs and rows, plan jobs and audit, per study."""
     if not uploads:
         raise IngestError(400, "no files in the upload")
-    image_modality = _image_modality(modality)
-    candidates = _unique([inspect_file(filename=u.filename, data=u.data, modality=image_modality) for u in uploads])
+    stated = (origin or ImageOrigin()).checked()
+    candidates = _unique([_with_origin(inspect_file(filename=u.filename, data=u.data), stated) for u in uploads])
     duplicates = _find_duplicates(session, candidates=candidates)
     new = [c for c in candidates if c.sha256 not in duplicates]
     _check_series_owners(session, candidates=[c for c in new if c.series is not None])
@@ -142,11 +191,11 @@ def _store_previews(candidates: list[Candidate]) -> None:
             ingest_previews.store_preview(sha256=candidate.sha256, png=candidate.preview)
 
 
-def import_path(path: Path) -> str:
+def import_path(path: Path, *, origin: ImageOrigin | None = None) -> str:
     """Import one file for `lumen import`; a one-line outcome ("stored ...", "duplicate ...", "refused: ...")."""
     try:
         with path.open("rb") as handle, session_scope() as session:
-            result = ingest_upload(session, files=[(path.name, handle)], user_id=None)
+            result = ingest_upload(session, files=[(path.name, handle)], user_id=None, origin=origin)
             outcome = result.studies[0]
             instance, duplicate = outcome.instances[0]
             line = (
@@ -161,13 +210,12 @@ def import_path(path: Path) -> str:
     return line
 
 
-def _image_modality(modality: str | None) -> str:
-    if modality is None or modality.strip() == "":
-        return DEFAULT_IMAGE_MODALITY
-    value = modality.strip()
-    if not _MODALITY.match(value):
-        raise IngestError(422, f"modality {value[:20]!r} must be 1-16 upper-case letters or digits")
-    return value
+def _with_origin(candidate: Candidate, origin: ImageOrigin) -> Candidate:
+    """A PNG/JPEG candidate with the modality and body part the upload gives it (DICOM: unchanged)."""
+    if candidate.study is not None:
+        return candidate
+    modality, body_part = origin.of(candidate)
+    return replace(candidate, instance=replace(candidate.instance, modality=modality), body_part=body_part)
 
 
 def _unique(candidates: list[Candidate]) -> list[Candidate]:
@@ -278,10 +326,15 @@ def _image_study_and_series(candidates: list[Candidate]) -> tuple[StudyInfo | No
     images = [c for c in candidates if c.study is None]
     if not images:
         return None, None
-    modality = images[0].instance.modality
-    description = "Fundus photographs" if modality == DEFAULT_IMAGE_MODALITY else f"{modality} images"
+    modality, body_part = images[0].instance.modality, images[0].body_part
+    description = (
+        "Fundus photographs" if (modality, body_part) == (DEFAULT_IMAGE_MODALITY, DEFAULT_IMAGE_BODY_PART)
+        else f"{modality} {body_part.lower()} images"
+    )
     study = StudyInfo(study_instance_uid=generate_uid(), description=description)
-    return study, SeriesInfo(series_instance_uid=generate_uid(), modality=modality, description=description)
+    series = SeriesInfo(series_instance_uid=generate_uid(), modality=modality, body_part=body_part,
+                        description=description)
+    return study, series
 
 
 def _study_row(session: Session, *, info: StudyInfo, user_id: int | None, generated: bool) -> Study:

@@ -17,6 +17,7 @@ router = APIRouter(tags=["jobs"])
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     403: {"description": "a reader asked for an expensive method"},
     404: {"description": "no such instance"},
+    422: {"description": "an unknown method or model, or a model whose domain does not take the image"},
     429: {"description": "as many expensive jobs of the caller queued or running as allowed (Retry-After)"},
 }
 
@@ -35,6 +36,7 @@ def request_explanations(request: ExplainRequest, session: DbSession, user: CanR
     queued or running as LUMEN_MAX_EXPENSIVE_JOBS_PER_USER gets 429 with Retry-After.
     """
     job = jobs_service.request_explanations(
-        session, instance_id=request.instance_id, methods=request.methods, user_id=user.id, role=user.role
+        session, instance_id=request.instance_id, methods=request.methods, user_id=user.id, role=user.role,
+        model_name=request.model,
     )
     return JobOut.model_validate(job)

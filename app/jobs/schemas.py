@@ -7,13 +7,18 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.bounds import DbId
+from app.bounds import DbId, FreeText
 from app.tables import JobState
 
 
 class ExplainRequest(BaseModel):
     instance_id: DbId
     methods: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=32)
+    model: Annotated[FreeText, Field(max_length=100)] | None = Field(
+        None,
+        description="the installed model to run, by name (also one not served automatically); default: the model "
+        "routing picks for the image's modality and body part",
+    )
 
 
 class JobOut(BaseModel):

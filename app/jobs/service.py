@@ -13,6 +13,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, aliased
 
 from app import queue
+from app.ai_models import routing
 from app.config import get_settings
 from app.errors import Invalid, NotFound
 from app.jobs import limits
@@ -22,22 +23,20 @@ from models.explain.names import METHOD_NAMES
 logger = logging.getLogger(__name__)
 
 
-def model_for_modality(session: Session, *, modality: str) -> AiModel | None:
-    """The newest active model that its card lets run on this modality, or None."""
-    models = session.scalars(
-        select(AiModel).where(AiModel.is_active.is_(True)).order_by(AiModel.created_at.desc(), AiModel.id.desc())
-    ).all()
-    return next((m for m in models if modality in m.modalities and m.card.get("serve_automatically", True)), None)
+def model_for_modality(session: Session, *, modality: str, body_part: str = "") -> AiModel | None:
+    """The model served automatically on images of this modality and body part, or None (app/ai_models/routing.py)."""
+    return routing.automatic_model(session, modality=modality, body_part=body_part)
 
 
 def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> list[Job]:
-    """One job per instance that a model applies to, sent to the workers once the session commits.
+    """One job per instance that a model served automatically applies to (by modality and body part), sent to
+    the workers once the session commits.
 
-    Instances of a modality no model accepts get no job: the study shows "no model for this modality".
+    Instances no such model takes get no job: the study shows "no model for this modality".
     """
     jobs: list[Job] = []
     for instance in instances:
-        model = model_for_modality(session, modality=instance.modality)
+        model = model_for_modality(session, modality=instance.modality, body_part=instance.series.body_part)
         if model is not None:
             jobs.append(
                 _new_job(
@@ -47,9 +46,12 @@ def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> 
     return jobs
 
 
-def request_explanations(session: Session, *, instance_id: int, methods: list[str], user_id: int, role: Role) -> Job:
+def request_explanations(
+    session: Session, *, instance_id: int, methods: list[str], user_id: int, role: Role, model_name: str | None = None
+) -> Job:
     """A new job, asked for by this user, that predicts again and computes these methods' heatmaps for one
-    instance. NotFound for an unknown instance, Invalid for an unknown method or an image no model takes,
+    instance, with the model named (served automatically or not) or the one routing picks. NotFound for an
+    unknown instance, Invalid for an unknown method, an unknown model or one whose domain does not take the image,
     Forbidden for a reader asking for an expensive method, TooMany beyond the user's quota of expensive jobs."""
     unknown = sorted(set(methods) - set(METHOD_NAMES))
     if unknown or not methods:
@@ -57,9 +59,7 @@ def request_explanations(session: Session, *, instance_id: int, methods: list[st
     instance = session.get(Instance, instance_id)
     if instance is None:
         raise NotFound(f"instance {instance_id} does not exist")
-    model = model_for_modality(session, modality=instance.modality)
-    if model is None:
-        raise Invalid(f"no model for modality {instance.modality or 'unknown'}")
+    model = routing.model_for_request(session, instance=instance, model_name=model_name)
     limits.check(session, methods=methods, user_id=user_id, role=role)
     return _new_job(
         session, study_id=instance.series.study_id, instance=instance, model=model,

@@ -12,7 +12,7 @@ from app import visibility
 from app.audit import service as audit_service
 from app.errors import NotFound
 from app.predictions.schemas import HeatmapRef, PredictionOut
-from app.tables import Heatmap, Instance, Prediction
+from app.tables import Heatmap, Instance, Job, JobState, Prediction
 
 
 def latest_predictions(
@@ -30,6 +30,37 @@ def latest_predictions(
         .options(selectinload(Prediction.heatmaps).options(defer(Heatmap.data)), selectinload(Prediction.model))
     )
     return {prediction.instance_id: prediction for prediction in predictions}
+
+
+def _domain_words(card: dict) -> str:
+    domain = card.get("domain") or {}
+    return str(domain.get("photometric") or domain.get("body_part") or "images").strip()
+
+
+def domain_refusals(session: Session, *, instance_ids: Sequence[int]) -> dict[int, str]:
+    """Why the model said nothing, by image id, for the images whose newest finished job was refused by its
+    model's input-domain gate (the worker records out_of_domain, ood_score and ood_threshold in the job's
+    timings): one plain sentence each. Images with a newer prediction, or none refused, are left out."""
+    newest = (
+        select(func.max(Job.id))
+        .where(Job.instance_id.in_(instance_ids), Job.state == JobState.done)
+        .group_by(Job.instance_id)
+    )
+    jobs = session.scalars(select(Job).where(Job.id.in_(newest)).options(selectinload(Job.model))).all()
+    refused = {job.instance_id: job for job in jobs if job.instance_id is not None
+               and (job.timings or {}).get("out_of_domain") == 1.0}
+    if not refused:
+        return {}
+    predicted = latest_predictions(session, instance_ids=list(refused))
+    return {
+        instance_id: (
+            f"Outside this model's domain: {job.model.name} was trained on {_domain_words(job.model.card)}, and this "
+            f"image does not look like them (score {job.timings.get('ood_score', float('nan')):.0f}, threshold "
+            f"{job.timings.get('ood_threshold', float('nan')):.0f}). No prediction or heatmap is shown."
+        )
+        for instance_id, job in refused.items()
+        if instance_id not in predicted or predicted[instance_id].job_id < job.id
+    }
 
 
 def visible_prediction(session: Session, *, instance: Instance, user_id: int, ip: str) -> PredictionOut:

@@ -182,7 +182,8 @@ def _blind(view: ReadingView, *, assignment: StudyAssignment, allowance: visibil
         if assistance is not None:
             shown = [item for item in assistance.heatmaps if allowance.heatmap(item.method)]
             assistance = assistance.model_copy(update={"heatmaps": shown[:1]})
-        instances.append(instance.model_copy(update={"assistance": assistance}))
+        refusal = instance.refusal if allowance.prediction else None  # the gate's verdict is AI output too
+        instances.append(instance.model_copy(update={"assistance": assistance, "refusal": refusal}))
     study = view.study.model_copy(
         update={
             "ai_state": "done" if allowance.prediction else "no_model",

@@ -52,7 +52,9 @@ def _import_cases(npz: Path) -> list[tuple[int, int]]:
     with session_scope() as session:
         for index in _selection(labels):
             upload = ingest_service.Upload(f"retinamnist-test-{index:03d}.png", _png(images[index]))
-            result = ingest_service.ingest(session, uploads=[upload], user_id=None, modality="OP")
+            result = ingest_service.ingest(
+                session, uploads=[upload], user_id=None, origin=ingest_service.ImageOrigin("OP", "EYE")
+            )
             cases.append((result.studies[0].study.id, int(labels[index])))
     return cases
 

@@ -27,21 +27,46 @@ from app.viewer.schemas import LabelProbability
 _COLOUR_PHOTOMETRICS = ("RGB", "YBR", "PALETTE")
 
 
-def uncertainty_of(*, entropy: float | None, threshold: float | None, referral: bool) -> Uncertainty:
-    """The model's uncertainty in plain words, against its referral threshold."""
+def _side_by_side(entropy: float, threshold: float) -> tuple[str, str]:
+    """Both numbers with the same decimals, as few as show which is larger (2 to 6): 1.4885 and 1.4881 read
+    "1.4885" and "1.4881", never "1.49" twice beside "above"."""
+    for decimals in range(2, 7):
+        shown = f"{entropy:.{decimals}f}", f"{threshold:.{decimals}f}"
+        if shown[0] != shown[1] or entropy == threshold:
+            return shown
+    return f"{entropy:.6f}", f"{threshold:.6f}"
+
+
+def uncertainty_of(
+    *, entropy: float | None, threshold: float | None, referral: bool, top_probability: float | None = None,
+    rule: str = "",
+) -> Uncertainty:
+    """The model's uncertainty in plain words, against its referral threshold (referred when the entropy is above
+    it, as models/uncertainty.py decides). Never "confident": a prediction below the threshold is only not
+    referred, and its top probability says how likely the model itself thinks it is right. `rule`: the card's
+    sentence on how the threshold was set."""
+    why = f" {rule}" if rule else ""
     if referral:
-        above = f", above this model's referral threshold ({threshold:.2f})" if threshold is not None else ""
-        value = f"{entropy:.2f} entropy" if entropy is not None else "flagged for referral"
-        text = f"Uncertain: {value}{above}. Read carefully; consider referral."
+        if entropy is not None and threshold is not None:
+            value, limit = _side_by_side(entropy, threshold)
+            text = (f"Refer or read carefully: the model is unsure of this image (entropy {value}, above its "
+                    f"referral threshold {limit}).{why}")
+        else:
+            text = f"Refer or read carefully: the model flagged this image as uncertain.{why}"
         return Uncertainty(level="uncertain", text=text, entropy=entropy, threshold=threshold)
+    odds = ""
+    if top_probability is not None:
+        odds = f" Its answer has a calibrated probability of {top_probability:.0%}"
+        odds += ": by its own estimate more likely wrong than right." if top_probability < 0.5 else "."
     if entropy is None:
-        return Uncertainty(level="unknown", text="No uncertainty estimate for this prediction.", entropy=None,
+        return Uncertainty(level="unknown", text=f"No uncertainty estimate for this prediction.{odds}", entropy=None,
                            threshold=threshold)
     if threshold is None:
-        text = f"Entropy {entropy:.2f}; this model has no referral threshold."
+        text = f"Entropy {entropy:.2f}; this model has no referral threshold.{odds}"
         return Uncertainty(level="unknown", text=text, entropy=entropy, threshold=None)
-    text = f"Confident: {entropy:.2f} entropy, below this model's referral threshold ({threshold:.2f})."
-    return Uncertainty(level="confident", text=text, entropy=entropy, threshold=threshold)
+    value, limit = _side_by_side(entropy, threshold)
+    text = f"Not flagged for referral (entropy {value}, at or below its referral threshold {limit}).{odds}{why}"
+    return Uncertainty(level="not_referred", text=text, entropy=entropy, threshold=threshold)
 
 
 def form_config(kind: str) -> FormConfig:
@@ -56,12 +81,41 @@ def form_config(kind: str) -> FormConfig:
     )
 
 
+def _top_probability(prediction: Prediction) -> float | None:
+    """The calibrated probability of the predicted class (of a single-label model: its probabilities sum to 1)."""
+    values = list(prediction.probabilities)
+    if not values or abs(sum(values) - 1) > 1e-3 or not 0 <= prediction.label_index < len(values):
+        return None
+    return float(values[prediction.label_index])
+
+
+def _referral_rule(card: dict) -> str:
+    """How the card says the referral threshold was set, in one sentence, if it says."""
+    referral = (card.get("metrics") or {}).get("referral") or {}
+    fraction = referral.get("referred_fraction")
+    if isinstance(fraction, int | float) and "percentile" in str(referral.get("rule", "")):
+        return f"The threshold was set on validation images to refer the most uncertain {fraction:.0%} of them."
+    return ""
+
+
+def method_ranking(card: dict) -> dict[str, int]:
+    """The model's methods by their place in its stored faithfulness ranking (card evaluation.explanations, from
+    `lumen evaluate-explanations`), 1 for the best; empty where the card has none."""
+    ranking = ((card.get("evaluation") or {}).get("explanations") or {}).get("ranking") or []
+    return {str(method): place for place, method in enumerate(ranking, start=1)}
+
+
 def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
     labels = list(prediction.model.labels)
 
     def label_of(index: int) -> str:
         return labels[index] if 0 <= index < len(labels) else str(index)
 
+    ranks = method_ranking(prediction.model.card)
+    # The best-ranked method first, so the reading room opens on it; unranked methods after, by name.
+    heatmaps = sorted(
+        prediction.heatmaps, key=lambda row: (ranks.get(row.method, len(ranks) + 1), row.method, row.target_class)
+    )
     return Assistance(
         prediction_id=prediction.id,
         label=prediction.label,
@@ -72,11 +126,15 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
         ],
         model_name=prediction.model.name,
         model_version=prediction.model.version,
+        model_summary=str(prediction.model.card.get("summary") or ""),
+        multilabel=prediction.model.task == "multilabel",
         referral=prediction.referral,
         uncertainty=uncertainty_of(
             entropy=prediction.predictive_entropy,
             threshold=prediction.model.uncertainty_threshold,
             referral=prediction.referral,
+            top_probability=_top_probability(prediction),
+            rule=_referral_rule(prediction.model.card),
         ),
         heatmaps=[
             HeatmapInfo(
@@ -90,8 +148,9 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
                 value_max=heatmap.value_max,
                 signed=heatmap.value_min < 0 < heatmap.value_max,
                 rated=heatmap.id in rated,
+                rank=ranks.get(heatmap.method),
             )
-            for heatmap in sorted(prediction.heatmaps, key=lambda row: (row.method, row.target_class))
+            for heatmap in heatmaps
         ],
     )
 
@@ -121,6 +180,7 @@ def reading_view(
         .order_by(Series.number.nulls_last(), Series.id, Instance.number.nulls_last(), Instance.id)
     ).all()
     predictions = predictions_service.latest_predictions(session, instance_ids=[instance.id for instance, _ in rows])
+    refusals = predictions_service.domain_refusals(session, instance_ids=[instance.id for instance, _ in rows])
     heatmap_ids = [heatmap.id for prediction in predictions.values() for heatmap in prediction.heatmaps]
     rated = reading_service.rated_heatmaps(session, reader_id=reader_id, heatmap_ids=heatmap_ids)
     instances = [
@@ -135,6 +195,7 @@ def reading_view(
             photometric=instance.photometric,
             colour=instance.samples_per_pixel > 1 or instance.photometric.upper().startswith(_COLOUR_PHOTOMETRICS),
             assistance=_assistance(predictions[instance.id], rated=rated) if instance.id in predictions else None,
+            refusal=refusals.get(instance.id),
         )
         for instance, description in rows
     ]

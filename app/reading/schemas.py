@@ -166,10 +166,11 @@ class HeatmapInfo(BaseModel):
     value_max: float
     signed: bool
     rated: bool
+    rank: int | None = None  # the method's place in the model's faithfulness ranking (1: best), if measured
 
 
 class Uncertainty(BaseModel):
-    level: str  # uncertain | confident | unknown
+    level: str  # uncertain (referred) | not_referred | unknown
     text: str
     entropy: float | None
     threshold: float | None
@@ -184,6 +185,8 @@ class Assistance(BaseModel):
     probabilities: list[LabelProbability]
     model_name: str
     model_version: str
+    model_summary: str = ""  # the card's sentence for clinicians: what it was trained on, how well it does
+    multilabel: bool = False  # one presence probability per finding (they do not sum to 1); label: the highest
     referral: bool
     uncertainty: Uncertainty
     heatmaps: list[HeatmapInfo]
@@ -200,6 +203,7 @@ class ReadingInstance(BaseModel):
     photometric: str
     colour: bool
     assistance: Assistance | None
+    refusal: str | None = None  # why the model said nothing: the image is outside its domain
 
 
 class ReadingView(BaseModel):

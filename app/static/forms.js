@@ -175,6 +175,8 @@ export class RatingForm {
     this.badge.hidden = !heatmap?.rated;
     this.say("");
     for (const element of this.form.elements) element.disabled = !heatmap;
+    // No heatmap on this image (no AI result, outside the model's domain, a condition without maps): no form.
+    this.form.hidden = !heatmap;
   }
 
   async submit() {

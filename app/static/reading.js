@@ -132,10 +132,16 @@ function fillPresets() {
 function fillMethods() {
   const select = $("method");
   const list = heatmaps();
-  select.replaceChildren(...list.map((item) => new Option(`${item.method_label} · ${item.target_label}`, String(item.id))));
+  // The model's best-ranked method comes first (the server orders them); its rank says why.
+  const label = (item) => `${item.rank ? `#${item.rank} ` : ""}${item.method_label} · ${item.target_label}`;
+  select.replaceChildren(...list.map((item) => new Option(label(item), String(item.id))));
+  select.title = list.some((item) => item.rank)
+    ? "#N: the method's place in this model's faithfulness ranking (lumen evaluate-explanations), #1 best"
+    : "";
   select.disabled = list.length === 0;
   $("grid-button").disabled = list.length < 2;
   for (const id of ["opacity", "threshold", "colormap"]) $(id).disabled = list.length === 0;
+  $("heatmap-controls").hidden = list.length === 0;  // an empty method list says nothing: leave it out
   const chosen = state.method.get(instance()?.id) ?? list[0]?.id;
   if (chosen !== undefined) {
     state.method.set(instance().id, chosen);

@@ -117,6 +117,10 @@ async function upload(event) {
   if (!files.length) return;
   const data = new FormData();
   for (const file of files) data.append("files", file);
+  // "CR|CHEST": the modality and body part of PNG/JPEG files (empty: colour photographs default to fundus).
+  const [modality, bodyPart] = (form.querySelector("#image-origin")?.value ?? "").split("|");
+  if (modality) data.append("modality", modality);
+  if (bodyPart) data.append("body_part", bodyPart);
   button.disabled = true;
   status.className = "upload-status";
   status.textContent = `Uploading ${files.length} file${files.length === 1 ? "" : "s"}…`;

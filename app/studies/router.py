@@ -32,14 +32,23 @@ def upload_studies(
     user: CanUpload,
     ip: ClientIp,
     files: Annotated[list[UploadFile] | None, File(description="DICOM, PNG or JPEG files")] = None,
-    modality: Annotated[FreeText | None, Form(description="modality of PNG/JPEG images (default OP)")] = None,
+    modality: Annotated[
+        FreeText | None,
+        Form(description="DICOM modality of the PNG/JPEG images, e.g. CR, DX or OP; colour photographs default to OP, "
+             "grayscale images must say"),
+    ] = None,
+    body_part: Annotated[
+        FreeText | None,
+        Form(description="DICOM body part of the PNG/JPEG images, e.g. CHEST or EYE; OP defaults to EYE, other "
+             "modalities must say"),
+    ] = None,
 ) -> UploadOut:
     """Store the files (all or none) and plan AI jobs; the first study touched, and all of them."""
     result = ingest_service.ingest_upload(
         session,
         files=[(upload.filename, upload.file) for upload in files or []],
         user_id=user.id,
-        modality=modality,
+        origin=ingest_service.ImageOrigin(modality=modality, body_part=body_part),
         ip=ip,
     )
     return studies_service.upload_out(result, role=user.role)

@@ -13,7 +13,7 @@ from app.audit import service as audit_service
 from app.jobs import service as jobs_service
 from app.predictions import service as predictions_service
 from app.studies import service as studies_service
-from app.tables import AiState, Instance, Job, Prediction, Series, Study, User
+from app.tables import AiState, Instance, Job, JobState, Prediction, Series, Study, User
 from app.viewer.schemas import (
     HeatmapView,
     InstanceView,
@@ -59,6 +59,15 @@ def _predicted_labels(session: Session, *, study_ids: Sequence[int]) -> dict[int
     return {study_id: ", ".join(values) for study_id, values in labels.items()}
 
 
+OUTSIDE_DOMAIN_LABEL = "outside the model's domain"
+
+
+def _refused_by_gate(jobs: Sequence[Job]) -> bool:
+    """Every finished job of the study was refused by its model's input-domain gate (no prediction to label)."""
+    done = [job for job in jobs if job.state == JobState.done]
+    return bool(done) and all((job.timings or {}).get("out_of_domain") == 1.0 for job in done)
+
+
 def _rows(
     session: Session, *, studies: Sequence[Study], identity: visibility.IdentityRule, blinded: Collection[int] = ()
 ) -> list[WorklistRow]:
@@ -86,7 +95,8 @@ def _rows(
                 ai_state=summary.state,
                 ai_progress=summary.progress,
                 ai_error=summary.error,
-                ai_label=labels.get(study.id) if summary.state == AiState.done.value and not hide_ai else None,
+                ai_label=(labels.get(study.id) or (OUTSIDE_DOMAIN_LABEL if _refused_by_gate(study.jobs) else None))
+                if summary.state == AiState.done.value and not hide_ai else None,
                 ai_referral=study.id in referrals and not hide_ai,
                 uploaded_at=identity.link(study.created_at),
             )

@@ -368,6 +368,15 @@ def auc_by_diameter(scores: np.ndarray, samples: Samples) -> dict[str, dict[str,
     return bands
 
 
+def summary(auc: float) -> str:
+    """The card's sentence for clinicians (`ModelCard.summary`)."""
+    return (
+        "Demonstration only: trained on synthetic nodules pasted into one NIH chest radiograph, never on real "
+        f"findings; AUROC {auc:.2f} on synthetic nodules in a second radiograph, unknown on real ones; not run on "
+        "incoming studies (cxr-nih14 reads chest radiographs); not for clinical use."
+    )
+
+
 def _evaluate_and_write(
     model: torch.nn.Module,
     val: Samples,
@@ -438,6 +447,7 @@ def _evaluate_and_write(
         card,
         uncertainty_threshold=round(threshold, 6),
         metrics={**metrics, "referral": selective},
+        summary=summary(metrics["auc"]),
         training={
             "recipe": NAME,
             "seed": seed,

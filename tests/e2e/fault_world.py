@@ -26,7 +26,7 @@ from app.config import Settings
 from app.migrations import upgrade
 from app.queue import RUN_JOB_TASK, create_celery
 from app.tables import Heatmap, Job, JobState, Prediction
-from tests.e2e.helpers import DEMO, free_port, fresh_jpeg, wait_for
+from tests.e2e.helpers import FUNDUS_IN_DOMAIN, free_port, fresh_jpeg, wait_for
 from tests.processes import LoggedProcess, start_lumen
 from tests.servers import PrivatePostgres, PrivateRedis, start_postgres, start_redis
 from tests.workers.jobs import add_photo_job
@@ -163,7 +163,7 @@ def queue_job(world: World, kind: tuple[str, list[str], int]) -> int:
     """A stored photograph and a committed job of this kind for it; its message sent to the private Redis."""
     model, methods, side = kind
     with world.session() as session:
-        job = add_photo_job(session, fresh_jpeg(DEMO / "IDRiD_02.jpg", max_side=side), model_id=world.models[model],
+        job = add_photo_job(session, fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=side), model_id=world.models[model],
                             methods=methods)
         session.commit()
     world.celery.send_task(RUN_JOB_TASK, args=[job.id], queue=QUEUE)

@@ -18,6 +18,9 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 DEMO = Path(__file__).resolve().parents[2] / "demo"
+# A fundus photograph inside the input domain of the DR and IDRiD models (data/idrid, CC BY 4.0), for tests that
+# need a model's prediction: their gates refuse the demo's JPEG, IDRiD_02 (docs/models.md).
+FUNDUS_IN_DOMAIN = Path(__file__).resolve().parents[2] / "data" / "idrid" / "IDRiD_05.jpg"
 T = TypeVar("T")
 
 

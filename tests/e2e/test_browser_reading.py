@@ -125,7 +125,8 @@ def test_reading_room(server, browser, make_user, test_output):
     # The fundus photograph with its overlay; the assistance switch (key A) moves nothing.
     page.goto(f"{server}/studies/{fundus}/read")
     _wait_mark(page, "overlay")
-    assert "Uncertain: 0.71 entropy, above this model's referral threshold (0.50)" in page.inner_text("#ai-panel")
+    assert "Refer or read carefully: the model is unsure of this image (entropy 0.71, above its referral threshold " \
+        "0.50)" in page.inner_text("#ai-panel")
     boxes = _boxes(page)
     page.keyboard.press("a")
     assert page.eval_on_selector("#overlay-canvas", "el => getComputedStyle(el).visibility") == "hidden"

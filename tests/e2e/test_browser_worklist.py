@@ -7,10 +7,11 @@ drives Debian's Chromium. Screenshots go to test-output/ for a person to look at
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from app.db import session_scope
-from app.tables import Job, JobState
+from app.tables import Job, JobState, Study
 from tests.app.auth.helpers import PASSWORD
 from tests.app.viewer import factories
 from tests.conftest import FIXTURES
@@ -105,6 +106,22 @@ def test_sign_in_worklist_study_page_and_assistance_toggle(server, browser, make
     page.locator("#upload-status.ok").wait_for(timeout=30_000)
     new_id = int(page.inner_text("#upload-status").split()[1])
     page.locator(f'tr[data-study-id="{new_id}"]').wait_for(timeout=10_000)
+    # A chest radiograph as a PNG has no header: without saying what it shows it is refused with the field to
+    # fill; as a CR chest radiograph it is stored as one (never graded as a fundus photograph).
+    png = tmp_path / "radiograph.png"
+    Image.open(FIXTURES.parent.parent / "data" / "cxr" / "00000001_000.png").convert("L").resize((256, 256)).save(png)
+    page.set_input_files('#upload-form input[type="file"]', str(png))
+    page.click("#upload-form button")
+    page.locator("#upload-status.error").wait_for(timeout=10_000)
+    assert "'modality'" in page.inner_text("#upload-status")
+    page.select_option("#image-origin", "CR|CHEST")
+    page.set_input_files('#upload-form input[type="file"]', str(png))
+    page.click("#upload-form button")
+    page.locator("#upload-status.ok").wait_for(timeout=30_000)
+    chest_png_id = int(page.inner_text("#upload-status").split()[1])
+    with session_scope() as session:
+        stored = session.get(Study, chest_png_id)
+        assert stored is not None and stored.modality == "CR" and stored.series[0].body_part == "CHEST"
     page.screenshot(path=str(test_output / "browser-worklist.png"), full_page=True)
 
     # The study page: the image loads, the heatmap lies over it, and one switch hides all assistance.

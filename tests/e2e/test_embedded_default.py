@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.reading.vocabulary import ASSISTANCE_EVENTS
-from tests.e2e.helpers import DEMO, free_port, fresh_jpeg, wait_for
+from tests.e2e.helpers import DEMO, FUNDUS_IN_DOMAIN, free_port, fresh_jpeg, wait_for
 from tests.processes import start_lumen
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_upload_is_predicted_by_the_embedded_worker(embedded_server, test_output
 
     started = time.monotonic()
     upload = httpx.post(f"{base}/api/studies", headers=headers, timeout=60,
-                        files=[("files", ("fundus.jpg", fresh_jpeg(next(DEMO.glob("*.jpg"))), "image/jpeg"))])
+                        files=[("files", ("fundus.jpg", fresh_jpeg(FUNDUS_IN_DOMAIN), "image/jpeg"))])
     assert upload.status_code == 201, upload.text
     [job_id] = upload.json()["job_ids"]
     job = wait_for(

@@ -19,7 +19,7 @@ from app.db import session_scope
 from app.storage import get_blob_store
 from app.tables import Job, JobState, Prediction
 from tests.conftest import broker_redis, queue_key
-from tests.e2e.helpers import DEMO, fresh_jpeg, wait_for
+from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg, wait_for
 from tests.processes import LoggedProcess, start_lumen
 from tests.s3 import S3Server, new_bucket_name
 from tests.settings import settings_env
@@ -27,7 +27,7 @@ from tests.settings import settings_env
 pytestmark = pytest.mark.slow
 
 PHOTOGRAPHS = 6
-FUNDUS = [DEMO / "IDRiD_02.jpg", Path(__file__).resolve().parents[1] / "fixtures" / "images" / "IDRiD_03_small.jpg"]
+FUNDUS = [FUNDUS_IN_DOMAIN, Path(__file__).resolve().parents[1] / "fixtures" / "images" / "IDRiD_03_small.jpg"]
 
 
 @dataclass

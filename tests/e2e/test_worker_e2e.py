@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from app.config import get_settings
 from app.db import session_scope
 from app.tables import Heatmap, Instance
 from tests.conftest import broker_redis, queue_key
-from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg, wait_for
+from tests.e2e.helpers import DEMO, FUNDUS_IN_DOMAIN, fresh_dicom, fresh_jpeg, wait_for
 from tests.processes import LoggedProcess, start_lumen
+
+ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +53,7 @@ def test_fundus_dicom_and_jpeg_get_a_stored_prediction_and_heatmap(
     started = time.monotonic()
     dicom_upload = app_client.post("/api/studies", files=files, headers=headers)
     assert dicom_upload.status_code == 201, dicom_upload.text
-    jpeg = fresh_jpeg(next(DEMO.glob("*.jpg")))
+    jpeg = fresh_jpeg(FUNDUS_IN_DOMAIN)
     jpeg_upload = app_client.post(
         "/api/studies", files=[("files", ("fundus.jpg", jpeg, "image/jpeg"))], headers=headers
     )
@@ -81,7 +84,11 @@ def test_fundus_dicom_and_jpeg_get_a_stored_prediction_and_heatmap(
     (test_output / "e2e_timings.json").write_text(json.dumps(timings, indent=2))
 
 
-def test_a_radiograph_is_stored_and_decoded_but_gets_no_prediction(worker, app_client, auth_headers) -> None:
+def test_a_radiograph_gets_one_probability_per_finding_from_the_chest_model(
+    worker, app_client, auth_headers
+) -> None:
+    """A CR radiograph goes to cxr-nih14, the chest model served automatically for CR/DX (cxr-demo is not):
+    a multilabel prediction, one calibrated presence probability per finding, labelled with the top one."""
     headers = auth_headers("admin")
     upload = app_client.post(
         "/api/studies",
@@ -93,9 +100,14 @@ def test_a_radiograph_is_stored_and_decoded_but_gets_no_prediction(worker, app_c
     [instance] = body["instances"]
     assert (instance["modality"], instance["rows"], instance["columns"]) == ("CR", 1955, 1841)
     assert instance["photometric"] == "MONOCHROME1"
-    assert body["job_ids"] == []
-    response = app_client.get(f"/api/instances/{instance['id']}/prediction", headers=headers)
-    assert response.status_code == 404
+    assert len(body["job_ids"]) == 1
+    prediction = wait_for(
+        lambda: _done_prediction(app_client, headers, instance["id"]), timeout=120, what="the chest model's prediction"
+    )
+    card = json.loads((ZOO / "cxr-nih14" / "card.json").read_text())
+    assert prediction["labels"] == card["labels"] and len(prediction["probabilities"]) == len(card["labels"])
+    assert all(0 < p < 1 for p in prediction["probabilities"])
+    assert prediction["label"] == card["labels"][int(np.argmax(prediction["probabilities"]))]
     with session_scope() as session:
         stored = session.scalar(select(Instance).where(Instance.id == instance["id"]))
         assert stored.transfer_syntax_uid == "1.2.840.10008.1.2.4.91"  # JPEG 2000

@@ -21,9 +21,10 @@ def test_valid_card_loads_and_round_trips(make_model_folder):
     stored = json.loads(json.dumps(card.as_dict()))  # what the app puts in the database
     assert "folder" not in stored
     written = json.loads((folder / "card.json").read_text())
-    defaults = {"training": {}, "format": "state_dict", "evaluation": {}, "serve_automatically": True,
+    defaults = {"training": {}, "format": "state_dict", "evaluation": {}, "serve_automatically": True, "summary": "",
                 "uncertainty": {"method": "none", "samples": 1, "members": [], "flips": [[]]},
-                "input": {**written["input"], "windowing": "minmax", "invert_monochrome1": False}}
+                "input": {**written["input"], "windowing": "minmax", "invert_monochrome1": False},
+                "domain": None, "ood": None}  # no input-domain gate on this card: every routed image runs
     assert stored == {**written, **defaults}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.card import load_card
 from models.datasets import load_medmnist
@@ -40,3 +41,23 @@ def test_weights_reproduce_the_cards_test_metrics():
     assert round(accuracy(probs, test.labels), 3) == round(card.metrics["accuracy"], 3)
     assert round(macro_auc_ovr(probs, test.labels), 3) == round(card.metrics["auc_macro_ovr"], 3)
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} (a copy of RetinaMNIST) is not in this checkout")
+def test_served_pipeline_beats_the_majority_class_on_test():
+    """A minimum-quality floor through the served pipeline (prepare with the fundus crop, then the card's MC
+    dropout, as the worker calls them): test accuracy above always answering the most frequent grade by more
+    than two binomial standard errors, and within noise of the card's accuracy."""
+    from models import uncertainty
+    from models.preprocessing import prepare
+
+    card = load_card(FOLDER)
+    model = load_model(card)
+    test = load_medmnist(DATA, num_classes=5)["test"]
+    x = torch.cat([prepare(image, card) for image in test.images])
+    probs = torch.stack([r.probabilities for r in uncertainty.estimate_batch(model, x, card)]).numpy()
+    served = accuracy(probs, test.labels)
+    majority = np.bincount(test.labels).max() / len(test)
+    standard_error = np.sqrt(majority * (1 - majority) / len(test))
+    assert served > majority + 2 * standard_error
+    assert abs(served - card.metrics["accuracy"]) <= 2 * standard_error

@@ -25,7 +25,7 @@ from app.tables import AiModel, Heatmap, Job, JobState, Prediction
 from models import uncertainty
 from models.card import ModelCard
 from models.preprocessing import InputRegion, prepare, prepare_with_region
-from tests.e2e.helpers import DEMO
+from tests.e2e.helpers import FUNDUS_IN_DOMAIN
 from tests.workers.jobs import queued_photo_job
 from workers import batch, model_cache, pipeline
 
@@ -34,8 +34,9 @@ DR_MODEL = "dr-grading-retinamnist"
 
 
 def _photo(variant: int) -> bytes:
-    """The demo fundus photograph, changed a little per variant (so the batch's rows differ), as a new JPEG."""
-    image = Image.open(next(DEMO.glob("*.jpg"))).convert("RGB")
+    """A fundus photograph inside the DR model's domain, changed a little per variant (so the batch's rows
+    differ), as a new JPEG."""
+    image = Image.open(FUNDUS_IN_DOMAIN).convert("RGB")
     image.thumbnail((384, 384))
     if variant % 2:
         image = ImageOps.mirror(image)

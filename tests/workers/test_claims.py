@@ -14,7 +14,7 @@ from app.ai_models import sync as models_sync
 from app.db import session_scope
 from app.jobs import service as jobs_service
 from app.tables import AiModel, Heatmap, Job, JobState, Prediction
-from tests.e2e.helpers import DEMO, fresh_jpeg
+from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg
 from tests.workers.jobs import queued_photo_job
 from workers import batch, pipeline
 
@@ -27,7 +27,7 @@ def _queued_job() -> int:
         model = jobs_service.model_for_modality(session, modality="OP")
         assert isinstance(model, AiModel)
         model_id = model.id
-    return queued_photo_job(fresh_jpeg(DEMO / "IDRiD_02.jpg", max_side=256), model_id=model_id, methods=METHODS)
+    return queued_photo_job(fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=256), model_id=model_id, methods=METHODS)
 
 
 def _results(job_id: int) -> tuple[int, list[str]]:

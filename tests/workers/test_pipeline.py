@@ -13,7 +13,7 @@ from app.ai_models import sync as models_sync
 from app.db import session_scope
 from app.jobs import service as jobs_service
 from app.tables import AiModel, Job, JobState, Prediction, Role
-from tests.e2e.helpers import DEMO, fresh_jpeg
+from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg
 from tests.workers.jobs import queued_photo_job
 from workers import pipeline
 
@@ -29,7 +29,7 @@ def _job_for_blob(data: bytes, methods: list[str] | None = None) -> int:
 
 
 def test_a_job_stores_probabilities_entropy_and_a_gradcam_map() -> None:
-    photo = fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=512)
+    photo = fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=512)
     width, height = Image.open(io.BytesIO(photo)).size
     job_id = _job_for_blob(photo)
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
@@ -50,7 +50,7 @@ def test_a_job_stores_probabilities_entropy_and_a_gradcam_map() -> None:
 
 
 def test_a_finished_job_redelivered_does_nothing() -> None:
-    job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=256))
+    job_id = _job_for_blob(fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=256))
     assert pipeline.run_job(job_id, worker="first") == pipeline.Outcome.done
     assert pipeline.run_job(job_id, worker="redelivered") == pipeline.Outcome.skipped
     with session_scope() as session:
@@ -70,7 +70,7 @@ def test_unreadable_pixels_fail_the_job_at_once_with_the_reason() -> None:
 
 def test_asking_for_more_methods_adds_heatmaps_to_the_same_prediction(make_user) -> None:
     coordinator, _ = make_user("coordinator")
-    job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=300), methods=["gradcam", "saliency"])
+    job_id = _job_for_blob(fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=300), methods=["gradcam", "saliency"])
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
     with session_scope() as session:
         instance_id = session.get(Job, job_id).instance_id
@@ -91,7 +91,7 @@ def test_asking_for_more_methods_adds_heatmaps_to_the_same_prediction(make_user)
 
 
 def test_unknown_methods_are_refused_with_the_list_of_known_ones(app_client, auth_headers) -> None:
-    job_id = _job_for_blob(fresh_jpeg(next(DEMO.glob("*.jpg")), max_side=200))
+    job_id = _job_for_blob(fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=200))
     with session_scope() as session:
         instance_id = session.get(Job, job_id).instance_id
     response = app_client.post(

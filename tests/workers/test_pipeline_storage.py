@@ -8,7 +8,7 @@ from app.db import session_scope
 from app.jobs import service as jobs_service
 from app.storage import get_blob_store
 from app.tables import AiModel, Instance, Job, JobState
-from tests.e2e.helpers import DEMO, free_port, fresh_jpeg
+from tests.e2e.helpers import FUNDUS_IN_DOMAIN, free_port, fresh_jpeg
 from tests.settings import settings_env
 from tests.workers.jobs import queued_photo_job
 from workers import pipeline
@@ -21,7 +21,7 @@ def _photo_job() -> tuple[int, str]:
         model = jobs_service.model_for_modality(session, modality="OP")
         assert isinstance(model, AiModel)
         model_id = model.id
-    job_id = queued_photo_job(fresh_jpeg(DEMO / "IDRiD_02.jpg", max_side=128), model_id=model_id, methods=["gradcam"])
+    job_id = queued_photo_job(fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=128), model_id=model_id, methods=["gradcam"])
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None and isinstance(job.instance, Instance)

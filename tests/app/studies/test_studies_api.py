@@ -187,7 +187,7 @@ def test_modality_override_is_validated_and_plans_jobs(app_client, headers, db_s
     db_session.add(model)
     db_session.commit()
     try:
-        response = upload(app_client, headers, ("x.png", unique_png()), data={"modality": "XC"})
+        response = upload(app_client, headers, ("x.png", unique_png()), data={"modality": "XC", "body_part": "eye"})
         body = response.json()
         assert response.status_code == 201 and body["modality"] == "XC" and len(body["job_ids"]) == 1
         job = app_client.get(f"/api/jobs/{body['job_ids'][0]}", headers=headers)
@@ -272,3 +272,35 @@ def test_cookie_caller_needs_the_csrf_token(app_client) -> None:
     assert app_client.post("/api/studies", headers=cookie, files=[file]).status_code == 403
     response = app_client.post("/api/studies", headers=cookie, files=[file], data={"csrf_token": csrf})
     assert response.status_code == 201, response.text
+
+
+def _grayscale_png(value: int = 90) -> bytes:
+    """A small grayscale PNG, unique per test run (a radiograph for the upload: no header says what it is)."""
+    array = np.full((48, 40), value, dtype=np.uint8)
+    array[8:40, 6:34] = np.random.default_rng().integers(0, 255, (32, 28), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_grayscale_image_must_name_its_modality_and_body_part(app_client, headers) -> None:
+    before = counts()
+    no_modality = upload(app_client, headers, ("chest.png", _grayscale_png()))
+    assert no_modality.status_code == 422 and "'modality'" in no_modality.json()["detail"]
+    no_body_part = upload(app_client, headers, ("chest.png", _grayscale_png()), data={"modality": "CR"})
+    assert no_body_part.status_code == 422 and "'body_part'" in no_body_part.json()["detail"]
+    bad = upload(app_client, headers, ("chest.png", _grayscale_png()), data={"modality": "CR", "body_part": "ch/est"})
+    assert bad.status_code == 422 and "body_part" in bad.json()["detail"]
+    assert counts() == before  # nothing stored by a refusal
+    stored = upload(app_client, headers, ("chest.png", _grayscale_png()), data={"modality": "cr", "body_part": "chest"})
+    assert stored.status_code == 201 and stored.json()["modality"] == "CR"
+    with session_scope() as session:
+        instance = session.get(Instance, stored.json()["instances"][0]["id"])
+        assert (instance.modality, instance.series.body_part) == ("CR", "CHEST")
+
+
+def test_a_colour_photograph_defaults_to_a_fundus_photograph(app_client, headers) -> None:
+    body = upload(app_client, headers, ("fundus.png", unique_png())).json()
+    with session_scope() as session:
+        instance = session.get(Instance, body["instances"][0]["id"])
+        assert (instance.modality, instance.series.body_part) == ("OP", "EYE")
