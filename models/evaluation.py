@@ -81,6 +81,22 @@ def classification_report(probs: np.ndarray, labels: np.ndarray) -> dict[str, fl
     }
 
 
+def reliability_table(probs: np.ndarray, labels: np.ndarray, edges: tuple[float, ...] = (0.0, 0.4, 0.5, 0.6, 0.7,
+                      0.8, 0.9, 1.0)) -> list[dict[str, float | int]]:
+    """How often the model was right when it gave its answer a probability in each band: [{low, high, n,
+    accuracy}], the top probability binned at `edges` (the last band includes 1.0); empty bands left out. The
+    reading room quotes the band of a prediction ("right N% of the time at this probability")."""
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    table: list[dict[str, float | int]] = []
+    for index, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        last = index == len(edges) - 2
+        in_band = (confidence >= low) & ((confidence <= high) if last else (confidence < high))
+        if in_band.any():
+            table.append({"low": low, "high": high, "n": int(in_band.sum()),
+                          "accuracy": round(float(correct[in_band].mean()), 4)})
+    return table
+
+
 def risk_coverage(uncertainty: np.ndarray, errors: np.ndarray) -> dict[str, list[float] | float]:
     """Selective prediction: refer the most uncertain cases first and measure the error on those kept
     (Geifman and El-Yaniv, NeurIPS 2017).

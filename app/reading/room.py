@@ -37,9 +37,23 @@ def _side_by_side(entropy: float, threshold: float) -> tuple[str, str]:
     return f"{entropy:.6f}", f"{threshold:.6f}"
 
 
+def measured_accuracy(card: dict, probability: float | None) -> str:
+    """What the card measured for answers of this probability through the served pipeline (metrics.served
+    .reliability): "On its N test images answered with 40-50%, the model was right 34% of the time." or ""."""
+    served = (card.get("metrics") or {}).get("served") or {}
+    if probability is None:
+        return ""
+    for band in served.get("reliability") or []:
+        low, high = float(band["low"]), float(band["high"])
+        if low <= probability < high or (probability == high == 1.0):
+            return (f" On its {band['n']} test images answered with {low:.0%}-{high:.0%}, the model was right "
+                    f"{float(band['accuracy']):.0%} of the time.")
+    return ""
+
+
 def uncertainty_of(
     *, entropy: float | None, threshold: float | None, referral: bool, top_probability: float | None = None,
-    rule: str = "",
+    rule: str = "", measured: str = "",
 ) -> Uncertainty:
     """The model's uncertainty in plain words, against its referral threshold (referred when the entropy is above
     it, as models/uncertainty.py decides). Never "confident": a prediction below the threshold is only not
@@ -58,6 +72,7 @@ def uncertainty_of(
     if top_probability is not None:
         odds = f" Its answer has a calibrated probability of {top_probability:.0%}"
         odds += ": by its own estimate more likely wrong than right." if top_probability < 0.5 else "."
+    odds += measured
     if entropy is None:
         return Uncertainty(level="unknown", text=f"No uncertainty estimate for this prediction.{odds}", entropy=None,
                            threshold=threshold)
@@ -135,6 +150,7 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
             referral=prediction.referral,
             top_probability=_top_probability(prediction),
             rule=_referral_rule(prediction.model.card),
+            measured=measured_accuracy(prediction.model.card, _top_probability(prediction)),
         ),
         heatmaps=[
             HeatmapInfo(

@@ -260,3 +260,45 @@ def _report(card: ModelCard, metrics: dict[str, Any], result: TrainResult, split
         f"AURC {metrics['referral']['aurc']:.3f}",
         f"weights sha256 {card.weights_sha256}",
     ])
+
+
+def served_metrics(model: nn.Module, card: ModelCard, split: ImageSplit) -> dict[str, Any]:
+    """The card's test metrics as the product serves the model: `prepare` (fundus crop, resize, normalisation)
+    and the card's MC dropout with its temperature, as the worker calls them; the referral as the worker decides
+    it (entropy above the card's threshold), and how often the answer was right per band of its probability."""
+    from models import uncertainty
+    from models.preprocessing import prepare
+
+    x = torch.cat([prepare(image, card) for image in split.images])
+    results = uncertainty.estimate_batch(model, x, card)
+    probs = torch.stack([result.probabilities for result in results]).numpy().astype(np.float64)
+    referred = np.array([result.referral for result in results])
+    wrong = probs.argmax(1) != split.labels
+    report = evaluation.classification_report(probs, split.labels)
+    return {
+        "pipeline": f"models.preprocessing.prepare (crop {card.input.crop}), {card.uncertainty.method} with "
+        f"{card.uncertainty.samples} samples, temperature {card.calibration_temperature}",
+        "split": "test", "n": len(split),
+        **{key: round(value, 6) for key, value in report.items()},
+        "referred_fraction": round(float(referred.mean()), 4),
+        "error_kept": round(float(wrong[~referred].mean()), 4) if (~referred).any() else None,
+        "error_referred": round(float(wrong[referred].mean()), 4) if referred.any() else None,
+        "reliability": evaluation.reliability_table(probs, split.labels),
+    }
+
+
+def write_served_metrics(folder: Path, data: Path) -> dict[str, Any]:
+    """Measure `served_metrics` on the RetinaMNIST test split and keep them in the card (metrics.served); the
+    weights are untouched."""
+    import json
+
+    from models.card import load_card
+    from models.registry import load_model
+
+    card = load_card(folder)
+    served = served_metrics(load_model(card), card, load_medmnist(data, num_classes=5)["test"])
+    path = folder / "card.json"
+    raw = json.loads(path.read_text())
+    raw["metrics"]["served"] = served
+    path.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n")
+    return served

@@ -61,3 +61,17 @@ def test_served_pipeline_beats_the_majority_class_on_test():
     standard_error = np.sqrt(majority * (1 - majority) / len(test))
     assert served > majority + 2 * standard_error
     assert abs(served - card.metrics["accuracy"]) <= 2 * standard_error
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} (a copy of RetinaMNIST) is not in this checkout")
+def test_the_cards_served_metrics_are_what_the_served_pipeline_measures():
+    """metrics.served (what the reading room quotes) equals a fresh measurement through prepare + MC dropout,
+    and its reliability table covers every test image once."""
+    from models.recipes.retinamnist import served_metrics
+
+    card = load_card(FOLDER)
+    served = served_metrics(load_model(card), card, load_medmnist(DATA, num_classes=5)["test"])
+    assert served == card.metrics["served"]
+    assert sum(band["n"] for band in served["reliability"]) == served["n"] == 400
+    # The most confident answers are right far more often than the least: the probabilities mean something.
+    assert served["reliability"][-1]["accuracy"] > served["reliability"][0]["accuracy"] + 0.3

@@ -131,3 +131,19 @@ def test_the_models_best_ranked_method_comes_first_with_its_rank(app_client, fun
         heatmaps = _page_data(browser.get(f"/studies/{study.study_id}/read").text)["instances"][0]["assistance"][
             "heatmaps"]
     assert [(h["method"], h["rank"]) for h in heatmaps] == [("saliency", 2), ("gradcam", 3)]
+
+
+def test_the_measured_accuracy_of_a_probability_band_is_quoted():
+    from app.reading.room import measured_accuracy
+
+    card = {"metrics": {"served": {"reliability": [
+        {"low": 0.4, "high": 0.5, "n": 53, "accuracy": 0.3396}, {"low": 0.9, "high": 1.0, "n": 87, "accuracy": 0.8736},
+    ]}}}
+    assert measured_accuracy(card, 0.44) == (" On its 53 test images answered with 40%-50%, the model was right 34% "
+                                             "of the time.")
+    assert "87 test images" in measured_accuracy(card, 1.0)
+    assert measured_accuracy(card, 0.7) == "" and measured_accuracy({}, 0.44) == ""
+    text = uncertainty_of(entropy=1.38, threshold=1.49, referral=False, top_probability=0.44,
+                          measured=measured_accuracy(card, 0.44)).text
+    assert text.endswith("more likely wrong than right. On its 53 test images answered with 40%-50%, the model "
+                         "was right 34% of the time.")
