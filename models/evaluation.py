@@ -50,16 +50,20 @@ def quadratic_kappa(predicted: np.ndarray, labels: np.ndarray, num_classes: int)
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """sum over bins of |accuracy - confidence| weighted by the bin's share of samples, binning the
     top-label confidence into `bins` equal-width intervals (lo, hi]."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
+    return _binned_gap(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+
+
+def _binned_gap(probability: np.ndarray, outcome: np.ndarray, bins: int) -> float:
+    """sum over equal-width bins (lo, hi] of |observed frequency - mean probability|, weighted by the bin's
+    share: the ECE of any probability against its 0/1 outcomes."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    ece = 0.0
+    index = np.clip(np.searchsorted(edges, probability, side="left") - 1, 0, bins - 1)
+    gap = 0.0
     for b in range(bins):
         in_bin = index == b
         if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
+            gap += in_bin.mean() * abs(outcome[in_bin].mean() - probability[in_bin].mean())
+    return float(gap)
 
 
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -184,11 +188,4 @@ def binary_calibration(probs: np.ndarray, labels: np.ndarray, bins: int = 15) ->
     is what a reader of "effusion 30%" relies on, unlike the top-label ECE of a softmax."""
     p = np.asarray(probs, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        in_bin = index == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(y[in_bin].mean() - p[in_bin].mean())
-    return {"brier": round(float(np.mean((p - y) ** 2)), 6), "ece": round(float(ece), 6)}
+    return {"brier": round(float(np.mean((p - y) ** 2)), 6), "ece": round(_binned_gap(p, y, bins), 6)}

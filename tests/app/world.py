@@ -40,7 +40,8 @@ def bearer(user_id: int) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _fundus_case() -> Case:
+def fundus_case() -> Case:
+    """A fundus photograph with a done job, a prediction, a GradCAM and an integrated-gradients map."""
     with session_scope() as session:
         stored = factories.insert_study(
             session, data=fundus_jpeg(), source_format="jpeg", rows=64, columns=96, modality="OP",
@@ -66,7 +67,7 @@ def build(client: TestClient, make_user) -> World:  # type: ignore[no-untyped-de
         model_id = job.model_id
     coordinator = bearer(users["coordinator"].id)
     reader = bearer(users["reader"].id)
-    cases = [_fundus_case() for _ in range(3)]  # the default scheme wants a case per condition
+    cases = [fundus_case() for _ in range(3)]  # the default scheme wants a case per condition
     detail = open_study(client, coordinator, cases=cases, reader_users=[users["reader"]])
     assignment = next_assignment(client, reader, detail["id"])
     assert assignment is not None
