@@ -11,6 +11,7 @@ Shapes: `probs` (N, K) rows summing to 1; `labels` (N,) ints in [0, K).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import rankdata
@@ -142,6 +143,20 @@ def multilabel_report(probs: np.ndarray, labels: np.ndarray, names: list[str]) -
     defined = [v for v in report.values() if v is not None]
     report["auc_macro"] = round(float(np.mean(defined)), 6) if defined else None
     return report
+
+
+def bootstrap_interval(
+    probs: np.ndarray, labels: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float], *,
+    resamples: int = 2000, seed: int = 0, level: float = 0.95,
+) -> tuple[float, float]:
+    """A percentile bootstrap interval over cases of `metric(probs, labels)` (Efron and Tibshirani, 1993):
+    `resamples` draws of N cases with replacement from a generator seeded with `seed`."""
+    generator = np.random.default_rng(seed)
+    n = labels.shape[0]
+    values = [metric(probs[rows], labels[rows]) for rows in (generator.integers(0, n, n) for _ in range(resamples))]
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return round(float(low), 4), round(float(high), 4)
 
 
 def bootstrap_auc(

@@ -275,11 +275,17 @@ def served_metrics(model: nn.Module, card: ModelCard, split: ImageSplit) -> dict
     referred = np.array([result.referral for result in results])
     wrong = probs.argmax(1) != split.labels
     report = evaluation.classification_report(probs, split.labels)
+
+    def qwk(p: np.ndarray, y: np.ndarray) -> float:
+        return evaluation.quadratic_kappa(p.argmax(1), y, p.shape[1])
+
     return {
         "pipeline": f"models.preprocessing.prepare (crop {card.input.crop}), {card.uncertainty.method} with "
         f"{card.uncertainty.samples} samples, temperature {card.calibration_temperature}",
         "split": "test", "n": len(split),
         **{key: round(value, 6) for key, value in report.items()},
+        "accuracy_ci95": list(evaluation.bootstrap_interval(probs, split.labels, evaluation.accuracy)),
+        "qwk_ci95": list(evaluation.bootstrap_interval(probs, split.labels, qwk)),
         "referred_fraction": round(float(referred.mean()), 4),
         "error_kept": round(float(wrong[~referred].mean()), 4) if (~referred).any() else None,
         "error_referred": round(float(wrong[referred].mean()), 4) if referred.any() else None,
