@@ -1,6 +1,7 @@
 """The cxr-nih14 recipe and its shipped model: multilabel metrics with bootstrap intervals, a training run on a
 few real radiographs, and a minimum-quality floor through the served pipeline on the shipped test sample
-(data/nih_cxr14_test.npz: the 137 test radiographs at the model's input size). Nothing here reads ../shared."""
+(data/nih_cxr14_test.npz: the 137 test radiographs at the model's input size). Nothing here reads the shared
+data folder beside the checkout."""
 
 from __future__ import annotations
 
