@@ -3,7 +3,7 @@ and what of it a caller may see."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, selectinload
@@ -37,10 +37,13 @@ def _domain_words(card: dict) -> str:
     return str(domain.get("photometric") or domain.get("body_part") or "images").strip()
 
 
-def domain_refusals(session: Session, *, instance_ids: Sequence[int]) -> dict[int, str]:
+def domain_refusals(
+    session: Session, *, instance_ids: Sequence[int], predictions: Mapping[int, Prediction]
+) -> dict[int, str]:
     """Why the model said nothing, by image id, for the images whose newest finished job was refused by its
     model's input-domain gate (the worker records out_of_domain, ood_score and ood_threshold in the job's
-    timings): one plain sentence each. Images with a newer prediction, or none refused, are left out."""
+    timings): one plain sentence each. Images with a newer prediction in `predictions` (the caller's
+    `latest_predictions` of the same images), or none refused, are left out."""
     newest = (
         select(func.max(Job.id))
         .where(Job.instance_id.in_(instance_ids), Job.state == JobState.done)
@@ -49,9 +52,6 @@ def domain_refusals(session: Session, *, instance_ids: Sequence[int]) -> dict[in
     jobs = session.scalars(select(Job).where(Job.id.in_(newest)).options(selectinload(Job.model))).all()
     refused = {job.instance_id: job for job in jobs if job.instance_id is not None
                and (job.timings or {}).get("out_of_domain") == 1.0}
-    if not refused:
-        return {}
-    predicted = latest_predictions(session, instance_ids=list(refused))
     return {
         instance_id: (
             f"Outside this model's domain: {job.model.name} was trained on {_domain_words(job.model.card)}, and this "
@@ -59,7 +59,7 @@ def domain_refusals(session: Session, *, instance_ids: Sequence[int]) -> dict[in
             f"{job.timings.get('ood_threshold', float('nan')):.0f}). No prediction or heatmap is shown."
         )
         for instance_id, job in refused.items()
-        if instance_id not in predicted or predicted[instance_id].job_id < job.id
+        if instance_id not in predictions or predictions[instance_id].job_id < job.id
     }
 
 

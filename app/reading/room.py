@@ -105,11 +105,11 @@ def _top_probability(prediction: Prediction) -> float | None:
 
 
 def _referral_rule(card: dict) -> str:
-    """How the card says the referral threshold was set, in one sentence, if it says."""
-    referral = (card.get("metrics") or {}).get("referral") or {}
-    fraction = referral.get("referred_fraction")
-    if isinstance(fraction, int | float) and "percentile" in str(referral.get("rule", "")):
-        return f"The threshold was set on validation images to refer the most uncertain {fraction:.0%} of them."
+    """What the card measured of its referral threshold, in one sentence, if it did (metrics.referral: the
+    threshold is fitted on validation images; `referred_fraction` is the share of test images it refers)."""
+    fraction = ((card.get("metrics") or {}).get("referral") or {}).get("referred_fraction")
+    if isinstance(fraction, int | float):
+        return f"The threshold was fitted on validation images; it refers {fraction:.0%} of the test images."
     return ""
 
 
@@ -127,6 +127,7 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
         return labels[index] if 0 <= index < len(labels) else str(index)
 
     ranks = method_ranking(prediction.model.card)
+    top_probability = _top_probability(prediction)
     # The best-ranked method first, so the reading room opens on it; unranked methods after, by name.
     heatmaps = sorted(
         prediction.heatmaps, key=lambda row: (ranks.get(row.method, len(ranks) + 1), row.method, row.target_class)
@@ -148,9 +149,9 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
             entropy=prediction.predictive_entropy,
             threshold=prediction.model.uncertainty_threshold,
             referral=prediction.referral,
-            top_probability=_top_probability(prediction),
+            top_probability=top_probability,
             rule=_referral_rule(prediction.model.card),
-            measured=measured_accuracy(prediction.model.card, _top_probability(prediction)),
+            measured=measured_accuracy(prediction.model.card, top_probability),
         ),
         heatmaps=[
             HeatmapInfo(
@@ -196,7 +197,9 @@ def reading_view(
         .order_by(Series.number.nulls_last(), Series.id, Instance.number.nulls_last(), Instance.id)
     ).all()
     predictions = predictions_service.latest_predictions(session, instance_ids=[instance.id for instance, _ in rows])
-    refusals = predictions_service.domain_refusals(session, instance_ids=[instance.id for instance, _ in rows])
+    refusals = predictions_service.domain_refusals(
+        session, instance_ids=[instance.id for instance, _ in rows], predictions=predictions
+    )
     heatmap_ids = [heatmap.id for prediction in predictions.values() for heatmap in prediction.heatmaps]
     rated = reading_service.rated_heatmaps(session, reader_id=reader_id, heatmap_ids=heatmap_ids)
     instances = [

@@ -147,3 +147,11 @@ def test_the_measured_accuracy_of_a_probability_band_is_quoted():
                           measured=measured_accuracy(card, 0.44)).text
     assert text.endswith("more likely wrong than right. On its 53 test images answered with 40%-50%, the model "
                          "was right 34% of the time.")
+
+
+def test_the_referral_rule_quotes_what_the_card_measured():
+    from app.reading.room import _referral_rule
+
+    card = {"metrics": {"referral": {"referred_fraction": 0.2125, "threshold": 1.488106}}}
+    assert _referral_rule(card) == "The threshold was fitted on validation images; it refers 21% of the test images."
+    assert _referral_rule({"metrics": {}}) == "" and _referral_rule({}) == ""
