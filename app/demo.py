@@ -11,7 +11,7 @@ from app.ai_models import sync as models_sync
 from app.auth import service as auth_service
 from app.db import session_scope
 from app.ingest import service as ingest_service
-from app.tables import Role, User
+from app.tables import JobPriority, Role, User
 
 
 def login_works(*, email: str, password: str) -> bool:
@@ -26,7 +26,8 @@ def login_works(*, email: str, password: str) -> bool:
 
 
 def load(*, demo_dir: Path, email: str, password: str) -> Iterator[str]:
-    """Idempotent: running it twice adds nothing new (duplicates are recognised by UID + sha256)."""
+    """Idempotent: running it twice adds nothing new (duplicates are recognised by UID + sha256). The demo's
+    jobs run at the lowest priority: a newcomer's first upload does not wait for them."""
     yield f"models registered: {models_sync.sync_now()}"
     with session_scope() as session:
         if session.scalar(select(User).where(User.email == email)) is None:
@@ -34,4 +35,4 @@ def load(*, demo_dir: Path, email: str, password: str) -> Iterator[str]:
             yield f"demo user {email} created"
     for path in sorted(demo_dir.glob("*")):
         if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in {".dcm", ".jpg", ".png"}:
-            yield f"{path.name}: {ingest_service.import_path(path)}"
+            yield f"{path.name}: {ingest_service.import_path(path, priority=JobPriority.demo)}"

@@ -1,5 +1,7 @@
 """The compute of a batch of jobs, without the database: their inputs stacked, one uncertainty estimate and one
-explanation bundle for the stack (each row with its own target), the results split back per job.
+explanation bundle for the stack (each row with its own target), the results split back per job. In steps the
+worker stores one by one (workers/stages.py): `predict`, `explain_maps` of some methods, `score_maps`;
+`compute` runs them in one go.
 
 Each job gets what it would get alone, up to floating-point rounding of the batched passes: the estimate samples
 MC dropout per row (`uncertainty.estimate_batch`), the maps and their scores are taken row by row, and the
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from torch import nn
 from models import ood, uncertainty
 from models.card import ModelCard
 from models.explain.bundle import Bundle, explain_bundle
-from models.explain.metrics import cheap_scores
+from models.explain.metrics import cheap_scores_of_maps
 from models.preprocessing import InputRegion, to_image_space
 
 # Methods that draw their noise, baselines or feature orders for the whole batch at once (one generator run
@@ -40,7 +42,9 @@ class Prepared:
 
 @dataclass(frozen=True)
 class StoredMap:
-    """One method's map in the image's frame, with its provenance and cheap faithfulness scores."""
+    """One method's map in the image's frame, with its provenance and scores: at first only what the method
+    itself gives (integrated gradients' convergence delta), the cheap faithfulness scores once `score_maps`
+    has run."""
 
     method: str
     array: np.ndarray
@@ -50,10 +54,29 @@ class StoredMap:
 
 
 @dataclass(frozen=True)
+class Predicted:
+    """One input's uncertainty estimate and the class its maps explain (`target`, named `label`): the class
+    predicted now, or the earlier prediction's when maps are added to it."""
+
+    estimate: uncertainty.UncertaintyResult
+    target: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Explained:
+    """One input's maps of some methods, in the image's frame (`maps`) and over the network input
+    (`attributions`, kept for the scores)."""
+
+    maps: list[StoredMap]
+    attributions: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
 class Computed:
     """One job's results: the class its maps explain (`target`, `label`); `timings`, the batch's (shared)
-    predict_s, explain_s and seconds per method, and batch_size. A map's own `seconds` is its method's batch
-    time divided by the batch size."""
+    predict_s, explain_s, scores_s and seconds per method, and batch_size. A map's own `seconds` is its
+    method's batch time divided by the batch size."""
 
     estimate: uncertainty.UncertaintyResult
     target: int
@@ -78,36 +101,65 @@ def compute(
     *,
     on_progress: Callable[[int], None] = lambda _: None,
 ) -> list[Computed]:
-    """Predict and explain the inputs (same card, so the same input size) as one batch; one result per input."""
-    x = torch.cat([item.x for item in inputs])
-    mark = time.perf_counter()
-    estimates = uncertainty.estimate_batch(model, x, card)
-    predict_s = time.perf_counter() - mark
+    """Predict, explain and score the inputs (same card, so the same input size) as one batch, in one go; one
+    result per input. The worker runs the same steps as stages, storing after each (workers/pipeline.py)."""
+    predicted, predict_s = predict(model, card, inputs)
     on_progress(50)
+    explained, timings = explain_maps(model, card, inputs, [p.target for p in predicted], methods)
+    on_progress(80)
+    mark = time.perf_counter()
+    scored = [score_maps(model, item, p.target, e) for item, p, e in zip(inputs, predicted, explained, strict=True)]
+    timings = {"batch_size": len(inputs), "predict_s": predict_s, **timings,
+               "scores_s": time.perf_counter() - mark}
+    return [Computed(p.estimate, p.target, p.label, maps, dict(timings))
+            for p, maps in zip(predicted, scored, strict=True)]
 
+
+def predict(model: nn.Module, card: ModelCard, inputs: list[Prepared]) -> tuple[list[Predicted], float]:
+    """The uncertainty estimate of each input (MC dropout sampled per row) and the class to explain; seconds."""
+    mark = time.perf_counter()
+    estimates = uncertainty.estimate_batch(model, torch.cat([item.x for item in inputs]), card)
     chosen = [
         int(torch.argmax(estimate.probabilities)) if item.earlier_target is None else item.earlier_target
         for estimate, item in zip(estimates, inputs, strict=True)
     ]
-    targets = torch.tensor(chosen, device=x.device)
-    bundle = explain(model, x, targets, methods, card)
-    on_progress(80)
-    timings: dict[str, float] = {
-        "batch_size": len(inputs),
-        "predict_s": predict_s,
+    predicted = [Predicted(estimate, target, card.labels[target]) for estimate, target in zip(estimates, chosen,
+                                                                                               strict=True)]
+    return predicted, time.perf_counter() - mark
+
+
+def explain_maps(
+    model: nn.Module, card: ModelCard, inputs: list[Prepared], targets: list[int], methods: list[str]
+) -> tuple[list[Explained], dict[str, float]]:
+    """The methods' maps of each input for its target, as one bundle; timings: seconds per method and
+    explain_s (the bundle's), resample_s (onto the images' frames)."""
+    if not methods:
+        return [Explained([], {}) for _ in inputs], {}
+    x = torch.cat([item.x for item in inputs])
+    target = torch.tensor(targets, device=x.device)
+    bundle = explain(model, x, target, methods, card)
+    mark = time.perf_counter()
+    explained = []
+    for row, item in enumerate(inputs):
+        attributions = {name: bundle[name][row : row + 1].detach() for name in methods}
+        maps = [_stored_map(name, attributions[name], bundle, row, item.region, card, x.shape[0]) for name in methods]
+        explained.append(Explained(maps, attributions))
+    timings = {
         **{f"{name}_s": seconds for name, seconds in bundle.seconds.items() if name != "total"},
         "explain_s": bundle.seconds["total"],
+        "resample_s": time.perf_counter() - mark,
     }
-    return [
-        Computed(
-            estimates[row],
-            chosen[row],
-            card.labels[chosen[row]],
-            [_stored_map(name, bundle, model, x, targets, row, inputs[row].region, card) for name in methods],
-            dict(timings),
-        )
-        for row in range(len(inputs))
-    ]
+    return explained, timings
+
+
+def score_maps(model: nn.Module, item: Prepared, target: int, explained: Explained) -> list[StoredMap]:
+    """The maps with their cheap faithfulness scores (`models.explain.metrics.cheap_scores_of_maps`, on the
+    job's own row: the scores average over the rows they are given) added to what they held."""
+    if not explained.maps:
+        return []
+    maps: dict[str | None, torch.Tensor] = {name: a for name, a in explained.attributions.items()}
+    scores = cheap_scores_of_maps(model, item.x, torch.tensor([target], device=item.x.device), maps)
+    return [replace(stored, scores={**stored.scores, **scores[stored.method]}) for stored in explained.maps]
 
 
 def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, methods: list[str], card: ModelCard) -> Bundle:
@@ -126,27 +178,13 @@ def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, methods: li
 
 
 def _stored_map(
-    name: str,
-    bundle: Bundle,
-    model: nn.Module,
-    x: torch.Tensor,
-    targets: torch.Tensor,
-    row: int,
-    region: InputRegion,
-    card: ModelCard,
+    name: str, attribution: torch.Tensor, bundle: Bundle, row: int, region: InputRegion, card: ModelCard, rows: int
 ) -> StoredMap:
-    rows = slice(row, row + 1)
-    attribution = bundle[name][rows].detach()
-    # Scored on the job's own row: cheap_scores averages over the rows it is given.
-    scores = cheap_scores(model, x[rows], targets[rows], attribution, method=name)
-    stored_scores = {key: float(value) for key, value in scores.items()}
-    if name in bundle.deltas:
-        stored_scores["convergence_delta"] = float(bundle.deltas[name][row])
+    scores = {"convergence_delta": float(bundle.deltas[name][row])} if name in bundle.deltas else {}
     # Stored in the image's own frame (aspect kept, at most 512 px) so that any viewer can overlay it.
     on_image = to_image_space(attribution, region)[0, 0].cpu().numpy()
     parameters = {
         "input_size": list(card.input.size),
         "region": [region.top, region.left, region.height, region.width],
     }
-    seconds = bundle.seconds.get(name, 0.0) / x.shape[0]
-    return StoredMap(name, on_image, parameters, stored_scores, seconds)
+    return StoredMap(name, on_image, parameters, scores, bundle.seconds.get(name, 0.0) / rows)

@@ -32,7 +32,7 @@ from app.ingest.errors import IngestError
 from app.ingest.files import Candidate, SeriesInfo, StudyInfo, inspect_file
 from app.jobs import service as jobs_service
 from app.storage import get_blob_store
-from app.tables import Instance, Series, Study
+from app.tables import Instance, JobPriority, Series, Study
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +115,12 @@ def ingest_upload(
     user_id: int | None,
     origin: ImageOrigin | None = None,
     ip: str = "",
+    priority: JobPriority | None = None,
 ) -> IngestResult:
     """Read the uploaded files (within the size cap) and ingest them as one unit."""
     try:
         uploads = read_uploads(files=files, max_bytes=get_settings().max_upload_bytes)
-        return ingest(session, uploads=uploads, user_id=user_id, origin=origin, ip=ip)
+        return ingest(session, uploads=uploads, user_id=user_id, origin=origin, ip=ip, priority=priority)
     except IngestError as exc:
         logger.info("upload refused (%s): %s", exc.status, exc.reason)
         raise
@@ -145,9 +146,10 @@ def read_uploads(*, files: Sequence[tuple[str | None, BinaryIO]], max_bytes: int
 
 def ingest(
     session: Session, *, uploads: Sequence[Upload], user_id: int | None, origin: ImageOrigin | None = None,
-    ip: str = "",
+    ip: str = "", priority: JobPriority | None = None,
 ) -> IngestResult:
-    """Check every file, then store blobs and rows, plan jobs and audit, per study."""
+    """Check every file, then store blobs and rows, plan jobs and audit, per study. The jobs' priority: as
+    given, else interactive for a signed-in user's upload and batch for an import without one."""
     if not uploads:
         raise IngestError(400, "no files in the upload")
     stated = (origin or ImageOrigin()).checked()
@@ -162,6 +164,9 @@ def ingest(
     _store_previews(candidates)
     stored = _add_rows(session, candidates=new, keys=keys, user_id=user_id)
     outcomes: dict[int, StudyOutcome] = {}
+    job_priority = priority if priority is not None else (
+        JobPriority.interactive if user_id is not None else JobPriority.batch
+    )
     for candidate in candidates:
         is_duplicate = candidate.sha256 in duplicates
         instance = duplicates[candidate.sha256] if is_duplicate else stored[candidate.sha256]
@@ -169,7 +174,11 @@ def ingest(
         outcomes.setdefault(study.id, StudyOutcome(study=study)).instances.append((instance, is_duplicate))
     for outcome in outcomes.values():
         created = [instance for instance, is_duplicate in outcome.instances if not is_duplicate]
-        jobs = jobs_service.plan_jobs(session, study_id=outcome.study.id, instances=created) if created else []
+        jobs = (
+            jobs_service.plan_jobs(session, study_id=outcome.study.id, instances=created, priority=job_priority)
+            if created
+            else []
+        )
         outcome.job_ids = [job.id for job in jobs]
         audit_service.record(
             session,
@@ -191,11 +200,13 @@ def _store_previews(candidates: list[Candidate]) -> None:
             ingest_previews.store_preview(sha256=candidate.sha256, png=candidate.preview)
 
 
-def import_path(path: Path, *, origin: ImageOrigin | None = None) -> str:
+def import_path(path: Path, *, origin: ImageOrigin | None = None, priority: JobPriority = JobPriority.batch) -> str:
     """Import one file for `lumen import`; a one-line outcome ("stored ...", "duplicate ...", "refused: ...")."""
     try:
         with path.open("rb") as handle, session_scope() as session:
-            result = ingest_upload(session, files=[(path.name, handle)], user_id=None, origin=origin)
+            result = ingest_upload(
+                session, files=[(path.name, handle)], user_id=None, origin=origin, priority=priority
+            )
             outcome = result.studies[0]
             instance, duplicate = outcome.instances[0]
             line = (

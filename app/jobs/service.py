@@ -17,7 +17,7 @@ from app.ai_models import routing
 from app.config import get_settings
 from app.errors import Invalid, NotFound
 from app.jobs import limits
-from app.tables import AiModel, Instance, Job, JobState, Role
+from app.tables import AiModel, Instance, Job, JobPriority, JobState, Role
 from models.explain.names import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
@@ -28,9 +28,11 @@ def model_for_modality(session: Session, *, modality: str, body_part: str = "") 
     return routing.automatic_model(session, modality=modality, body_part=body_part)
 
 
-def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> list[Job]:
+def plan_jobs(
+    session: Session, *, study_id: int, instances: list[Instance], priority: JobPriority = JobPriority.batch
+) -> list[Job]:
     """One job per instance that a model served automatically applies to (by modality and body part), sent to
-    the workers once the session commits.
+    the workers once the session commits, with this priority (an upload by a signed-in user: interactive).
 
     Instances no such model takes get no job: the study shows "no model for this modality".
     """
@@ -40,7 +42,8 @@ def plan_jobs(session: Session, *, study_id: int, instances: list[Instance]) -> 
         if model is not None:
             jobs.append(
                 _new_job(
-                    session, study_id=study_id, instance=instance, model=model, methods=get_settings().default_methods
+                    session, study_id=study_id, instance=instance, model=model,
+                    methods=get_settings().default_methods, priority=priority,
                 )
             )
     return jobs
@@ -63,15 +66,16 @@ def request_explanations(
     limits.check(session, methods=methods, user_id=user_id, role=role)
     return _new_job(
         session, study_id=instance.series.study_id, instance=instance, model=model,
-        methods=list(dict.fromkeys(methods)), requested_by_id=user_id,
+        methods=list(dict.fromkeys(methods)), requested_by_id=user_id, priority=JobPriority.interactive,
     )
 
 
 def _new_job(
     session: Session, *, study_id: int, instance: Instance, model: AiModel, methods: list[str],
-    requested_by_id: int | None = None,
+    priority: JobPriority, requested_by_id: int | None = None,
 ) -> Job:
     job = Job(
+        priority=int(priority),
         study_id=study_id,
         instance_id=instance.id,
         model_id=model.id,
@@ -158,10 +162,11 @@ def claim(session: Session, *, job_id: int, worker: str) -> bool:
 def co_claim(session: Session, *, job_id: int, worker: str, limit: int) -> list[int]:
     """Claim up to `limit` more jobs to run in one batch with `job_id`, which this worker has just claimed.
 
-    Taken, oldest first: `queued` jobs never tried (a job that failed before runs alone, so it cannot spoil a
-    batch) of the same model, methods list and queue, with an instance. Only a job on its first attempt
-    gathers others. Rows another worker is claiming meanwhile are skipped, not waited for (no deadlock between
-    two workers gathering each other's jobs). Their own tasks arrive later and find them taken: skipped.
+    Taken, most urgent then oldest first, none less urgent than the lead: `queued` jobs never tried (a job that
+    failed before runs alone, so it cannot spoil a batch) of the same model, methods list and queue, with an
+    instance. Only a job on its first attempt gathers others. Rows another worker is claiming meanwhile are
+    skipped, not waited for (no deadlock between two workers gathering each other's jobs). Their own tasks
+    arrive later and find them taken: skipped.
     Returns the ids claimed.
     """
     if limit <= 0:
@@ -178,14 +183,41 @@ def co_claim(session: Session, *, job_id: int, worker: str, limit: int) -> list[
             Job.instance_id.is_not(None),
             Job.model_id == lead.model_id,
             Job.queue == lead.queue,
+            Job.priority <= lead.priority,
             # The JSON lists as stored: the same list written by this app is the same text.
             cast(Job.methods, Text) == cast(lead.methods, Text),
         )
-        .order_by(Job.created_at, Job.id)
+        .order_by(Job.priority, Job.created_at, Job.id)
         .limit(limit)
         .with_for_update(of=Job, skip_locked=True)
     ).all()
     return [candidate for candidate in candidates if claim(session, job_id=candidate, worker=worker)]
+
+
+def claim_more_urgent(session: Session, *, than: int, worker: str) -> int | None:
+    """Claim the most urgent queued job of the same queue that is more urgent than job `than` (a lower
+    `priority`), oldest first; its id, or None when none waits.
+
+    The broker delivers in the order jobs were sent; this makes a worker take a newcomer's upload before the
+    demo's backlog (or between the stages of a demo job: workers/pipeline.py). The job's own message arrives
+    later and finds it taken. Rows another worker is claiming are skipped, not waited for.
+    """
+    reference = session.execute(select(Job.priority, Job.queue).where(Job.id == than)).one_or_none()
+    if reference is None:
+        return None
+    candidates = session.scalars(
+        select(Job.id)
+        .where(
+            Job.state == JobState.queued,
+            Job.queue == reference.queue,
+            Job.priority < reference.priority,
+            Job.instance_id.is_not(None),
+        )
+        .order_by(Job.priority, Job.created_at, Job.id)
+        .limit(3)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return next((candidate for candidate in candidates if claim(session, job_id=candidate, worker=worker)), None)
 
 
 def touch(session: Session, *, claims: list[Claim]) -> list[int]:
@@ -212,6 +244,19 @@ def set_progress(session: Session, *, claim: Claim, progress: int) -> None:
         .values(progress=max(0, min(100, progress)), heartbeat_at=datetime.now(UTC))
         .execution_options(synchronize_session=False)
     )
+
+
+def advance(session: Session, *, claim: Claim, progress: int) -> bool:
+    """Show how far the job is, if this claim still holds it; False if it lost it (the caller then stores
+    nothing). Like `finish`, the row stays locked until the caller's transaction commits what it stores with it:
+    a job's results appear stage by stage (workers/pipeline.py), each under the claim."""
+    result = session.execute(
+        update(Job)
+        .where(_held(claim))
+        .values(progress=max(0, min(100, progress)), heartbeat_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
 
 
 def finish(session: Session, *, claim: Claim, timings: dict[str, float]) -> bool:

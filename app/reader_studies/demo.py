@@ -23,7 +23,7 @@ from app.ingest import service as ingest_service
 from app.reader_studies import reference
 from app.reader_studies import service as study_service
 from app.reader_studies.schemas import ReaderStudyIn
-from app.tables import ReaderStudy, Role, User
+from app.tables import JobPriority, ReaderStudy, Role, User
 
 DEMO_STUDY_NAME = "Demo: DR grading with and without AI assistance (RetinaMNIST test)"
 PER_GRADE = 8
@@ -53,7 +53,8 @@ def _import_cases(npz: Path) -> list[tuple[int, int]]:
         for index in _selection(labels):
             upload = ingest_service.Upload(f"retinamnist-test-{index:03d}.png", _png(images[index]))
             result = ingest_service.ingest(
-                session, uploads=[upload], user_id=None, origin=ingest_service.ImageOrigin("OP", "EYE")
+                session, uploads=[upload], user_id=None, origin=ingest_service.ImageOrigin("OP", "EYE"),
+                priority=JobPriority.demo,
             )
             cases.append((result.studies[0].study.id, int(labels[index])))
     return cases

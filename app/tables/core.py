@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -39,6 +40,18 @@ class JobState(StrEnum):
     running = "running"
     done = "done"
     failed = "failed"
+
+
+class JobPriority(IntEnum):
+    """Which queued job a worker takes first: the lower, the sooner (app.jobs.service.claim_more_urgent).
+
+    A signed-in user's upload or request waits for no batch work; imports from the command line come next;
+    the demo's jobs only run when nobody waits.
+    """
+
+    interactive = 0
+    batch = 5
+    demo = 9
 
 
 class AiState(StrEnum):
@@ -200,6 +213,8 @@ class AiModel(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # The worker's look for the most urgent queued job of its queue (app.jobs.service.claim_more_urgent).
+    __table_args__ = (Index("ix_jobs_queue_order", "state", "queue", "priority", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
@@ -208,6 +223,9 @@ class Job(Base):
     methods: Mapped[list[str]] = mapped_column(JSON)
     queue: Mapped[str] = mapped_column(String(16), default="gpu")
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.queued, index=True)
+    # A JobPriority value; the worker takes the most urgent queued job first, and between the stages of a job
+    # it runs a more urgent one that arrived meanwhile (workers/pipeline.py).
+    priority: Mapped[int] = mapped_column(Integer, default=JobPriority.batch, server_default="5")
     progress: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")

@@ -264,25 +264,50 @@ def cheap_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, attrib
     sparsity_gini, target_probability, and completeness_delta (|delta| / |f(x) - f(baseline)|) only for a
     method in `COMPLETE_METHODS` or when `method` is None.
     """
+    return cheap_scores_of_maps(model, x, target, {method: attribution}, steps=steps, baseline=baseline)[method]
+
+
+def cheap_scores_of_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                         maps: dict[str | None, torch.Tensor], *, steps: int = 8,
+                         baseline: float = 0.0) -> dict[str | None, dict[str, float]]:
+    """`cheap_scores` of several methods' maps of the same rows, keyed like `maps` (method name -> map; None
+    scores as a method of unknown completeness), from one set of forwards: x and the baseline input are shared
+    by all maps, so n maps take 2 + 2 * (steps - 1) * n rows instead of 2 * steps * n, in the fewest batches
+    memory allows (on a CPU each pass has a fixed cost: eight maps' scores in eight calls took longer than the
+    maps themselves). Equal to `cheap_scores` of each map up to the rounding of larger batches."""
     b, c, *spatial = x.shape
     base = torch.full_like(x, baseline)
+    inner = steps - 1
+    names = list(maps)
+    perturbed = [_perturbed_inputs(x, base, maps[name], steps) for name in names]
+    inputs = torch.cat([x.unsqueeze(1), *perturbed, base.unsqueeze(1)], dim=1)
+    logits = forward_rows(model, inputs.reshape(-1, c, *spatial)).view(b, inputs.shape[1], -1)
+    index = target.view(b, 1, 1).expand(-1, inputs.shape[1], 1)
+    picked = logits.gather(2, index)[..., 0]
+    probs = logits.softmax(2).gather(2, index)[..., 0]
+    scores: dict[str | None, dict[str, float]] = {}
+    for number, name in enumerate(names):
+        first = 1 + 2 * inner * number
+        deletion = torch.cat([probs[:, :1], probs[:, first:first + inner], probs[:, -1:]], 1)
+        insertion = torch.cat([probs[:, -1:], probs[:, first + inner:first + 2 * inner], probs[:, :1]], 1)
+        attribution = maps[name]
+        scores[name] = {"deletion_auc": float(auc(deletion).mean()), "insertion_auc": float(auc(insertion).mean()),
+                        "sparsity_gini": float(sparsity(attribution).mean()),
+                        "target_probability": float(probs[:, 0].mean())}
+        if name is None or name in COMPLETE_METHODS:
+            delta = picked[:, 0] - picked[:, -1]
+            gap = (_flat(attribution).sum(1) - delta).abs() / delta.abs().clamp(min=1e-12)
+            scores[name]["completeness_delta"] = float(gap.mean())
+    return scores
+
+
+def _perturbed_inputs(x: torch.Tensor, base: torch.Tensor, attribution: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, 2 * (steps - 1), C, *spatial): the deletion inputs at the inner steps, then the insertion inputs."""
+    b, c, *spatial = x.shape
     rank = torch.empty_like(_order(attribution))
     rank.scatter_(1, _order(attribution), torch.arange(rank.shape[1], device=x.device).expand(b, -1))
     counts = torch.round(torch.linspace(0, rank.shape[1], steps + 1, device=x.device)).long()[1:-1]
     # Deletion keeps the pixels ranked >= count; insertion keeps those ranked < count.
     deleted = (rank.unsqueeze(1) < counts.view(1, -1, 1)).view(b, -1, 1, *spatial)
-    inputs = torch.cat([x.unsqueeze(1), torch.where(deleted, base.unsqueeze(1), x.unsqueeze(1)),
-                        torch.where(deleted, x.unsqueeze(1), base.unsqueeze(1)), base.unsqueeze(1)], dim=1)
-    logits = forward_rows(model, inputs.reshape(-1, c, *spatial)).view(b, inputs.shape[1], -1)
-    picked = logits.gather(2, target.view(b, 1, 1).expand(-1, inputs.shape[1], 1))[..., 0]
-    probs = logits.softmax(2).gather(2, target.view(b, 1, 1).expand(-1, inputs.shape[1], 1))[..., 0]
-    inner = steps - 1
-    deletion = torch.cat([probs[:, :1], probs[:, 1:1 + inner], probs[:, -1:]], 1)
-    insertion = torch.cat([probs[:, -1:], probs[:, 1 + inner:1 + 2 * inner], probs[:, :1]], 1)
-    scores = {"deletion_auc": float(auc(deletion).mean()), "insertion_auc": float(auc(insertion).mean()),
-              "sparsity_gini": float(sparsity(attribution).mean()), "target_probability": float(probs[:, 0].mean())}
-    if method is None or method in COMPLETE_METHODS:
-        delta = picked[:, 0] - picked[:, -1]
-        gap = (_flat(attribution).sum(1) - delta).abs() / delta.abs().clamp(min=1e-12)
-        scores["completeness_delta"] = float(gap.mean())
-    return scores
+    return torch.cat([torch.where(deleted, base.unsqueeze(1), x.unsqueeze(1)),
+                      torch.where(deleted, x.unsqueeze(1), base.unsqueeze(1))], dim=1)

@@ -221,18 +221,18 @@ def test_a_job_running_in_another_batch_is_skipped_by_its_own_task() -> None:
 
 
 def test_when_the_batch_fails_each_job_runs_alone_and_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_compute = batch.compute
+    real_predict = batch.predict
     alone_calls: list[int] = []
 
-    def compute(model, card, inputs, methods, **kwargs):  # type: ignore[no-untyped-def]
+    def predict(model, card, inputs):  # type: ignore[no-untyped-def]
         if len(inputs) > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         alone_calls.append(1)
         if len(alone_calls) == 2:
             raise RuntimeError("this image breaks the network (simulated)")
-        return real_compute(model, card, inputs, methods, **kwargs)
+        return real_predict(model, card, inputs)
 
-    monkeypatch.setattr(batch, "compute", compute)
+    monkeypatch.setattr(batch, "predict", predict)
     jobs = [_queued_job(_photo(variant)) for variant in range(3)]
     assert pipeline.run_job(jobs[0], worker="batcher") == pipeline.Outcome.done
     first, broken, third = (_job(job_id) for job_id in jobs)
@@ -277,15 +277,15 @@ def test_a_long_compute_keeps_its_jobs_from_being_taken_for_abandoned(monkeypatc
     # A stale limit shorter than the compute: without the heartbeat another worker could claim the jobs.
     monkeypatch.setattr(get_settings(), "stale_job_seconds", 2)
     first, second = _queued_job(_photo(0)), _queued_job(_photo(1))
-    real_compute, seen = batch.compute, []
+    real_predict, seen = batch.predict, []
 
-    def slow_compute(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def slow_predict(*args, **kwargs):  # type: ignore[no-untyped-def]
         time.sleep(3.5)  # past the stale limit, beating every 0.5 s
         with session_scope() as session:
             seen.extend(jobs_service.claim(session, job_id=job_id, worker="thief") for job_id in (first, second))
-        return real_compute(*args, **kwargs)
+        return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "compute", slow_compute)
+    monkeypatch.setattr(batch, "predict", slow_predict)
     assert pipeline.run_job(first, worker="slow") == pipeline.Outcome.done
     assert seen == [False, False]
     assert {_job(job_id).worker for job_id in (first, second)} == {"slow"}

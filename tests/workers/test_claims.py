@@ -52,9 +52,9 @@ def _row(job_id: int) -> tuple[JobState, int, str]:
 
 def test_a_worker_that_lost_its_job_mid_compute_stores_nothing(monkeypatch) -> None:
     job_id = _queued_job()
-    real_compute, swept = batch.compute, []
+    real_predict, swept = batch.predict, []
 
-    def compute_while_the_job_is_taken_over(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def predict_while_the_job_is_taken_over(*args, **kwargs):  # type: ignore[no-untyped-def]
         # As if this worker had stalled (the database away) past the stale limit: the sweeper takes the job back
         # and another worker claims it, before this one comes back with its results.
         _silent(job_id)
@@ -62,16 +62,16 @@ def test_a_worker_that_lost_its_job_mid_compute_stores_nothing(monkeypatch) -> N
             swept.append(jobs_service.resend_stale(session))
         with session_scope() as session:
             assert jobs_service.claim(session, job_id=job_id, worker="celery@next")
-        return real_compute(*args, **kwargs)
+        return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "compute", compute_while_the_job_is_taken_over)
+    monkeypatch.setattr(batch, "predict", predict_while_the_job_is_taken_over)
     assert pipeline.run_job(job_id, worker="celery@stalled") == pipeline.Outcome.skipped
     assert job_id in swept[0].requeued
     assert _row(job_id) == (JobState.running, 2, "celery@next")  # not finished by the stalled worker
     assert _results(job_id) == (0, [])
 
     # celery@next dies in turn; the third attempt does the job, once.
-    monkeypatch.setattr(batch, "compute", real_compute)
+    monkeypatch.setattr(batch, "predict", real_predict)
     _silent(job_id)
     with session_scope() as session:
         assert job_id in jobs_service.resend_stale(session).requeued

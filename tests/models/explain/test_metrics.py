@@ -110,3 +110,22 @@ def test_cheap_scores_split_into_the_batches_memory_allows_and_agree() -> None:
         handle.remove()
     assert max(calls) <= 5 and sum(calls) == 2 * 16
     assert split == pytest.approx(whole, rel=1e-5, abs=1e-7)
+
+
+def test_the_scores_of_several_maps_share_one_set_of_forwards_and_equal_each_maps_own() -> None:
+    model = NETS["densenet"](spatial_dims=2)
+    x, target = random_input(1, spatial_dims=2, size=16), torch.tensor([1])
+    generator = torch.Generator().manual_seed(1)
+    maps = {name: torch.randn(1, 1, 16, 16, generator=generator)
+            for name in ("gradient", "integrated_gradients", "gradcam")}
+    alone = {name: metrics.cheap_scores(model, x, target, a, method=name) for name, a in maps.items()}
+    calls = []
+    handle = model.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    try:
+        together = metrics.cheap_scores_of_maps(model, x, target, dict(maps))
+    finally:
+        handle.remove()
+    assert sum(calls) == 2 + 3 * 2 * 7  # x and the baseline once, 14 perturbed rows per map
+    for name in maps:
+        assert together[name] == pytest.approx(alone[name], rel=1e-5, abs=1e-7)
+    assert "completeness_delta" in together["integrated_gradients"] and "completeness_delta" not in together["gradcam"]

@@ -1,0 +1,255 @@
+"""A claimed job's compute in stages, each stored as soon as it is done, so that a reader sees the first
+answer in seconds and the rest as it comes (progressive results):
+
+1. prediction: the uncertainty estimate and the class, stored as the job's Prediction;
+2. fast maps: the single-pass methods of the job (`models.explain.bundle.SINGLE_PASS`: gradients, CAMs,
+   guided backprop...), stored as Heatmaps without faithfulness scores;
+3. slow maps: the others (integrated gradients, perturbation and sampling methods), stored the same way;
+4. scores: the cheap faithfulness scores of every map (`batch.score_maps`), written into the maps' rows as
+   the job is finished.
+
+Each stage's store is its own transaction under the job's claim (`jobs_service.advance`, `finish`): a worker
+that lost its job stores nothing more. A retried job finds what an earlier attempt stored and adds only what
+is missing. Between stages the worker runs any queued job more urgent than these (`pipeline.serve_urgent`),
+so a newcomer's upload waits for at most one stage of a demo job. A batch's stage that fails is run again for
+each job alone, from that stage on, so that one job cannot fail the others.
+
+Every job's `timings` hold the stages' seconds, and at the end `compute_s` (the network's work: gate,
+prediction, maps, scores), `overhead_s` (everything else the job took: decode, prepare, stores, progress) and
+`urgent_s` (time lent to more urgent jobs, in neither).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from app.db import session_scope
+from app.jobs import service as jobs_service
+from models.card import ModelCard
+from models.explain.bundle import SINGLE_PASS
+from workers import batch, storing
+from workers.storing import JobWork, Outcome
+
+logger = logging.getLogger(__name__)
+
+# Seconds in a job's timings that are the network's work; the rest of `total_s` (but `urgent_s`) is overhead.
+COMPUTE_TIMINGS = ("ood_s", "predict_s", "explain_s", "resample_s", "scores_s")
+
+
+@dataclass
+class Running:
+    """A job going through the stages: what it has computed so far, and its own timings."""
+
+    work: JobWork
+    prepared: batch.Prepared
+    timings: dict[str, float]
+    predicted: batch.Predicted | None = None
+    explained: list[batch.Explained] = field(default_factory=list)
+
+    @property
+    def job_id(self) -> int:
+        return self.work.job_id
+
+
+def fast_and_slow(methods: list[str]) -> tuple[list[str], list[str]]:
+    """The job's methods in two stages: single-pass ones first, in the job's order, then the others."""
+    return [m for m in methods if m in SINGLE_PASS], [m for m in methods if m not in SINGLE_PASS]
+
+
+def _predict(model: torch.nn.Module, card: ModelCard, jobs: list[Running]) -> None:
+    predicted, seconds = batch.predict(model, card, [job.prepared for job in jobs])
+    for job, result in zip(jobs, predicted, strict=True):
+        job.predicted = result
+        _add(job.timings, {"batch_size": len(jobs), "predict_s": seconds})
+
+
+def _explain(model: torch.nn.Module, card: ModelCard, jobs: list[Running], methods: list[str]) -> None:
+    if not methods:
+        return
+    targets = [job.predicted.target for job in jobs if job.predicted is not None]
+    explained, timings = batch.explain_maps(model, card, [job.prepared for job in jobs], targets, methods)
+    for job, result in zip(jobs, explained, strict=True):
+        job.explained.append(result)
+        _add(job.timings, timings)
+
+
+def _explain_fast(model: torch.nn.Module, card: ModelCard, jobs: list[Running]) -> None:
+    _explain(model, card, jobs, fast_and_slow(jobs[0].work.methods)[0])
+
+
+def _explain_slow(model: torch.nn.Module, card: ModelCard, jobs: list[Running]) -> None:
+    _explain(model, card, jobs, fast_and_slow(jobs[0].work.methods)[1])
+
+
+def _score(model: torch.nn.Module, card: ModelCard, jobs: list[Running]) -> None:
+    for job in jobs:
+        mark = time.perf_counter()
+        assert job.predicted is not None
+        maps = [stored for explained in job.explained for stored in explained.maps]
+        attributions = {name: a for explained in job.explained for name, a in explained.attributions.items()}
+        job.explained = [batch.Explained(batch.score_maps(model, job.prepared, job.predicted.target,
+                                                          batch.Explained(maps, attributions)), attributions)]
+        _add(job.timings, {"scores_s": time.perf_counter() - mark})
+
+
+def _add(timings: dict[str, float], more: dict[str, float]) -> None:
+    """Add seconds to a job's timings (the two map stages each add to explain_s and resample_s)."""
+    for key, value in more.items():
+        timings[key] = value if key == "batch_size" else timings.get(key, 0.0) + value
+
+
+def _store_prediction(job: Running, started: float) -> str | None:
+    predicted = job.predicted
+    assert predicted is not None
+
+    def store() -> bool:
+        with session_scope() as session:
+            if not jobs_service.advance(session, claim=job.work.claim, progress=40):
+                return False
+            storing.prediction_for(session, job.work, predicted)
+        return True
+
+    return _stored(job, store, started, key="first_answer_s", what="its prediction")
+
+
+def _store_maps(job: Running, started: float, *, progress: int, key: str) -> str | None:
+    assert job.predicted is not None
+    new = job.explained[-1].maps if job.explained else []
+    if not new:
+        return None
+
+    def store() -> bool:
+        with session_scope() as session:
+            if not jobs_service.advance(session, claim=job.work.claim, progress=progress):
+                return False
+            assert job.predicted is not None
+            prediction = storing.prediction_for(session, job.work, job.predicted)
+            present = {(h.method, h.target_class) for h in prediction.heatmaps}
+            for stored_map in new:
+                if (stored_map.method, prediction.label_index) not in present:
+                    prediction.heatmaps.append(storing.heatmap_row(stored_map, prediction.label_index))
+        return True
+
+    return _stored(job, store, started, key=key, what="its maps")
+
+
+def _store_fast(job: Running, started: float) -> str | None:
+    return _store_maps(job, started, progress=60, key="first_map_s")
+
+
+def _store_slow(job: Running, started: float) -> str | None:
+    return _store_maps(job, started, progress=90, key="all_maps_s")
+
+
+def _finish(job: Running, started: float) -> str | None:
+    """Write the maps' scores and finish the job, in one transaction; its outcome."""
+    scored = {stored.method: stored.scores for explained in job.explained for stored in explained.maps}
+
+    def store() -> bool:
+        with session_scope() as session:
+            total = time.perf_counter() - started
+            compute = sum(job.timings.get(key, 0.0) for key in COMPUTE_TIMINGS)
+            timings = {**job.timings, "total_s": total, "compute_s": compute,
+                       "overhead_s": max(0.0, total - compute - job.timings.get("urgent_s", 0.0))}
+            if not jobs_service.finish(session, claim=job.work.claim, timings=timings):
+                return storing.stored_by_this_attempt(session, job.work)
+            assert job.predicted is not None
+            prediction = storing.prediction_for(session, job.work, job.predicted)
+            for heatmap in prediction.heatmaps:
+                # Only maps still without scores: those of this job (or of its earlier attempt); a map an earlier
+                # job stored keeps the scores of its own array.
+                if heatmap.method in scored and "deletion_auc" not in (heatmap.scores or {}):
+                    heatmap.scores = {**(heatmap.scores or {}), **scored[heatmap.method]}
+        return True
+
+    try:
+        done = storing.with_db_retries(store, what=f"finishing job {job.job_id}")
+    except Exception as exc:
+        return storing.record_failure(job.work, exc)
+    return Outcome.done if done else Outcome.skipped
+
+
+def _stored(job: Running, store: Callable[[], bool], started: float, *, key: str, what: str) -> str | None:
+    """Run a stage's store: None when stored (the job goes on), else the job's outcome (it lost its claim, or
+    the store failed past its retries)."""
+    mark = time.perf_counter()
+    try:
+        held = storing.with_db_retries(store, what=f"storing {what} of job {job.job_id}")
+    except Exception as exc:
+        return storing.record_failure(job.work, exc)
+    if not held:
+        logger.warning("job %s: attempt %s lost its claim; it stores nothing more", job.job_id, job.work.attempts)
+        return Outcome.skipped
+    now = time.perf_counter()
+    _add(job.timings, {"store_s": now - mark})
+    job.timings.setdefault(key, now - started)
+    return None
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: str
+    compute: Callable[[torch.nn.Module, ModelCard, list[Running]], None]
+    store: Callable[[Running, float], str | None]
+
+
+STAGES = (
+    _Stage("prediction", _predict, _store_prediction),
+    _Stage("fast maps", _explain_fast, _store_fast),
+    _Stage("slow maps", _explain_slow, _store_slow),
+    _Stage("scores", _score, _finish),
+)
+
+
+def run_stages(
+    model: torch.nn.Module,
+    card: ModelCard,
+    jobs: list[Running],
+    started: float,
+    *,
+    serve_urgent: Callable[[list[Running]], float],
+    first: int = 0,
+) -> dict[int, str]:
+    """Run the jobs (one model, one methods list) through the stages from `first`; the outcome of each.
+    `serve_urgent(jobs)` runs between stages and returns the seconds it lent to more urgent jobs."""
+    outcomes: dict[int, str] = {}
+    for index in range(first, len(STAGES)):
+        if not jobs:
+            break
+        stage = STAGES[index]
+        try:
+            stage.compute(model, card, jobs)
+        except Exception as exc:
+            release_memory()
+            if len(jobs) == 1:
+                return outcomes | {jobs[0].job_id: storing.record_failure(jobs[0].work, exc)}
+            logger.exception("%s of the batch of jobs %s failed: each job goes on alone", stage.name,
+                             [job.job_id for job in jobs])
+            for job in jobs:
+                outcomes |= run_stages(model, card, [job], started, serve_urgent=serve_urgent, first=index)
+            return outcomes
+        going_on = []
+        for job in jobs:
+            outcome = stage.store(job, started)
+            if outcome is None:
+                going_on.append(job)
+            else:
+                outcomes[job.job_id] = outcome
+        jobs = going_on
+        if jobs and index < len(STAGES) - 1:
+            lent = serve_urgent(jobs)
+            for job in jobs:
+                _add(job.timings, {"urgent_s": lent})
+    return outcomes
+
+
+def release_memory() -> None:
+    # After an out-of-memory error the allocator keeps the batch's blocks cached: give them back before the
+    # jobs run alone.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
