@@ -36,6 +36,7 @@ _BROKER_FOLDERS = ("queue", "processed", "control")
 # its queue after this long (its visibility_timeout, 1 hour). A broker that cannot be inspected is trusted to
 # have lost a job's message only after it.
 UNSEEN_RESEND_SECONDS = 3600
+FILESYSTEM_POLLING_SECONDS = 0.05
 
 
 class BrokerNotInspectable(RuntimeError):
@@ -70,6 +71,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
             "control_folder": str(folder / "control"),
+            # How often an idle worker lists the queue folder: Celery's default (1 s) made a job wait 0.68 s
+            # on average before pick-up; a listing of a near-empty folder costs microseconds.
+            "polling_interval": FILESYSTEM_POLLING_SECONDS,
         }
         # The filesystem transport has no fanout exchange for remote control, gossip or mingle.
         config["worker_enable_remote_control"] = False

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -35,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import drop_database, environment, lumen, token, up  # noqa: E402
 from tests.e2e.helpers import free_port, wait_for  # noqa: E402
 from tests.processes import start_lumen  # noqa: E402
 
@@ -71,32 +70,9 @@ class Tally:
 # ---- the world: a shape of Lumen with cases and readers ------------------------------------------------
 
 
-def _environment(shape: str, data_dir: Path, postgres_admin: str, redis_url: str) -> tuple[dict[str, str], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LUMEN_", "DATABASE_URL", "BROKER_URL"))}
-    env["LUMEN_DATA_DIR"] = str(data_dir)
-    env["LUMEN_ENV"] = "development"
-    database = ""
-    if shape == "production":
-        database = f"lumen_load_{secrets.token_hex(4)}"
-        with psycopg.connect(postgres_admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{database}"')
-        env["DATABASE_URL"] = postgres_admin.rsplit("/", 1)[0] + "/" + database
-        env["BROKER_URL"] = redis_url
-        env["LUMEN_BROKER_NAMESPACE"] = f"{database}:"
-    return env, database
-
-
-def _lumen(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, input=stdin)
-    if done.returncode != 0:
-        raise SystemExit(f"lumen {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    return done.stdout
-
-
 def _create_users(env: dict[str, str], readers: int) -> list[str]:
     emails = [f"reader{n:03d}@load.test" for n in range(readers)]
-    _lumen({**env, "LUMEN_PASSWORD": PASSWORD}, "create-user", "coordinator@load.test", "--role", "admin")
+    lumen({**env, "LUMEN_PASSWORD": PASSWORD}, "create-user", "coordinator@load.test", "--role", "admin")
     script = (
         "import sys\n"
         "from app.auth import service\nfrom app.db import session_scope\nfrom app.tables import Role\n"
@@ -109,12 +85,6 @@ def _create_users(env: dict[str, str], readers: int) -> list[str]:
     if done.returncode != 0:
         raise SystemExit(f"creating readers failed:\n{done.stderr[-2000:]}")
     return emails
-
-
-def _token(client: httpx.Client, email: str) -> str:
-    response = client.post("/api/auth/token", data={"username": email, "password": PASSWORD})
-    response.raise_for_status()
-    return response.json()["access_token"]
 
 
 def _cases(client: httpx.Client, headers: dict[str, str], timeout: float) -> list[Case]:
@@ -269,11 +239,11 @@ def main() -> int:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="lumen-load-"))
-    env, database = _environment(args.shape, data_dir, args.postgres, args.redis)
+    env, database = environment(args.shape, data_dir, args.postgres, args.redis)
     processes = []
     try:
-        _lumen(env, "migrate")
-        _lumen(env, "import", *map(str, CASE_FILES))
+        lumen(env, "migrate")
+        lumen(env, "import", *map(str, CASE_FILES))
         emails = _create_users(env, args.readers)
         port = free_port()
         if args.shape == "production":
@@ -284,10 +254,10 @@ def main() -> int:
             processes.append(start_lumen("load-serve", "serve", "--port", str(port), env=env))
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=30) as client:
-            wait_for(lambda: _up(client), timeout=60, what="lumen serve to answer")
-            admin = {"Authorization": f"Bearer {_token(client, 'coordinator@load.test')}"}
+            wait_for(lambda: up(client), timeout=60, what="lumen serve to answer")
+            admin = {"Authorization": f"Bearer {token(client, 'coordinator@load.test', PASSWORD)}"}
             cases = _cases(client, admin, timeout=900)
-            tokens = [_token(client, email) for email in emails]
+            tokens = [token(client, email, PASSWORD) for email in emails]
         print(f"{len(cases)} cases, {len(tokens)} readers; loading for {args.seconds:.0f} s", flush=True)
         load_start = os.getloadavg()[0]
         began = time.monotonic()
@@ -302,21 +272,12 @@ def main() -> int:
             code = process.stop(timeout=30)
             print(f"{process.name} stopped with {code} in {time.monotonic() - stopped_in:.1f} s "
                   f"(log: {process.log_path})", flush=True)
-        if database:
-            with psycopg.connect(args.postgres, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        drop_database(database, args.postgres)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as report:
         report.write(text + "\n")
     print(text)
     return 0
-
-
-def _up(client: httpx.Client) -> bool:
-    try:
-        return client.get("/login").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

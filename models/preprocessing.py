@@ -97,6 +97,9 @@ def prepare_with_region(
     spec = card.input
     if len(spec.size) != 2:
         raise ValueError(f"prepare() makes 2D inputs; model {card.name!r} takes size {list(spec.size)}")
+    if spec.crop == "fundus" and spec.colour == "rgb" and _is_rgb8(image):
+        x, region = _fundus_photograph(np.asarray(image), spec)
+        return _resize_and_normalise(x, spec).to(device), region
     pixels = to_unit_range(image, spec, photometric=photometric, voi=voi)
     image_shape = (int(pixels.shape[0]), int(pixels.shape[1]))
     region = InputRegion(image_shape, 0, 0, *image_shape)
@@ -104,10 +107,44 @@ def prepare_with_region(
         pixels, region = crop_fundus_with_region(pixels)
     pixels = convert_colour(pixels, spec.colour)
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+    return _resize_and_normalise(x, spec).to(device), region
+
+
+def _resize_and_normalise(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     x = F.interpolate(x, size=tuple(spec.size), mode="bilinear", antialias=True, align_corners=False)
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return ((x - mean) / std).to(device), region
+    return (x - mean) / std
+
+
+def _is_rgb8(image: np.ndarray) -> bool:
+    return image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8 and image.size > 0
+
+
+# uint8 -> [0, 1] as `to_unit_range` scales a photograph (float32 division by 255), one entry per level.
+_UNIT_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+def _fundus_photograph(image: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, InputRegion]:
+    """Steps 1-3 for an 8-bit RGB photograph and the fundus crop, the same values as `to_unit_range` +
+    `crop_fundus_with_region` + `convert_colour` with less memory traffic: the box is found on the 8-bit
+    levels and only the box is scaled, straight into the padded (1, 3, side, side) input. A 4288 x 2848
+    photograph took 0.4-0.7 s the long way (four passes over 146 MB of float32), about a quarter this way."""
+    image_shape = (int(image.shape[0]), int(image.shape[1]))
+    level = np.maximum(np.maximum(image[:, :, 0], image[:, :, 1]), image[:, :, 2])
+    box = _fundus_box(_UNIT_LEVELS[level])
+    if box is None:
+        x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None]
+        x = x.to(torch.float32).div_(255)
+        return x, InputRegion(image_shape, 0, 0, *image_shape)
+    (row0, row1), (col0, col1) = box
+    height, width = row1 - row0, col1 - col0
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    x = torch.zeros((1, 3, side, side), dtype=torch.float32)
+    inside = torch.from_numpy(np.require(image[row0:row1, col0:col1], requirements=["C", "W"])).permute(2, 0, 1)
+    x[0, :, top : top + height, left : left + width] = inside.to(torch.float32).div_(255)
+    return x, InputRegion(image_shape, row0 - top, col0 - left, side, side)
 
 
 def to_image_space(attribution: torch.Tensor, region: InputRegion, *, max_side: int = 512) -> torch.Tensor:
@@ -180,21 +217,35 @@ def crop_fundus(pixels: np.ndarray) -> np.ndarray:
 def crop_fundus_with_region(pixels: np.ndarray) -> tuple[np.ndarray, InputRegion]:
     """`crop_fundus`, and where the padded square lies on the image."""
     image_shape = (int(pixels.shape[0]), int(pixels.shape[1]))
-    level = pixels.max(axis=2)
-    threshold = max(_FUNDUS_MIN_LEVEL, _FUNDUS_THRESHOLD * float(np.quantile(level, 0.99)))
-    mask = level > threshold
-    rows = np.flatnonzero(mask.mean(axis=1) > _FUNDUS_MIN_FRACTION)
-    cols = np.flatnonzero(mask.mean(axis=0) > _FUNDUS_MIN_FRACTION)
-    if rows.size == 0 or cols.size == 0:
+    # The brightest channel of each pixel, channel by channel: numpy's max over a last axis of 3 took 0.36 s
+    # on a 4288 x 2848 photograph, these maxima 0.03 s (the same values).
+    level = pixels[:, :, 0]
+    for channel in range(1, pixels.shape[2]):
+        level = np.maximum(level, pixels[:, :, channel])
+    found = _fundus_box(level)
+    if found is None:
         return pixels, InputRegion(image_shape, 0, 0, *image_shape)
-    box = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    (row0, row1), (col0, col1) = found
+    box = pixels[row0:row1, col0:col1]
     height, width, channels = box.shape
     side = max(height, width)
     square = np.zeros((side, side, channels), dtype=pixels.dtype)
     top, left = (side - height) // 2, (side - width) // 2
     square[top : top + height, left : left + width] = box
-    region = InputRegion(image_shape, int(rows[0]) - top, int(cols[0]) - left, side, side)
+    region = InputRegion(image_shape, row0 - top, col0 - left, side, side)
     return square, region
+
+
+def _fundus_box(level: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The fundus's rows [row0, row1) and columns [col0, col1) from each pixel's brightest channel in [0, 1];
+    None for an all-dark image."""
+    threshold = max(_FUNDUS_MIN_LEVEL, _FUNDUS_THRESHOLD * float(np.quantile(level, 0.99)))
+    mask = level > threshold
+    rows = np.flatnonzero(mask.mean(axis=1) > _FUNDUS_MIN_FRACTION)
+    cols = np.flatnonzero(mask.mean(axis=0) > _FUNDUS_MIN_FRACTION)
+    if rows.size == 0 or cols.size == 0:
+        return None
+    return (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
 
 
 def convert_colour(pixels: np.ndarray, colour: str) -> np.ndarray:

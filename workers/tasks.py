@@ -7,9 +7,10 @@ takes them up when it starts).
 from __future__ import annotations
 
 from celery import Task, shared_task
+from celery.signals import worker_process_init
 
 from app.queue import RUN_JOB_TASK
-from workers import pipeline
+from workers import pipeline, warmup
 
 
 @shared_task(name=RUN_JOB_TASK, bind=True, max_retries=None)
@@ -20,3 +21,9 @@ def run_job(self: Task, job_id: int) -> str:
         # Bounded by the job's attempts (Settings.max_job_attempts), counted in its row, not here.
         raise self.retry(countdown=min(60, 5 * (self.request.retries + 1)))
     return outcome
+
+
+@worker_process_init.connect
+def _warm_up(**_: object) -> None:
+    """Each process that runs jobs (the solo pool's one, or each prefork child) loads its served models first."""
+    warmup.warm_served_models()

@@ -109,3 +109,35 @@ def test_to_image_space_keeps_aspect_and_clips_padding_outside_the_image() -> No
     assert mapped.shape == (1, 1, 100, 500)
     assert mapped[0, 0, 50, 250].item() == pytest.approx(2.0)
     assert torch.all(mapped[0, 0, :, :150] == 0)
+
+
+def _the_long_way(image: np.ndarray, card) -> tuple[torch.Tensor, object]:  # type: ignore[no-untyped-def]
+    """Steps 1-5 one after the other, as for any image: what the photographs' short way must equal."""
+    from models import preprocessing
+
+    pixels = preprocessing.to_unit_range(image, card.input)
+    pixels, region = preprocessing.crop_fundus_with_region(pixels)
+    pixels = preprocessing.convert_colour(pixels, card.input.colour)
+    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+    return preprocessing._resize_and_normalise(x, card.input), region
+
+
+@pytest.mark.parametrize("model", ["dr-grading-retinamnist", "fundus-lesions-idrid"])
+def test_a_photograph_is_prepared_the_short_way_to_the_same_values(model: str) -> None:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from models.preprocessing import prepare_with_region
+
+    root = Path(__file__).resolve().parents[2]
+    card = load_card(root / "models" / "zoo" / model)
+    photographs = [np.asarray(Image.open(root / "data" / "idrid" / f"IDRiD_{n:02d}.jpg").convert("RGB"))
+                   for n in (1, 2, 9)]
+    dark = np.zeros((40, 60, 3), dtype=np.uint8)  # no fundus found: the whole image, unpadded
+    small = np.load(root / "data" / "retinamnist.npz")["test_images"][:5]
+    for image in [*photographs, dark, *small]:
+        expected, expected_region = _the_long_way(image, card)
+        x, region = prepare_with_region(image, card)
+        assert region == expected_region
+        assert torch.equal(x, expected)
