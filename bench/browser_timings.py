@@ -6,12 +6,17 @@ Measured with the Performance API inside Chromium, from navigation start:
 - overlay: the first heatmap presented over the image;
 - assistance toggle (key A): the handler plus style and layout, and the time to the next presented frame.
 
-Cases: a 2048-px radiograph made from RG1_J2KI.dcm by upscaling it to 2048 x 1929 (bilinear) and re-encoding
-it as JPEG 2000 lossless, like the original; and a fundus photograph (IDRiD_02.jpg re-encoded at 2048 px).
-Both are stored through the real ingest (which makes the 512-px preview). Each page load starts with the
-server's decoded-frame cache emptied and a fresh browser context (cold).
+Cases: the radiograph RG1_J2KI.dcm as it is (1955 x 1841, JPEG 2000); a 2048-px radiograph made from it by
+upscaling it to 2048 x 1929 (bilinear) and re-encoding it as JPEG 2000 lossless, like the original; a fundus
+photograph (IDRiD_02.jpg re-encoded at 2048 px); and the 4288 x 2848 fundus DICOM: the pristine IDRiD_01.jpg
+wrapped unchanged as an Ophthalmic Photography DICOM (JPEG baseline, OP, EYE). All are stored through the real
+ingest (which makes the 512-px preview). Each page load starts with the server's decoded-frame cache emptied and a
+fresh browser context (cold); the compressed frame the first load made is kept (a derived blob), as it would be
+for the next reader. Also measured: the bytes of the full-resolution response, and of the form sent before
+(raw uint16, full PNG) fetched once more from the page.
 
-Run: .venv/bin/python bench/browser_timings.py [--repeats 5]
+Run: .venv/bin/python bench/browser_timings.py [--repeats 5] [--data-dir DATA] (DATA/idrid/pristine/IDRiD_01.jpg;
+without it the same JPEG stream, from demo/IDRiD_01_OP_jpegbaseline.dcm)
 """
 
 from __future__ import annotations
@@ -59,6 +64,18 @@ TOGGLE_JS = """async () => {
 }"""
 
 
+# The full-resolution response's bytes on the wire, and those of the form sent before this change, fetched again.
+WIRE_JS = """async () => {
+  const viewport = window.lumen.viewport;
+  const base = `/api/instances/${viewport.instance.id}/`;
+  const full = viewport.instance.colour ? `${base}image?frame=0` : `${base}pixels?frame=0&encoding=`;
+  const entry = performance.getEntriesByType("resource").find((e) => e.name.includes(full));
+  const before = viewport.instance.colour ? `${base}image.png?frame=0` : `${base}pixels?frame=0`;
+  const body = await (await fetch(before)).arrayBuffer();
+  return { sent: entry.encodedBodySize, before: body.byteLength };
+}"""
+
+
 def radiograph_2048() -> bytes:
     ds = pydicom.dcmread(ROOT / "tests" / "fixtures" / "dicom" / "RG1_J2KI.dcm")
     pixels = ds.pixel_array
@@ -80,8 +97,20 @@ def fundus_2048() -> bytes:
     return buffer.getvalue()
 
 
-def arrange() -> tuple[str, dict[str, int]]:
-    """A reader, the two studies (through the real ingest), each with a prediction and two heatmaps (256 px)."""
+def radiograph_rg1() -> bytes:
+    from tests.e2e.helpers import fresh_dicom
+
+    return fresh_dicom(ROOT / "tests" / "fixtures" / "dicom" / "RG1_J2KI.dcm")
+
+
+def fundus_4288(data_dir: Path | None) -> bytes:
+    from tests.app.viewer import factories
+
+    return factories.photograph_dicom(factories.pristine_idrid_01(data_dir))
+
+
+def arrange(data_dir: Path | None) -> tuple[str, dict[str, int]]:
+    """A reader, the studies (through the real ingest), each with a prediction and two heatmaps (256 px)."""
     from app.auth import service as auth_service
     from app.db import session_scope
     from app.ingest import service as ingest_service
@@ -95,7 +124,12 @@ def arrange() -> tuple[str, dict[str, int]]:
     studies = {}
     with session_scope() as session:
         auth_service.create_user(session, email=email, password=PASSWORD, role=Role.reader)
-        cases = {"radiograph": ("radiograph.dcm", radiograph_2048()), "fundus": ("fundus.jpg", fundus_2048())}
+        cases = {
+            "radiograph_rg1": ("rg1.dcm", radiograph_rg1()),
+            "radiograph": ("radiograph.dcm", radiograph_2048()),
+            "fundus": ("fundus.jpg", fundus_2048()),
+            "fundus_4288": ("fundus.dcm", fundus_4288(data_dir)),
+        }
         y, x = np.mgrid[0:256, 0:256].astype(np.float32)
         blob = np.exp(-(((y - 110) / 40) ** 2 + ((x - 150) / 50) ** 2))
         for name, (filename, data) in cases.items():
@@ -129,6 +163,7 @@ def measure(browser, server: str, email: str, study_id: int) -> dict[str, float]
     marks = page.evaluate(
         "() => Object.fromEntries(performance.getEntriesByType('mark').map((m) => [m.name, m.startTime]))"
     )
+    wire = page.evaluate(WIRE_JS)
     toggles = [page.evaluate(TOGGLE_JS) for _ in range(6)]
     context.close()
     return {
@@ -137,6 +172,8 @@ def measure(browser, server: str, email: str, study_id: int) -> dict[str, float]
         "overlay": marks["lumen:overlay"],
         "toggle_work": statistics.median(t["work"] for t in toggles),
         "toggle_frame": statistics.median(t["frame"] for t in toggles),
+        "full_bytes": wire["sent"],
+        "before_bytes": wire["before"],
     }
 
 
@@ -155,32 +192,43 @@ def report(results: dict[str, list[dict[str, float]]], repeats: int, load: tuple
         f"Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}; the benchmark itself (server, Chromium)",
         "keeps about one CPU busy, so a start above about 0.5 means other work shared the machine.",
         "",
-        "| case | first image | full resolution | overlay shown | toggle: handler + layout | toggle: next frame |",
-        "|---|---|---|---|---|---|",
+        "| case | first image | full resolution | overlay shown | toggle: handler + layout | toggle: next frame "
+        "| full-resolution bytes (before) |",
+        "|---|---|---|---|---|---|---|",
     ]
     labels = {
+        "radiograph_rg1": "radiograph RG1 1955 x 1841 (JPEG 2000, MONOCHROME1, as stored)",
         "radiograph": "radiograph 2048 x 1929 (RG1 upscaled, JPEG 2000 lossless, MONOCHROME1)",
         "fundus": "fundus photograph (IDRiD_02, JPEG, 2048 px wide)",
+        "fundus_4288": "fundus DICOM 4288 x 2848 (IDRiD_01, JPEG baseline, OP)",
     }
     for case in results:
+        sent, before = (statistics.median(run[key] for run in results[case]) for key in ("full_bytes", "before_bytes"))
         lines.append(
             f"| {labels[case]} | {median(case, 'first_image')} | {median(case, 'full_image')} | "
-            f"{median(case, 'overlay')} | {median(case, 'toggle_work')} | {median(case, 'toggle_frame')} |"
+            f"{median(case, 'overlay')} | {median(case, 'toggle_work')} | {median(case, 'toggle_frame')} | "
+            f"{sent:,.0f} ({before:,.0f}, {sent / before:.0%}) |"
         )
     lines += [
         "",
-        "Targets: first image under 500 ms for a 2048-px radiograph; the toggle within one frame (16 ms).",
+        "Targets: first image under 500 ms for a 2048-px radiograph; full resolution under 1 s for the 4288-px",
+        "fundus DICOM; the toggle within one frame (16 ms).",
         "\"First image\" is the 512-px preview (image.png?max_size=512, made at ingest and read from the blob store;",
-        "the page preloads it) presented on the canvas; the full-resolution raw uint16 data (grayscale) or full PNG",
-        "(colour), asked for once the preview is in, replaces it when loaded. \"Next frame\" waits for the",
-        "browser's next vsync-aligned frame, so it includes up to one frame of waiting (16.7 ms at 60 Hz).",
+        "the page preloads it) presented on the canvas; the full-resolution frame, asked for once the preview is in,",
+        "replaces it when loaded: grayscale as uint16 values compressed up-zigzag-shuffle-deflate",
+        "(app/viewer/encodings.py; before: raw uint16), colour as the stored JPEG (before: the full PNG). The first",
+        "load of each case decodes and compresses; later loads read the kept compressed frame (see the raw runs).",
+        "\"Next frame\" waits for the browser's next vsync-aligned frame, so it includes up to one frame of",
+        "waiting (16.7 ms at 60 Hz).",
         "",
         "Raw runs (ms):",
         "",
     ]
     for case, runs in results.items():
         for run in runs:
-            lines.append(f"- {case}: " + ", ".join(f"{key} {value:.1f}" for key, value in run.items()))
+            lines.append(f"- {case}: " + ", ".join(
+                f"{key} {value:.0f}" if key.endswith("bytes") else f"{key} {value:.1f}" for key, value in run.items()
+            ))
     return "\n".join(lines) + "\n" + (f"\n{history}" if history else "")
 
 
@@ -189,6 +237,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "browser-timings.md",
                         help="report to write (default under reports/; --out docs/browser-timings.md publishes it)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (idrid/pristine/)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -200,7 +249,7 @@ def main() -> None:
     previous = output.read_text() if output.exists() else ""
     history = previous[previous.index(HISTORY):] if HISTORY in previous else ""
     load_at_start = os.getloadavg()[0]
-    email, studies = arrange()
+    email, studies = arrange(args.data_dir)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(run_sweeper=False), host="127.0.0.1", port=port,
                                            log_level="warning"))

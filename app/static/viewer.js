@@ -3,8 +3,12 @@
 // server, no decoding) is painted first; the full-resolution frame replaces it when it has loaded.
 // The windows come from the server (app/viewer/raw.py): each preset names its VOI LUT Function, and a VOI LUT
 // Sequence arrives as the server's grey levels, one per stored value, after the pixels of the body.
+// The full frame travels compressed: grayscale values as up-zigzag-shuffle-deflate (app/viewer/encodings.py),
+// undone here by the browser's inflater and one typed-array loop; colour as the stored JPEG itself when it is one
+// (app/viewer/colour.py), else PNG. Both are cached by the browser: their URLs never change what they send.
 
 const META_HEADER = "X-Lumen-Meta";
+export const PIXEL_ENCODING = "up-zigzag-shuffle-deflate";
 const PREVIEW_SIZE = 512;
 const PREVIEW_WAIT_MS = 400;
 
@@ -13,6 +17,41 @@ export async function fetchRaw(url) {
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   const meta = JSON.parse(response.headers.get(META_HEADER) ?? "{}");
   return { meta, buffer: await response.arrayBuffer() };
+}
+
+// A grayscale frame: its meta, its uint16 values (rows x columns, C order) and the raw body's bytes (inflated),
+// in which the presets' grey-level tables lie at their byte offsets.
+export async function fetchPixels(url) {
+  const headers = { Accept: "application/octet-stream" };
+  const response = await fetch(`${url}&encoding=${PIXEL_ENCODING}`, { headers });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  const meta = JSON.parse(response.headers.get(META_HEADER) ?? "{}");
+  const inflated = new Response(response.body.pipeThrough(new DecompressionStream("deflate")));
+  const bytes = new Uint8Array(await inflated.arrayBuffer());
+  return { meta, data: valuesFromPlanes(bytes, meta.rows, meta.columns), buffer: bytes.buffer };
+}
+
+// app/viewer/encodings.py undone: the low then the high bytes of zigzagged differences from the value above (in
+// the first row: from the value to the left), modulo 2**16.
+export function valuesFromPlanes(bytes, rows, columns) {
+  const count = rows * columns;
+  const out = new Uint16Array(count);
+  let value = 0;
+  for (let i = 0; i < count; i += 1) {
+    const zigzag = bytes[i] | (bytes[count + i] << 8);
+    const predicted = i < columns ? value : out[i - columns];
+    value = (predicted + ((zigzag >>> 1) ^ -(zigzag & 1))) & 0xffff;
+    out[i] = value;
+  }
+  return out;
+}
+
+// A full-resolution colour frame decoded off the main thread, without colour management: the server decodes
+// (and renders) its pixels without any.
+async function loadBitmap(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  return createImageBitmap(await response.blob(), { colorSpaceConversion: "none" });
 }
 
 function loadImage(url) {
@@ -87,17 +126,17 @@ export class Viewport {
     const id = this.instance.id;
     let entry;
     if (this.instance.colour) {
-      const image = await loadImage(`/api/instances/${id}/image.png?frame=${frame}`);
-      const canvas = canvasOf(image.naturalWidth, image.naturalHeight);
+      const image = await loadBitmap(`/api/instances/${id}/image?frame=${frame}`);
+      const canvas = canvasOf(image.width, image.height);
       const ctx = canvas.getContext("2d", { willReadFrequently: true });
       ctx.drawImage(image, 0, 0);
+      image.close();
       const base = ctx.getImageData(0, 0, canvas.width, canvas.height);
       // [0, 255] onto itself.
       const identity = { key: 1, name: "Default", center: 127.5, width: 255, function: "LINEAR_EXACT" };
       entry = { kind: "rgb", base, meta: { presets: [identity] }, levels: new Map() };
     } else {
-      const { meta, buffer } = await fetchRaw(`/api/instances/${id}/pixels?frame=${frame}`);
-      const data = new Uint16Array(buffer, 0, meta.rows * meta.columns);
+      const { meta, data, buffer } = await fetchPixels(`/api/instances/${id}/pixels?frame=${frame}`);
       // The grey levels of the presets that are VOI LUTs, by preset key.
       const levels = new Map(
         (meta.presets ?? [])

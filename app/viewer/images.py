@@ -7,6 +7,7 @@ the preview stored at ingest, without decoding the file again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -54,15 +55,21 @@ def _kept_rendering(instance: Instance, *, frame: int, max_size: int | None) -> 
     photograph costs a decode and an encode of a second or more, which fifty readers opening it would each pay
     again and take from everyone else's requests; later views read it back."""
     name = f"{instance.sha256}-render-{frame}-{max_size or 0}"
+    return kept(name, lambda: _render(instance, frame=frame, max_size=max_size))
+
+
+def kept(name: str, make: Callable[[], bytes]) -> bytes:
+    """The derived blob `name` (named after the stored file's sha256, so never stale), made by `make` and stored
+    the first time it is asked for."""
     store = get_blob_store()
     # Readers opening a study together ask for its image together: one of them renders, the others wait for it.
     with _rendering_locks.setdefault(name, threading.Lock()):
         try:
             return store.get(store.key_for(name))
         except BlobNotFound:
-            png = _render(instance, frame=frame, max_size=max_size)
-            store.put(name, png)
-            return png
+            made = make()
+            store.put(name, made)
+            return made
         finally:
             _rendering_locks.pop(name, None)
 

@@ -8,11 +8,16 @@ The windows come from here (`models.grayscale`, pydicom's VOI functions): each p
 (PS3.3 C.11.2.1.2-3) when the reader drags the window. A VOI LUT Sequence, which no formula describes, travels as
 a table after the pixels: its preset's "table" is the byte offset in the body of `stored_max + 1` uint8 grey
 levels, one per stored value, computed here.
+
+A client may ask for the body compressed (app/viewer/encodings.py); the compressed form is made once and kept
+beside the file as a derived blob, so later views read it without decoding the file again.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +25,7 @@ import numpy as np
 
 from app.ingest import pixels as ingest_pixels
 from app.tables import Heatmap, Instance
+from app.viewer import encodings, images
 from app.viewer import frames as viewer_frames
 from app.viewer.images import FrameOutOfRange
 from models import grayscale
@@ -115,6 +121,41 @@ def raw_frame(instance: Instance, *, frame: int) -> RawFrame:
         "presets": presets,
     }
     return RawFrame(body=b"".join(body), meta=meta)
+
+
+def encoded_frame(instance: Instance, *, frame: int, encoding: encodings.PixelEncoding) -> RawFrame:
+    """`raw_frame` with its body compressed as `encoding` (its meta says which), kept as a derived blob."""
+    if encoding is encodings.PixelEncoding.raw:
+        return raw_frame(instance, frame=frame)
+    if not 0 <= frame < max(instance.frames, 1):
+        raise FrameOutOfRange(f"instance {instance.id} has {instance.frames} frame(s), not frame {frame}")
+    kept = images.kept(
+        f"{instance.sha256}-pixels-{frame}-{encoding}",
+        lambda: _packed(_encoded(raw_frame(instance, frame=frame), encoding)),
+    )
+    return _unpacked(kept)
+
+
+def _encoded(frame: RawFrame, encoding: encodings.PixelEncoding) -> RawFrame:
+    rows, columns = frame.meta["rows"], frame.meta["columns"]
+    values = np.frombuffer(frame.body, dtype="<u2", count=rows * columns).reshape(rows, columns)
+    body = encodings.encode(values, tail=frame.body[values.nbytes :])
+    return RawFrame(body=body, meta={**frame.meta, "encoding": str(encoding)})
+
+
+# A kept frame: the length of its meta (uint32, little-endian), the meta as JSON, then the body.
+_META_LENGTH = struct.Struct("<I")
+
+
+def _packed(frame: RawFrame) -> bytes:
+    meta = json.dumps(frame.meta, separators=(",", ":")).encode()
+    return _META_LENGTH.pack(len(meta)) + meta + frame.body
+
+
+def _unpacked(kept: bytes) -> RawFrame:
+    (length,) = _META_LENGTH.unpack_from(kept)
+    start = _META_LENGTH.size
+    return RawFrame(body=kept[start + length :], meta=json.loads(kept[start : start + length]))
 
 
 def heatmap_data(heatmap: Heatmap, *, frame: int = 0) -> RawFrame:

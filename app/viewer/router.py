@@ -1,4 +1,9 @@
-"""Viewer JSON API: the worklist for live updates, instance frames and heatmaps as PNG or raw arrays."""
+"""Viewer JSON API: the worklist for live updates, instance frames and heatmaps as PNG, JPEG or raw arrays.
+
+Every pixel response is addressed by what never changes: an instance's stored file (its sha256 is in the ETag;
+instances are never updated once stored) or a heatmap row (written once by its job). The browser may keep them
+for a year without asking again; shared caches may not (PHI).
+"""
 
 from __future__ import annotations
 
@@ -18,22 +23,29 @@ from app.db import DbSession
 from app.predictions.dependencies import HeatmapOr404
 from app.studies.dependencies import InstanceOr404
 from app.tables import User
-from app.viewer import images, raw
+from app.viewer import colour, images, raw
 from app.viewer import service as viewer_service
+from app.viewer.encodings import PixelEncoding
 from app.viewer.schemas import Worklist, WorklistRow
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["viewer"])
 
-# Pixels of a patient: the browser may keep them, shared caches may not.
-_CACHE_CONTROL = "private, max-age=3600"
+# Pixels of a patient: the browser may keep them (they never change at their URL), shared caches may not.
+_CACHE_CONTROL = "private, max-age=31536000, immutable"
 META_HEADER = "X-Lumen-Meta"  # JSON: shape, dtype, value mapping, presets
 _RAW_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"application/octet-stream": {}}, "description": f"raw array; its shape in {META_HEADER}"},
     304: {"description": "not modified"},
     404: {"description": "no such object or frame"},
     422: {"description": "a colour image, or pixels that cannot be decoded"},
+}
+_IMAGE_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "the stored JPEG, or the full PNG"},
+    304: {"description": "not modified"},
+    404: {"description": "no such object or frame"},
+    422: {"description": "the stored pixels cannot be decoded"},
 }
 _PNG_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"image/png": {}}},
@@ -48,31 +60,31 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in {tag.strip() for tag in sent.split(",")} or sent.strip() == "*"
 
 
-def _png_response(
-    request: Request, *, etag: str, render: Callable[[], bytes], sent: Callable[[], None]
+def _cached_response(
+    request: Request, *, etag: str, render: Callable[[], tuple[bytes, str, dict[str, str]]], sent: Callable[[], None]
 ) -> Response:
+    """A 304 when the client holds this ETag, else the rendered body, its media type and its own headers."""
     headers = {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
     if _not_modified(request, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     # A frame past the last one (404) or pixels that cannot be decoded (422): app/http_errors.py answers.
-    body = render()
+    body, media_type, more_headers = render()
     sent()
-    return Response(body, media_type="image/png", headers=headers)
+    return Response(body, media_type=media_type, headers={**headers, **more_headers})
+
+
+def _png_response(request: Request, *, etag: str, render: Callable[[], bytes], sent: Callable[[], None]) -> Response:
+    return _cached_response(request, etag=etag, render=lambda: (render(), "image/png", {}), sent=sent)
 
 
 def _raw_response(
     request: Request, *, etag: str, render: Callable[[], raw.RawFrame], sent: Callable[[], None]
 ) -> Response:
-    if _not_modified(request, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    frame = render()
-    sent()
-    headers = {
-        "ETag": etag,
-        "Cache-Control": _CACHE_CONTROL,
-        META_HEADER: json.dumps(frame.meta, separators=(",", ":")),
-    }
-    return Response(frame.body, media_type="application/octet-stream", headers=headers)
+    def body() -> tuple[bytes, str, dict[str, str]]:
+        frame = render()
+        return frame.body, "application/octet-stream", {META_HEADER: json.dumps(frame.meta, separators=(",", ":"))}
+
+    return _cached_response(request, etag=etag, render=body, sent=sent)
 
 
 def _audit(
@@ -130,6 +142,26 @@ def heatmap_image(
     return _png_response(request, etag=etag, render=lambda: images.heatmap_png(heatmap, frame=frame), sent=sent)
 
 
+@router.get("/instances/{instance_id}/image", responses=_IMAGE_RESPONSES, response_class=Response)
+def instance_full_image(
+    request: Request,
+    user: CanRead,
+    instance: InstanceOr404,
+    session: DbSession,
+    ip: ClientIp,
+    frame: Annotated[Index, Query()] = 0,
+) -> Response:
+    """One frame at full resolution, fast to send and show: the stored JPEG itself when it is one, else the PNG."""
+    etag = colour.full_image_etag(instance, frame=frame)
+    sent = _audit(session, user, ip, object_type="instance", object_id=instance.id, frame=frame, form="image")
+
+    def render() -> tuple[bytes, str, dict[str, str]]:
+        image = colour.full_image(instance, frame=frame)
+        return image.body, image.media_type, {}
+
+    return _cached_response(request, etag=etag, render=render, sent=sent)
+
+
 @router.get("/instances/{instance_id}/pixels", responses=_RAW_RESPONSES, response_class=Response)
 def instance_pixels(
     request: Request,
@@ -138,11 +170,15 @@ def instance_pixels(
     session: DbSession,
     ip: ClientIp,
     frame: Annotated[Index, Query()] = 0,
+    encoding: Annotated[PixelEncoding, Query()] = PixelEncoding.raw,
 ) -> Response:
-    """A grayscale frame as little-endian uint16 (value = stored * scale + offset), for windowing in the browser."""
-    etag = images.instance_etag(instance, frame=frame, max_size=None).replace('"', '"raw-', 1)
+    """A grayscale frame as little-endian uint16 (value = stored * scale + offset), for windowing in the browser;
+    `encoding=up-zigzag-shuffle-deflate` sends it compressed (app/viewer/encodings.py)."""
+    etag = images.instance_etag(instance, frame=frame, max_size=None).replace('"', f'"{encoding}-', 1)
     sent = _audit(session, user, ip, object_type="instance", object_id=instance.id, frame=frame, form="raw")
-    return _raw_response(request, etag=etag, render=lambda: raw.raw_frame(instance, frame=frame), sent=sent)
+    return _raw_response(
+        request, etag=etag, render=lambda: raw.encoded_frame(instance, frame=frame, encoding=encoding), sent=sent
+    )
 
 
 @router.get("/heatmaps/{heatmap_id}/data", responses=_RAW_RESPONSES, response_class=Response)

@@ -66,9 +66,12 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/instances/{instance_id}/prediction"): SIGNED_IN,
     ("GET", "/api/worklist"): SIGNED_IN,
     ("GET", "/api/worklist/{study_id}"): SIGNED_IN,
+    ("GET", "/api/studies/{study_id}/events"): SIGNED_IN,  # ends at once: no job of the world's study runs
+    ("GET", "/api/studies/{study_id}/ai"): SIGNED_IN,
     ("GET", "/api/instances/{instance_id}/image.png"): SIGNED_IN,
     ("GET", "/api/heatmaps/{heatmap_id}.png"): SIGNED_IN,
     ("GET", "/api/instances/{instance_id}/pixels"): SIGNED_IN,
+    ("GET", "/api/instances/{instance_id}/image"): SIGNED_IN,
     ("GET", "/api/heatmaps/{heatmap_id}/data"): SIGNED_IN,
     ("GET", "/"): SIGNED_IN,
     ("GET", "/studies/{study_id}"): SIGNED_IN,

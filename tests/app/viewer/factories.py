@@ -10,17 +10,25 @@ import io
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.data import get_testdata_file
+from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import UID, JPEGBaseline8Bit, generate_uid
 from sqlalchemy.orm import Session
 
 from app.storage import get_blob_store
 from app.tables import AiModel, Heatmap, Instance, Job, JobState, Prediction, Series, Study
+from app.viewer import colour
 
 LABELS = ["normal", "abnormal"]
+# IDRiD_01.jpg (4288 x 2848, CC BY 4.0) wrapped unchanged as an Ophthalmic Photography DICOM (DATA_LICENSES.md).
+IDRID_01_DICOM = Path(__file__).resolve().parents[3] / "demo" / "IDRiD_01_OP_jpegbaseline.dcm"
+_OPHTHALMIC_PHOTOGRAPHY_8_BIT = UID("1.2.840.10008.5.1.4.1.1.77.1.5.1")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,40 @@ def ct_small() -> tuple[bytes, pydicom.Dataset]:
     with open(path, "rb") as handle:
         data = handle.read()
     return data, pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+
+
+def pristine_idrid_01(data_dir: Path | None = None) -> bytes:
+    """IDRiD_01.jpg as published: from a data folder's idrid/pristine/ when given, else the JPEG stream that
+    demo/IDRiD_01_OP_jpegbaseline.dcm wraps (the same bytes)."""
+    if data_dir is not None:
+        return (data_dir / "idrid" / "pristine" / "IDRiD_01.jpg").read_bytes()
+    jpeg = colour.encapsulated_jpeg(pydicom.dcmread(IDRID_01_DICOM), frame=0)
+    assert jpeg is not None
+    return jpeg
+
+
+def photograph_dicom(jpeg: bytes) -> bytes:
+    """A baseline JPEG wrapped unchanged (pydicom `encapsulate`) as an Ophthalmic Photography 8 Bit DICOM (a VL
+    Photographic Image): YBR_FULL_422, modality OP, body part EYE, new UIDs."""
+    with Image.open(io.BytesIO(jpeg)) as image:
+        width, height = image.size
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = _OPHTHALMIC_PHOTOGRAPHY_8_BIT
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.BodyPartExamined, ds.ImageLaterality = "OP", "EYE", "U"
+    ds.PatientName, ds.PatientID, ds.StudyDate = "Fundus^Bench", f"P-{secrets.token_hex(3)}", "20240131"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.Rows, ds.Columns = height, width
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.LossyImageCompression, ds.LossyImageCompressionMethod = "01", "ISO_10918_1"
+    ds.PixelData = encapsulate([jpeg])
+    ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def insert_study(

@@ -115,7 +115,7 @@ def test_stored_instance_png_with_cache_headers(app_client, auth_headers, db_ses
     url = f"/api/instances/{stored.instance_id}/image.png"
     response = app_client.get(url, headers=headers)
     assert _png(response).size == (128, 128)
-    assert response.headers["cache-control"] == "private, max-age=3600"
+    assert response.headers["cache-control"] == "private, max-age=31536000, immutable"
     etag = response.headers["etag"]
     again = app_client.get(url, headers={**headers, "If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
@@ -154,7 +154,7 @@ def test_heatmap_png_colours_magnitude_for_display(app_client, auth_headers, db_
     assert tuple(rgba[2, 3]) == (*jet[255], 220) == (127, 0, 0, 220)  # matplotlib's jet at 1: (0.5, 0, 0)
     assert rgba[5, 5, 3] == 110 and tuple(rgba[5, 5, :3]) == tuple(jet[128])
     assert rgba[0, 0, 3] == 0
-    assert response.headers["cache-control"] == "private, max-age=3600"
+    assert response.headers["cache-control"] == "private, max-age=31536000, immutable"
     assert app_client.get("/api/heatmaps/999999.png", headers=headers).status_code == 404
     assert app_client.get(f"/api/heatmaps/{heatmap.id}.png").status_code == 401
 
