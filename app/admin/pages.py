@@ -35,7 +35,19 @@ def _card_value(value: Any) -> str:
     return str(value)
 
 
+def _seconds(value: float | None) -> str:
+    """Seconds as a person reads them: 0.84 s, 12.3 s, 2 min 5 s; a dash when unknown."""
+    if value is None:
+        return "—"
+    if value < 10:
+        return f"{value:.2f} s"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{int(value // 60)} min {int(value % 60)} s"
+
+
 templates.env.filters["card_value"] = _card_value
+templates.env.filters["seconds"] = _seconds
 templates.env.globals["flat_items"] = admin_service.flat_items
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.auth import passwords
+from app.jobs.schemas import TimingSummary
 from app.tables import Role
 
 MIN_PASSWORD = passwords.MIN_LENGTH
@@ -33,6 +34,7 @@ class ModelOut(BaseModel):
     licence: str
     intended_use: str
     created_at: datetime
+    timings: TimingSummary | None = None  # of its last jobs (app.jobs.timings)
 
     @property
     def weights_short(self) -> str:

@@ -12,6 +12,7 @@ from app.admin.schemas import AuditPage, AuditRow, ModelDetail, ModelOut, NewUse
 from app.audit import service as audit_service
 from app.auth import service as auth_service
 from app.errors import NotFound, Refused
+from app.jobs import timings as jobs_timings
 from app.tables import AiModel, AuditEvent, Role, User
 
 PAGE_SIZE = 50
@@ -20,7 +21,8 @@ PAGE_SIZE = 50
 def list_models(session: Session) -> list[ModelOut]:
     """Every registered model, active ones first, then by name and version."""
     rows = session.scalars(select(AiModel).order_by(AiModel.is_active.desc(), AiModel.name, AiModel.version))
-    return [ModelOut(**_model_fields(row)) for row in rows]
+    return [ModelOut(**_model_fields(row), timings=jobs_timings.model_timings(session, model_id=row.id))
+            for row in rows]
 
 
 def get_model(session: Session, *, model_id: int) -> ModelDetail:
@@ -28,7 +30,8 @@ def get_model(session: Session, *, model_id: int) -> ModelDetail:
     row = session.get(AiModel, model_id)
     if row is None:
         raise NotFound(f"model {model_id} does not exist", what=f"Model {model_id}")
-    return ModelDetail(**_model_fields(row), card=dict(row.card))
+    return ModelDetail(**_model_fields(row), card=dict(row.card),
+                       timings=jobs_timings.model_timings(session, model_id=row.id))
 
 
 def _model_fields(row: AiModel) -> dict[str, Any]:

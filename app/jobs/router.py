@@ -9,6 +9,7 @@ from fastapi import APIRouter, status
 from app.auth.dependencies import CanRead
 from app.db import DbSession
 from app.jobs import service as jobs_service
+from app.jobs import timings
 from app.jobs.dependencies import JobOr404
 from app.jobs.schemas import ExplainRequest, JobOut
 
@@ -23,9 +24,10 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(_user: CanRead, job: JobOr404) -> JobOut:
-    """One job's state, progress (0-100) and error text."""
-    return JobOut.model_validate(job)
+def get_job(_user: CanRead, job: JobOr404, session: DbSession) -> JobOut:
+    """One job's state, progress (0-100), error text and its stage timings; while queued, its place in the
+    queue and when a worker may take it."""
+    return JobOut.model_validate(job).model_copy(update={"place": timings.queue_place(session, job)})
 
 
 @router.post("/jobs", response_model=JobOut, status_code=status.HTTP_201_CREATED, responses=_REFUSALS)
@@ -39,4 +41,5 @@ def request_explanations(request: ExplainRequest, session: DbSession, user: CanR
         session, instance_id=request.instance_id, methods=request.methods, user_id=user.id, role=user.role,
         model_name=request.model,
     )
-    return JobOut.model_validate(job)
+    session.flush()
+    return JobOut.model_validate(job).model_copy(update={"place": timings.queue_place(session, job)})
