@@ -20,6 +20,8 @@ from app.health import monitor
 from app.health import router as health_router
 from app.jobs import router as jobs_router
 from app.jobs import sweeper
+from app.live import router as live_router
+from app.live.streams import LiveStreams
 from app.predictions import router as predictions_router
 from app.reader_studies import pages as reader_study_pages
 from app.reader_studies import router as reader_study_router
@@ -39,6 +41,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with (
         sweeper.running_in_background(enabled=background),
         monitor.running_in_background(app, enabled=background),
+        app.state.live_streams.stopped_by_signals(),
     ):
         yield
 
@@ -48,9 +51,10 @@ def create_app(*, run_sweeper: bool = True) -> FastAPI:
     app = FastAPI(title="Lumen", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.run_sweeper = run_sweeper  # and the outage monitor: the background work of `lumen serve`
     app.state.outage = None
+    app.state.live_streams = LiveStreams()  # open event streams: bounded, ended on SIGTERM (app/live/streams.py)
     app.include_router(health_router.router)  # /healthz and /readyz, outside /api: probes need no sign-in
     api = (auth_router, studies_router, jobs_router, predictions_router, viewer_router, reading_router,
-           reader_study_router, admin_router)
+           reader_study_router, admin_router, live_router)
     for module in api:
         app.include_router(module.router, prefix="/api")
     for module in (auth_pages, viewer_pages, reading_pages, reader_study_pages, admin_pages):

@@ -166,10 +166,24 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
                 signed=heatmap.value_min < 0 < heatmap.value_max,
                 rated=heatmap.id in rated,
                 rank=ranks.get(heatmap.method),
+                scores=dict(heatmap.scores or {}),
             )
             for heatmap in heatmaps
         ],
     )
+
+
+def instance_assistance(
+    session: Session, *, instance_ids: list[int], reader_id: int
+) -> tuple[dict[int, Assistance], dict[int, str]]:
+    """The model's output on each of these images as the assistance panel shows it (by image id, those with a
+    prediction), and why it said nothing on those its input-domain gate refused. The reading room renders it;
+    app/live sends it again whenever a job commits more of it."""
+    predictions = predictions_service.latest_predictions(session, instance_ids=instance_ids)
+    refusals = predictions_service.domain_refusals(session, instance_ids=instance_ids, predictions=predictions)
+    heatmap_ids = [heatmap.id for prediction in predictions.values() for heatmap in prediction.heatmaps]
+    rated = reading_service.rated_heatmaps(session, reader_id=reader_id, heatmap_ids=heatmap_ids)
+    return {image: _assistance(prediction, rated=rated) for image, prediction in predictions.items()}, refusals
 
 
 def reading_page(session: Session, *, study_id: int, user: User, ip: str) -> ReadingView:
@@ -196,12 +210,9 @@ def reading_view(
         .where(Series.study_id == study_id)
         .order_by(Series.number.nulls_last(), Series.id, Instance.number.nulls_last(), Instance.id)
     ).all()
-    predictions = predictions_service.latest_predictions(session, instance_ids=[instance.id for instance, _ in rows])
-    refusals = predictions_service.domain_refusals(
-        session, instance_ids=[instance.id for instance, _ in rows], predictions=predictions
+    assistance, refusals = instance_assistance(
+        session, instance_ids=[instance.id for instance, _ in rows], reader_id=reader_id
     )
-    heatmap_ids = [heatmap.id for prediction in predictions.values() for heatmap in prediction.heatmaps]
-    rated = reading_service.rated_heatmaps(session, reader_id=reader_id, heatmap_ids=heatmap_ids)
     instances = [
         ReadingInstance(
             id=instance.id,
@@ -213,7 +224,7 @@ def reading_view(
             columns=instance.columns,
             photometric=instance.photometric,
             colour=instance.samples_per_pixel > 1 or instance.photometric.upper().startswith(_COLOUR_PHOTOMETRICS),
-            assistance=_assistance(predictions[instance.id], rated=rated) if instance.id in predictions else None,
+            assistance=assistance.get(instance.id),
             refusal=refusals.get(instance.id),
         )
         for instance, description in rows

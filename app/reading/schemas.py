@@ -167,6 +167,9 @@ class HeatmapInfo(BaseModel):
     signed: bool
     rated: bool
     rank: int | None = None  # the method's place in the model's faithfulness ranking (1: best), if measured
+    # This map's own faithfulness scores (models.explain.metrics.cheap_scores); {} until the worker has
+    # computed them, which it may do after the map itself is stored.
+    scores: dict[str, float] = {}
 
 
 class Uncertainty(BaseModel):

@@ -1,7 +1,11 @@
 // The reading room: viewer, assistance (prediction, uncertainty, heatmaps) that one switch hides without
-// moving anything, the grading form (autosaved, submitted once) and the explanation ratings.
+// moving anything, the grading form (autosaved, submitted once) and the explanation ratings. While the
+// study's jobs run, the assistance panel follows them live (live.js): the prediction, its uncertainty, each
+// heatmap method and its scores appear as the worker commits them, the reader's form, view and window kept.
+import { el } from "./ai_state.js";
 import { EventLog, RatingForm, ReadForm } from "./forms.js";
 import { colourise, drawColourbar, formatValue, loadHeatmap } from "./heatmap.js";
+import { followStudy } from "./live.js";
 import { applySizes } from "./sizes.js";
 import { Viewport } from "./viewer.js";
 
@@ -142,7 +146,8 @@ function fillMethods() {
   $("grid-button").disabled = list.length < 2;
   for (const id of ["opacity", "threshold", "colormap"]) $(id).disabled = list.length === 0;
   $("heatmap-controls").hidden = list.length === 0;  // an empty method list says nothing: leave it out
-  const chosen = state.method.get(instance()?.id) ?? list[0]?.id;
+  const kept = state.method.get(instance()?.id);
+  const chosen = list.some((item) => item.id === kept) ? kept : list[0]?.id;
   if (chosen !== undefined) {
     state.method.set(instance().id, chosen);
     select.value = String(chosen);
@@ -157,6 +162,7 @@ function getHeatmap(id) {
 async function showOverlay() {
   const info = currentHeatmap();
   ratingForm.show(info);
+  showScores();
   if (!info) {
     viewport.setHeatmap(null);
     $("colourbar-box").hidden = true;
@@ -176,6 +182,30 @@ async function showOverlay() {
     state.overlayShown = true;
     afterPaint(() => performance.mark("lumen:overlay"));
   }
+}
+
+// models.explain.metrics.cheap_scores, stored with each map; the others (target probability) say nothing here.
+const SCORE_NAMES = {
+  deletion_auc: "deletion AUC (lower: more faithful)",
+  insertion_auc: "insertion AUC (higher: more faithful)",
+  sparsity_gini: "sparsity",
+  completeness_delta: "completeness gap",
+};
+
+function showScores() {
+  const info = currentHeatmap();
+  const line = $("method-scores");
+  if (assignment) {
+    line.hidden = true; // a reader-study condition shows the map, not its scores
+    return;
+  }
+  const shown = Object.entries(info?.scores ?? {}).filter(([key]) => key in SCORE_NAMES);
+  if (shown.length) {
+    line.textContent = `On this image: ${shown.map(([key, value]) => `${SCORE_NAMES[key]} ${formatValue(value)}`).join(" · ")}`;
+  } else {
+    line.textContent = info && ACTIVE.has(data.study.ai_state) ? "Faithfulness scores: being computed…" : "";
+  }
+  line.hidden = !line.textContent;
 }
 
 function setOpacity(value) {
@@ -403,6 +433,111 @@ function onKey(event) {
   action();
 }
 
+// Live updates ----------------------------------------------------------------------------------------------
+
+const ACTIVE = new Set(["queued", "running"]);
+let liveRefusal = "";
+
+function waitingText() {
+  const study = data.study;
+  if (liveRefusal) return liveRefusal;
+  if (study.ai_state === "running") return `No AI result for this image yet: the model is running (${study.ai_progress}%).`;
+  if (study.ai_state === "queued") return "No AI result for this image yet: the model is queued.";
+  if (study.ai_state === "failed") return `No AI result for this image: the job failed (${study.ai_error}).`;
+  return "No AI result for this image.";
+}
+
+function histogram(a) {
+  const box = el("div", "histogram");
+  box.setAttribute("role", "img");
+  box.setAttribute("aria-label", a.multilabel ? "Calibrated probability of each finding" : "Calibrated class probabilities");
+  a.probabilities.forEach((item, index) => {
+    const percent = item.probability * 100;
+    const column = el("div", `hist-col ${index === a.label_index ? "top" : ""}`);
+    column.title = `${item.label}: ${percent.toFixed(1)}%`;
+    const bar = el("span", "hist-bar");
+    const fill = el("span");
+    fill.dataset.height = percent.toFixed(1);
+    bar.append(fill);
+    column.append(el("span", "hist-value", `${percent.toFixed(0)}%`), bar, el("span", "hist-label", item.label));
+    box.append(column);
+  });
+  return box;
+}
+
+// The same markup as the template's assistance block (reading/read.html), drawn with DOM nodes.
+function assistanceNodes(inst) {
+  const a = inst.assistance;
+  if (!a) {
+    if (inst.refusal) return [el("p", "uncertainty uncertainty-uncertain outside-domain", inst.refusal)];
+    return [el("p", "muted ai-waiting", waitingText())];
+  }
+  const line = el("p", "prediction-line", a.multilabel ? "Highest of the model's findings: " : "Model: ");
+  line.append(el("strong", "prediction-label", a.label), " ", el("span", "muted small", `${a.model_name} v${a.model_version}`));
+  const nodes = [line];
+  if (a.multilabel) {
+    nodes.push(el("p", "muted small", "Each bar is the calibrated probability that the finding is present; they do not add up to 100%."));
+  }
+  if (a.model_summary) nodes.push(el("p", "model-summary muted small", a.model_summary));
+  nodes.push(histogram(a), el("p", `uncertainty uncertainty-${a.uncertainty.level}`, a.uncertainty.text));
+  return nodes;
+}
+
+function renderAssistance(inst) {
+  const block = document.querySelector(`.assist-instance[data-instance-id="${inst.id}"]`);
+  if (!block) return;
+  block.replaceChildren(...assistanceNodes(inst));
+  applySizes(block);
+}
+
+function applyResults(items) {
+  const shown = currentHeatmap()?.id;
+  for (const item of items) {
+    const inst = data.instances.find((candidate) => candidate.id === item.id);
+    if (!inst) continue;
+    // A rating saved in this page since the server looked still counts.
+    const rated = new Set((inst.assistance?.heatmaps ?? []).filter((h) => h.rated).map((h) => h.id));
+    for (const heatmap of item.assistance?.heatmaps ?? []) heatmap.rated ||= rated.has(heatmap.id);
+    inst.assistance = item.assistance;
+    inst.refusal = item.refusal;
+    renderAssistance(inst);
+  }
+  fillMethods();
+  // The rating form starts again only when the map under it changes: an answer being given is kept.
+  if (currentHeatmap()?.id !== shown) showOverlay();
+  else showScores();
+  if (state.grid) renderGrid();
+  live.updates += 1;
+  performance.mark("lumen:live-results");
+}
+
+function applyState(update) {
+  Object.assign(data.study, update);
+  for (const inst of data.instances) if (!inst.assistance && !inst.refusal) renderAssistance(inst);
+  showScores();
+}
+
+function refuseAssistance(refusal) {
+  liveRefusal = refusal.detail || `the server refused live updates (${refusal.status})`;
+  if (refusal.status === 403) {
+    // Blinded since the page opened (a reader-study read of this study is now pending): take the AI away.
+    for (const inst of data.instances) Object.assign(inst, { assistance: null, refusal: null });
+    fillMethods();
+    showOverlay();
+  }
+  for (const inst of data.instances) if (!inst.assistance && !inst.refusal) renderAssistance(inst);
+}
+
+const live = { updates: 0, follower: null };
+if (!assignment && data.study.id != null && ACTIVE.has(data.study.ai_state)) {
+  live.follower = followStudy(data.study.id, {
+    onState: applyState,
+    onResults: applyResults,
+    onRefused: refuseAssistance,
+    finished: (update) => !ACTIVE.has(update.ai_state),
+  });
+}
+
 bindControls();
 setAssistance(state.assist, { log: false });
 setOpacity(state.opacity);
@@ -413,4 +548,4 @@ if (data.instances.length) {
 } else {
   $("loading").textContent = "This study has no images.";
 }
-window.lumen = { viewport, state, setAssistance, readForm, ratingForm, events };
+window.lumen = { viewport, state, setAssistance, readForm, ratingForm, events, live };
