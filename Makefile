@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TORCH_INDEX ?=
 
-.PHONY: install run test fuzz lint bench clean
+.PHONY: install run test fuzz lint bench screenshots clean
 
 # The install's output goes to a log (pip's chatter would bury what `make run` prints); a failure shows its end.
 # TORCH_INDEX: an index to take torch from first, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
@@ -48,6 +48,10 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/attribution.py
+
+## The screenshots in docs/ of the study designer, taken again by its browser test (Chromium).
+screenshots: install
+	UPDATE_DOCS_SCREENSHOTS=1 $(BIN)/pytest -m browser tests/e2e/test_browser_designer.py -q
 
 clean:
 	rm -rf $(VENV) var test-output .pytest_cache

@@ -214,7 +214,9 @@ def assignment_view(session: Session, *, assignment: StudyAssignment, user_id: i
     )
     view = _blind(view, assignment=assignment, allowance=visibility.condition_allowance(study, assignment.condition))
     form = room.form_config(FORM_OF_TASK[study.task])
-    form = form.model_copy(update={"questions": [q for q in form.questions if q.value in study.questions]})
+    # An arm that shows no heatmap asks nothing about one: its page carries no rating questions at all.
+    rated = visibility.condition_of(study, assignment.condition)["kind"] == ConditionKind.prediction_heatmap
+    form = form.model_copy(update={"questions": [q for q in form.questions if rated and q.value in study.questions]})
     context = _context(session, assignment=assignment, study=study)
     return view.model_copy(
         update={

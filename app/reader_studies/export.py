@@ -26,6 +26,17 @@ from app.tables import (
 )
 
 _QUESTIONS = tuple(key for key, _ in vocabulary.RATING_QUESTIONS)
+# Export column -> key of the read's AI snapshot (app.reading.schemas.AiSnapshot).
+_AI_FIELDS = {
+    "ai_model": "model",
+    "ai_model_version": "model_version",
+    "ai_label": "label",
+    "ai_probability": "probability",
+    "ai_entropy": "entropy",
+    "ai_referral": "referral",
+    "ai_method": "method",
+}
+AI_COLUMNS = tuple(_AI_FIELDS)
 COLUMNS = (
     "study",
     "reader",
@@ -50,11 +61,22 @@ COLUMNS = (
     "rating_comment",
     "started_at",
     "submitted_at",
+    # What of the AI the page carried at submit, as the server recorded it then (Read.ai_snapshot).
+    "ai_shown",
+    *AI_COLUMNS,
 )
 
 
 def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _ai_of(read: Read | None) -> dict[str, Any]:
+    """The AI columns of a read: what was recorded at its submit; empty before it (or before revision 0008)."""
+    snapshot = (read.ai_snapshot if read else None) or {}
+    return {"ai_shown": read.ai_shown if read else None} | {
+        column: snapshot.get(key) for column, key in _AI_FIELDS.items()
+    }
 
 
 def _reads(session: Session, *, assignment_ids: list[int]) -> dict[int, Read]:
@@ -132,6 +154,7 @@ def long_rows(session: Session, *, study: ReaderStudy) -> list[dict[str, Any]]:
                 "rating_comment": rating.comment if rating else None,
                 "started_at": _iso(assignment.started_at),
                 "submitted_at": _iso(read.submitted_at if read else assignment.completed_at),
+                **_ai_of(read),
             }
         )
     return rows

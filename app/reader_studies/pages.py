@@ -17,12 +17,26 @@ from app.reader_studies import service as study_service
 from app.reader_studies.schemas import ReaderStudyIn
 from app.reading import vocabulary
 from app.statistics import plots
-from app.tables import ReaderStudyState, Role
-from app.viewer import service as viewer_service
+from app.tables import ConditionKind, ReaderStudyState, Role, StudyTask
+from models.explain.names import METHOD_NAMES  # torch-free
 
 router = APIRouter(tags=["pages"])
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 _COORDINATORS = (Role.admin, Role.coordinator)
+
+
+# The designer's words for each kind of condition: what the reader sees beside the image.
+CONDITION_KINDS = (
+    (ConditionKind.unassisted.value, "Unassisted (no AI)"),
+    (ConditionKind.prediction.value, "Prediction only"),
+    (ConditionKind.prediction_heatmap.value, "Prediction + heatmap"),
+)
+
+
+def _task_reads(task: StudyTask) -> str:
+    """What a study of this task reads, for the designer ("" where it reads any image)."""
+    wanted = vocabulary.TASK_IMAGES.get(task.value)
+    return vocabulary.IMAGE_WORDS[wanted] if wanted else ""
 
 
 def _context(caller) -> dict:
@@ -40,6 +54,9 @@ def list_page(request: Request, caller: PageCaller, session: DbSession) -> Respo
         "mine": assignments.my_studies(session, user_id=caller.user.id),
         "defaults": ReaderStudyIn(name="x").model_dump(mode="json"),
         "questions": vocabulary.RATING_QUESTIONS,
+        "kinds": CONDITION_KINDS,
+        "methods": [(name, vocabulary.method_label(name)) for name in METHOD_NAMES],
+        "tasks": [(task.value, vocabulary.TASK_WORDS[task.value], _task_reads(task)) for task in StudyTask],
     }
     return templates.TemplateResponse(request, "reader_studies/list.html", context)
 
@@ -56,15 +73,16 @@ def dashboard_page(request: Request, reader_study_id: DbId, caller: PageCaller, 
         "time_course": plots.time_course_svg(numbers["time_course"]),
         "ratings": plots.ratings_svg(numbers["ratings"]["by_method"], list(vocabulary.RATING_QUESTIONS)),
     }
-    present = {case.study_id for case in study.cases}
-    candidates = (
-        [row for row in viewer_service.worklist_for(session, user=caller.user).studies if row.id not in present]
+    candidates, not_shown = (
+        study_service.candidate_cases(session, study=study, user=caller.user)
         if study.state == ReaderStudyState.draft
-        else []
+        else ([], 0)
     )
     context = {
         **_context(caller),
         "candidates": candidates,
+        "not_shown": not_shown,
+        "reads": _task_reads(study.task),
         "study": study_service.study_detail(session, study=study),
         "numbers": numbers,
         "charts": charts,

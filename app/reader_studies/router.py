@@ -16,6 +16,7 @@ from app.reader_studies import assignments, export, reference, results
 from app.reader_studies import service as study_service
 from app.reader_studies.dependencies import CanCoordinate, MyAssignmentOr404, ReaderStudyOr404
 from app.reader_studies.schemas import (
+    CandidatesOut,
     CasesIn,
     QueueOut,
     ReadersIn,
@@ -65,6 +66,13 @@ def create_study(body: ReaderStudyIn, user: CanCoordinate, session: DbSession) -
 def get_study(study: ReaderStudyOr404, _user: CanCoordinate, session: DbSession) -> ReaderStudyDetail:
     """The design, its cases (with reference) and its readers."""
     return study_service.study_detail(session, study=study)
+
+
+@router.get("/reader-studies/{reader_study_id}/candidates", response_model=CandidatesOut, responses=_ERRORS)
+def candidates(study: ReaderStudyOr404, user: CanCoordinate, session: DbSession) -> CandidatesOut:
+    """Stored studies the study's task reads and that are not cases yet, newest first (the designer's picker)."""
+    shown, others = study_service.candidate_cases(session, study=study, user=user)
+    return CandidatesOut(candidates=shown, not_shown=others)
 
 
 @router.post("/reader-studies/{reader_study_id}/cases", responses=_ERRORS)

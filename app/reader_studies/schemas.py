@@ -109,6 +109,27 @@ class CasesIn(BaseModel):
     study_ids: list[DbId] = Field(min_length=1, max_length=5000)
 
 
+class CandidateCase(BaseModel):
+    """A stored study as the designer's case picker shows it: the image it would be read on, and whether the
+    study's task reads it (and why not)."""
+
+    study_id: int
+    instance_id: int
+    modality: str
+    body_part: str
+    description: str  # the series description, else the study's ("" where the caller sees no identity)
+    kind: str  # vocabulary.image_kind: fundus | chest_radiograph | chest_ct | other
+    thumbnail_url: str
+    ai_state: str = ""
+    accepted: bool
+    reason: str = ""  # why the study's task does not read it
+
+
+class CandidatesOut(BaseModel):
+    candidates: list[CandidateCase]
+    not_shown: int = Field(description="stored studies the study's task does not read (other modalities)")
+
+
 class ReadersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -9,9 +9,17 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app import errors
+from app import errors, visibility
 from app.audit import service as audit_service
-from app.reader_studies.schemas import CaseOut, ReaderOut, ReaderStudyDetail, ReaderStudyIn, ReaderStudyOut
+from app.reader_studies.schemas import (
+    CandidateCase,
+    CaseOut,
+    ReaderOut,
+    ReaderStudyDetail,
+    ReaderStudyIn,
+    ReaderStudyOut,
+)
+from app.reading import vocabulary
 from app.statistics import design
 from app.tables import (
     ConditionKind,
@@ -25,8 +33,10 @@ from app.tables import (
     StudyAssignment,
     StudyCase,
     StudyReader,
+    StudyTask,
     User,
 )
+from app.viewer import service as viewer_service
 
 MAX_ERRORS_SHOWN = 10
 
@@ -145,25 +155,80 @@ def _require_draft(study: ReaderStudy, what: str) -> None:
         raise Conflict(f"reader study {study.name!r} is {study.state.value}: {what} only while it is a draft")
 
 
-def _first_instances(session: Session, *, study_ids: list[int]) -> dict[int, int]:
-    """The image each study is read on: its first instance, by series and instance number."""
+_COLOUR_PHOTOMETRICS = ("RGB", "YBR", "PALETTE")
+
+
+def _refusal(task: StudyTask, kind: str) -> str:
+    """Why a study of this task does not read an image of this kind ("" when it does)."""
+    if vocabulary.task_accepts(task.value, kind):
+        return ""
+    wanted = vocabulary.IMAGE_WORDS[vocabulary.TASK_IMAGES[task.value]]
+    return f"not {wanted}, the only image a {vocabulary.TASK_WORDS[task.value]} study reads"
+
+
+def case_images(
+    session: Session, *, task: StudyTask, study_ids: list[int], identity: visibility.IdentityRule | None = None
+) -> dict[int, CandidateCase]:
+    """The image each study is read on (its first instance, by series and instance number), what it is, and
+    whether a study of this task reads it. `identity`: the caller's, for the free-text description."""
     rows = session.execute(
-        select(Series.study_id, Instance.id)
+        select(Series.study_id, Instance, Series.modality, Series.body_part, Series.description, Study.description)
         .join(Instance, Instance.series_id == Series.id)
+        .join(Study, Study.id == Series.study_id)
         .where(Series.study_id.in_(study_ids))
         .order_by(Series.study_id, Series.number.nulls_last(), Series.id, Instance.number.nulls_last(), Instance.id)
     ).all()
-    first: dict[int, int] = {}
-    for study_id, instance_id in rows:
-        first.setdefault(study_id, instance_id)
+    shown = identity or visibility.IdentityRule(shown=True)
+    first: dict[int, CandidateCase] = {}
+    for study_id, instance, series_modality, body_part, series_text, study_text in rows:
+        if study_id in first:
+            continue
+        modality = instance.modality or series_modality
+        colour = instance.samples_per_pixel > 1 or instance.photometric.upper().startswith(_COLOUR_PHOTOMETRICS)
+        kind = vocabulary.image_kind(modality, body_part, colour=colour)
+        reason = _refusal(task, kind)
+        first[study_id] = CandidateCase(
+            study_id=study_id,
+            instance_id=instance.id,
+            modality=modality,
+            body_part=body_part,
+            description=shown.free_text(series_text or study_text),
+            kind=kind,
+            thumbnail_url=f"/api/instances/{instance.id}/image.png?max_size=512",
+            accepted=not reason,
+            reason=reason,
+        )
     return first
 
 
+def candidate_cases(session: Session, *, study: ReaderStudy, user: User) -> tuple[list[CandidateCase], int]:
+    """The stored studies (newest first, as the worklist shows them to this user) that this draft study's task
+    reads and that are not cases yet; and how many others its task does not read."""
+    present = {case.study_id for case in study.cases}
+    rows = [row for row in viewer_service.worklist_for(session, user=user).studies if row.id not in present]
+    ids = [row.id for row in rows if row.id is not None]
+    images = case_images(session, task=study.task, study_ids=ids, identity=visibility.identity_rule(user.role))
+    ai_states = {row.id: row.ai_state for row in rows}
+    accepted = [
+        image.model_copy(update={"ai_state": ai_states.get(study_id, "")})
+        for study_id, image in images.items()
+        if image.accepted
+    ]
+    accepted.sort(key=lambda image: ids.index(image.study_id))
+    return accepted, len(images) - len(accepted)
+
+
+def _what(image: CandidateCase) -> str:
+    """'MR SHOULDER, Shoulder sag T1': what a refused case is, in the words of its headers."""
+    return ", ".join(filter(None, (f"{image.modality} {image.body_part}".strip(), image.description)))
+
+
 def add_cases(session: Session, *, study: ReaderStudy, study_ids: list[int]) -> int:
-    """Add stored studies as cases (those already in are skipped); returns how many were added."""
+    """Add stored studies as cases (those already in are skipped); returns how many were added. A study the
+    task does not read (an MR in a DR grading study) is refused now, with the reason, not when it opens."""
     _require_draft(study, "cases can be added")
     wanted = list(dict.fromkeys(study_ids))
-    images = _first_instances(session, study_ids=wanted)
+    images = case_images(session, task=study.task, study_ids=wanted)
     missing = [study_id for study_id in wanted if study_id not in images]
     if missing:
         known = set(session.scalars(select(Study.id).where(Study.id.in_(missing))))
@@ -171,6 +236,10 @@ def add_cases(session: Session, *, study: ReaderStudy, study_ids: list[int]) -> 
         if unknown:
             raise Invalid(f"no stored study with id {', '.join(map(str, unknown[:MAX_ERRORS_SHOWN]))}")
         raise Invalid(f"study {missing[0]} has no image to read")
+    refused = [images[study_id] for study_id in wanted if not images[study_id].accepted]
+    if refused:
+        shown = refused[:MAX_ERRORS_SHOWN]
+        raise Invalid("; ".join(f"study {image.study_id} ({_what(image)}): {image.reason}" for image in shown))
     present = {case.study_id for case in study.cases}
     added = 0
     for study_id in wanted:
@@ -178,8 +247,12 @@ def add_cases(session: Session, *, study: ReaderStudy, study_ids: list[int]) -> 
             continue
         position = len(study.cases)
         study.cases.append(
-            StudyCase(study_id=study_id, instance_id=images[study_id], pseudonym=f"C{position + 1:04d}",
-                      position=position)
+            StudyCase(
+                study_id=study_id,
+                instance_id=images[study_id].instance_id,
+                pseudonym=f"C{position + 1:04d}",
+                position=position,
+            )
         )
         added += 1
     session.flush()

@@ -85,11 +85,14 @@ def uncertainty_of(
 
 
 def form_config(kind: str) -> FormConfig:
+    """The choices of the read form `kind` (vocabulary.FORM_FIELDS): the chest form's findings are not the
+    generic form's."""
     return FormConfig(
         kind=kind,
         grades=[Choice(value=value, label=key.upper() if key == "pdr" else key.capitalize(), hint=label)
                 for value, key, label in vocabulary.ICDR_GRADES],
-        findings=[Choice(value=key, label=label) for key, label in vocabulary.FINDINGS],
+        findings=[Choice(value=key, label=label)
+                  for key, label in vocabulary.FINDINGS_OF_FORM.get(kind, vocabulary.CHEST_FINDINGS)],
         confidence=[Choice(value=value, label=label) for value, label in vocabulary.CONFIDENCE],
         questions=[Choice(value=key, label=label) for key, label in vocabulary.RATING_QUESTIONS],
         likert=[Choice(value=value, label=label) for value, label in vocabulary.LIKERT],

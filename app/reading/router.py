@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Form, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from app.audit.dependencies import ClientIp
 from app.auth.dependencies import CanRead
@@ -30,6 +33,21 @@ def _created(response: Response, created: bool) -> None:
 def save_draft(client_id: UUID, body: ReadIn, user: CanRead, session: DbSession, response: Response) -> ReadOut:
     """Autosave: create (201) or update (200) the caller's draft read; 409 once it was submitted."""
     read, created = reading_service.save_draft(session, reader_id=user.id, client_id=client_id, data=body)
+    _created(response, created)
+    return read
+
+
+@router.post("/reads/{client_id}/draft", response_model=ReadOut, responses=_ERRORS)
+def save_draft_beacon(
+    client_id: UUID, draft: Annotated[str, Form()], user: CanRead, session: DbSession, response: Response
+) -> ReadOut:
+    """The autosave of a page being left (navigator.sendBeacon, which can only POST a form): the draft as JSON
+    in the form field `draft`, the CSRF token in the field `csrf_token`. Same answers as PUT."""
+    try:
+        data = ReadIn.model_validate_json(draft)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from exc
+    read, created = reading_service.save_draft(session, reader_id=user.id, client_id=client_id, data=data)
     _created(response, created)
     return read
 

@@ -61,6 +61,28 @@ class ReadIn(BaseModel):
     answers: ReadAnswers = Field(default_factory=ReadAnswers)
     time_spent_seconds: float | None = Field(None, ge=0, le=7 * 24 * 3600)
     assistance: AssistanceState | None = None
+    # The page numbers its drafts (milliseconds since the epoch, raised past the last one sent): a draft that
+    # arrives after a newer one of the same read is not stored. None: stored whatever came before.
+    client_seq: int | None = Field(None, ge=0, le=2**53)
+
+
+class AiSnapshot(BaseModel):
+    """What of the AI a read's page carried at submit, from the server's own rows (never the client's word): the
+    condition of its assignment, the newest prediction of its image and the one heatmap the condition shows (or
+    that the reader picked, outside a study). All None where the page carried no AI. Stored as a copy on the read."""
+
+    condition: str | None = None  # the assignment's condition key; None for a clinical read
+    condition_kind: str | None = None  # unassisted | prediction | prediction_heatmap; None for a clinical read
+    prediction_id: int | None = None
+    model: str | None = None
+    model_version: str | None = None
+    label: str | None = None
+    label_index: int | None = None
+    probability: float | None = None  # of the predicted label, as the assistance panel showed it
+    entropy: float | None = None  # predictive entropy
+    referral: bool | None = None
+    method: str | None = None  # the heatmap method on the page
+    heatmap_id: int | None = None
 
 
 class ReadOut(BaseModel):
@@ -81,6 +103,8 @@ class ReadOut(BaseModel):
     time_spent_seconds: float | None
     assisted: bool
     assistance: dict[str, Any]
+    ai_shown: bool | None = None  # the AI on screen at submit, as the server recorded it; None on a draft
+    client_seq: int | None = None  # the page's number of the newest draft stored
     created_at: datetime
     updated_at: datetime
     submitted_at: datetime | None

@@ -15,9 +15,22 @@ from app import visibility
 from app.audit import service as audit_service
 from app.db import Base
 from app.errors import Conflict, Invalid, NotFound
+from app.predictions import service as predictions_service
 from app.reading import vocabulary
-from app.reading.schemas import AssistanceEventIn, RatingIn, RatingOut, ReadIn, ReadOut
-from app.tables import AssistanceEvent, ExplanationRating, Heatmap, Instance, Read, ReadState, Series, Study
+from app.reading.schemas import AiSnapshot, AssistanceEventIn, RatingIn, RatingOut, ReadIn, ReadOut
+from app.tables import (
+    AssistanceEvent,
+    ExplanationRating,
+    Heatmap,
+    Instance,
+    Prediction,
+    Read,
+    ReaderStudy,
+    ReadState,
+    Series,
+    Study,
+    StudyAssignment,
+)
 
 # Bound to the ORM rows: with `find` returning `T | None`, an unbound T would be inferred as `Row | None`.
 T = TypeVar("T", bound=Base)
@@ -56,8 +69,16 @@ def _insert_once(session: Session, row: T, *, find: Callable[[], T | None]) -> t
     return row, True
 
 
-def _find_read(session: Session, *, reader_id: int, client_id: str) -> Read | None:
-    return session.scalar(select(Read).where(Read.reader_id == reader_id, Read.client_id == client_id))
+def _find_read(session: Session, *, reader_id: int, client_id: str, lock: bool = False) -> Read | None:
+    """The reader's read of this client id; `lock` holds its row until commit, so that two drafts of it sent
+    at once (a keep-alive request and the beacon of a page being left) are compared and stored one at a time."""
+    query = select(Read).where(Read.reader_id == reader_id, Read.client_id == client_id)
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def _outdated(read: Read, data: ReadIn) -> bool:
+    """The draft was numbered by its page before the one stored: it arrived late and must not overwrite it."""
+    return data.client_seq is not None and read.client_seq is not None and data.client_seq <= read.client_seq
 
 
 def _form_of(session: Session, *, study_id: int, instance_id: int | None) -> str:
@@ -83,6 +104,9 @@ def _check_answers(data: ReadIn, *, form: str, complete: bool) -> None:
     extra = sorted(given - asked)
     if extra:
         raise Invalid(f"{', '.join(extra)} is not asked by the {form} form (it asks {', '.join(sorted(asked))})")
+    offered = [key for key, _ in vocabulary.FINDINGS_OF_FORM.get(form, ())]
+    if data.answers.finding is not None and data.answers.finding not in offered:
+        raise Invalid(f"the {form} form's findings are {', '.join(offered)}, not {data.answers.finding!r}")
     missing = sorted(asked - given)
     if complete and missing:
         raise Invalid(f"a submitted read must answer {', '.join(missing)}")
@@ -117,6 +141,76 @@ def _new_read(reader_id: int, key: str, data: ReadIn, *, form: str, assignment_i
     )
 
 
+def _served_prediction(session: Session, *, instance_id: int | None) -> Prediction | None:
+    """The prediction the page showed of this image: its newest, which app/live pushes to an open page."""
+    if instance_id is None:
+        return None
+    return predictions_service.latest_predictions(session, instance_ids=[instance_id]).get(instance_id)
+
+
+def _shown_heatmap(prediction: Prediction | None, *, shown: Callable[[str], bool]) -> Heatmap | None:
+    """The map on the page of a method it shows: of that method's target classes the lowest, which the reading
+    room puts first (app/reading/room.py orders a prediction's maps by rank, method, then target class)."""
+    maps = [heatmap for heatmap in prediction.heatmaps if shown(heatmap.method)] if prediction else []
+    return min(maps, key=lambda heatmap: heatmap.target_class, default=None)
+
+
+def _snapshot(
+    prediction: Prediction | None, heatmap: Heatmap | None, *, condition: str | None, kind: str | None
+) -> AiSnapshot:
+    if prediction is None:
+        return AiSnapshot(condition=condition, condition_kind=kind)
+    values, index = list(prediction.probabilities), prediction.label_index
+    return AiSnapshot(
+        condition=condition,
+        condition_kind=kind,
+        prediction_id=prediction.id,
+        model=prediction.model.name,
+        model_version=prediction.model.version,
+        label=prediction.label,
+        label_index=index,
+        probability=float(values[index]) if 0 <= index < len(values) else None,
+        entropy=prediction.predictive_entropy,
+        referral=prediction.referral,
+        method=heatmap.method if heatmap else None,
+        heatmap_id=heatmap.id if heatmap else None,
+    )
+
+
+def _study_read_ai(session: Session, *, read: Read, assignment_id: int) -> tuple[bool, AiSnapshot]:
+    assignment = session.get(StudyAssignment, assignment_id)
+    study = session.get(ReaderStudy, assignment.reader_study_id) if assignment else None
+    if assignment is None or study is None:
+        raise NotFound(f"assignment {assignment_id} does not exist")
+    allowance = visibility.condition_allowance(study, assignment.condition)
+    prediction = _served_prediction(session, instance_id=read.instance_id) if allowance.prediction else None
+    snapshot = _snapshot(
+        prediction,
+        _shown_heatmap(prediction, shown=allowance.heatmap),
+        condition=assignment.condition,
+        kind=allowance.kind.value,
+    )
+    # Where readers may not hide the assistance, the page kept it on screen whatever the client says.
+    on_screen = read.assisted if study.allow_toggle else True
+    return on_screen and prediction is not None, snapshot
+
+
+def ai_shown_at_submit(session: Session, *, read: Read) -> tuple[bool, AiSnapshot]:
+    """What of the AI the read's page carried at submit, from the server's own rows, and whether it was on screen.
+
+    In a reader study the assignment's condition decides what the page carried (as app/visibility.py blinds it);
+    outside one the page carries the image's prediction and the reader picks the map (`assistance.method`, kept
+    only if the prediction has a map of it). Where the reader may hide the assistance, `assistance.visible` (the
+    client's report) says whether it was on screen.
+    """
+    if read.assignment_id is not None:
+        return _study_read_ai(session, read=read, assignment_id=read.assignment_id)
+    prediction = _served_prediction(session, instance_id=read.instance_id)
+    picked = read.assistance.get("method")
+    heatmap = _shown_heatmap(prediction, shown=lambda method: method == picked)
+    return read.assisted and prediction is not None, _snapshot(prediction, heatmap, condition=None, kind=None)
+
+
 def _same_assignment(read: Read, assignment_id: int | None) -> None:
     if read.assignment_id != assignment_id:
         raise Invalid(f"read {read.client_id} belongs to another assignment")
@@ -131,14 +225,15 @@ def save_draft(
     assignment_id: int | None = None,
     form: str | None = None,
 ) -> tuple[ReadOut, bool]:
-    """Create or update the reader's draft; returns (read, created). Conflict once it was submitted.
+    """Create or update the reader's draft; returns (read, created). Conflict once it was submitted. A draft
+    numbered before the stored one (`client_seq`) changes nothing: the stored read is returned as it is.
 
     A reader-study read names its assignment and the form of its study's task.
     """
     form = form or _form_of(session, study_id=_study_of(data), instance_id=data.instance_id)
     _check_answers(data, form=form, complete=False)
     key = str(client_id)
-    read = _find_read(session, reader_id=reader_id, client_id=key)
+    read = _find_read(session, reader_id=reader_id, client_id=key, lock=True)
     created = read is None
     if read is None:
         read, created = _insert_once(
@@ -149,8 +244,11 @@ def save_draft(
     _same_assignment(read, assignment_id)
     if read.state == ReadState.submitted:
         raise Conflict(f"read {key} was submitted at {read.submitted_at:%Y-%m-%d %H:%M:%S} UTC; it cannot change")
+    if not created and _outdated(read, data):
+        return _read_out(read), False
     read.form = form
     _apply(read, data)
+    read.client_seq = data.client_seq if data.client_seq is not None else read.client_seq
     read.updated_at = _now()
     session.flush()
     return _read_out(read), created
@@ -169,7 +267,7 @@ def submit_read(
     """Submit the read; returns (read, newly submitted), the submission audited. A resubmission returns the
     stored read unchanged (and is not audited again: nothing changed)."""
     key = str(client_id)
-    read = _find_read(session, reader_id=reader_id, client_id=key)
+    read = _find_read(session, reader_id=reader_id, client_id=key, lock=True)
     if read is not None and read.state == ReadState.submitted:
         _same_assignment(read, assignment_id)
         return _read_out(read), False
@@ -187,6 +285,9 @@ def submit_read(
     _same_assignment(read, assignment_id)
     read.form = form
     _apply(read, data)
+    read.client_seq = max((seq for seq in (read.client_seq, data.client_seq) if seq is not None), default=None)
+    read.ai_shown, snapshot = ai_shown_at_submit(session, read=read)
+    read.ai_snapshot = snapshot.model_dump(mode="json")
     read.state = ReadState.submitted
     read.submitted_at = read.updated_at = _now()
     session.flush()

@@ -18,20 +18,31 @@ ICDR_GRADES: Final = (
     (4, "pdr", "Proliferative DR"),
 )
 CONFIDENCE: Final = ((1, "Very low"), (2, "Low"), (3, "Moderate"), (4, "High"), (5, "Very high"))
-FINDINGS: Final = (
+# The chest-radiograph form's findings, and the generic form's for any other image (a shoulder MR is asked
+# whether it shows a finding, never about nodules). FINDINGS: every finding a stored read may hold.
+CHEST_FINDINGS: Final = (
     ("nodule", "Nodule"),
     ("no_nodule", "No nodule"),
     ("other", "Other finding"),
 )
+GENERIC_FINDINGS: Final = (
+    ("present", "Finding present"),
+    ("absent", "No finding"),
+)
+FINDINGS: Final = CHEST_FINDINGS + GENERIC_FINDINGS
 RATING_QUESTIONS: Final = (
     ("relevant", "Highlights the clinically relevant features"),
     ("trust", "Would increase my trust in the prediction"),
     ("misleading", "Is distracting or misleading"),
 )
 LIKERT: Final = ((1, "Strongly disagree"), (2, "Disagree"), (3, "Neutral"), (4, "Agree"), (5, "Strongly agree"))
-# Ophthalmic photography (OP) and external-camera photographs (XC) are graded for DR; everything else gets
-# the finding form.
+# Ophthalmic photography (OP) and external-camera photographs (XC) in colour are graded for DR; chest radiographs
+# (CR, DX) and chest CT, of the chest or of a body part left unsaid, get the chest findings (lung nodules are
+# read on both); everything else (a shoulder MR, an abdominal CT) the generic finding form.
 FUNDUS_MODALITIES: Final = frozenset({"OP", "XC"})
+FUNDUS_BODY_PARTS: Final = frozenset({"", "EYE"})
+RADIOGRAPH_MODALITIES: Final = frozenset({"CR", "DX"})
+CHEST_BODY_PARTS: Final = frozenset({"", "CHEST"})
 ASSISTANCE_EVENTS: Final = (
     "shown",
     "hidden",
@@ -42,13 +53,53 @@ ASSISTANCE_EVENTS: Final = (
     "grid_shown",
     "grid_hidden",
 )
-# Questions each form asks, and which of them a submitted read must answer.
-FORM_FIELDS: Final = {"dr": ("dr_grade", "dme", "confidence"), "finding": ("finding", "confidence")}
+# Questions each form asks, and which of them a submitted read must answer; the findings each form offers.
+FORM_FIELDS: Final = {
+    "dr": ("dr_grade", "dme", "confidence"),
+    "finding": ("finding", "confidence"),
+    "generic": ("finding", "confidence"),
+}
+FINDINGS_OF_FORM: Final = {"finding": CHEST_FINDINGS, "generic": GENERIC_FINDINGS}
+# What a reader study of each task reads (app/reader_studies refuses other cases when they are added), and in
+# words for the reason of a refusal. An explanation-rating study rates the maps of any image.
+TASK_IMAGES: Final = {"dr_grading": "fundus", "binary_finding": "chest_radiograph"}
+IMAGE_WORDS: Final = {
+    "fundus": "a colour fundus photograph (OP or XC)",
+    "chest_radiograph": "a chest radiograph (CR or DX of the chest)",
+    "chest_ct": "a chest CT",
+    "other": "neither a fundus photograph nor a chest image",
+}
+TASK_WORDS: Final = {
+    "dr_grading": "DR grading",
+    "binary_finding": "binary finding",
+    "explanation_rating": "explanation rating",
+}
 
 
-def form_for(modality: str) -> str:
-    """The grading form of an image of this modality (or study modalities joined by '/')."""
-    return "dr" if FUNDUS_MODALITIES & set(modality.upper().split("/")) else "finding"
+def image_kind(modality: str, body_part: str = "", *, colour: bool | None = None) -> str:
+    """'fundus', 'chest_radiograph', 'chest_ct' or 'other' for an image of this modality (or study modalities
+    joined by '/') and body part; `colour` False rules out a fundus photograph (a grayscale PNG sent as OP)."""
+    modalities = set(modality.upper().split("/"))
+    part = body_part.strip().upper()
+    if modalities & FUNDUS_MODALITIES and part in FUNDUS_BODY_PARTS and colour is not False:
+        return "fundus"
+    if part in CHEST_BODY_PARTS and modalities & RADIOGRAPH_MODALITIES:
+        return "chest_radiograph"
+    if part in CHEST_BODY_PARTS and "CT" in modalities:
+        return "chest_ct"
+    return "other"
+
+
+def form_for(modality: str, body_part: str = "") -> str:
+    """The read form of an image of this modality and body part: 'dr', 'finding' (chest) or 'generic'."""
+    kind = image_kind(modality, body_part)
+    return "dr" if kind == "fundus" else "finding" if kind.startswith("chest") else "generic"
+
+
+def task_accepts(task: str, kind: str) -> bool:
+    """Whether a reader study of this task reads an image of this kind (image_kind)."""
+    wanted = TASK_IMAGES.get(task)
+    return wanted is None or wanted == kind
 
 
 def method_label(method: str) -> str:

@@ -1,7 +1,12 @@
 // The read (autosaved draft, idempotent submit) and the explanation ratings, against the reading API.
+//
+// The autosave never loses a change: every change is sent at once (one request in flight; when it returns, the
+// latest state goes next), on blur, and when the page is left (pagehide, or hidden) by navigator.sendBeacon.
+// The page numbers its drafts (client_seq) and the server keeps the newest, so a late request never overwrites
+// a newer draft. The last draft not yet confirmed is also kept in sessionStorage: a reload can be rendered
+// before the beacon of the page it replaces arrives, and then restores that draft and sends it again.
 
-const AUTOSAVE_MS = 5000;
-const DEBOUNCE_MS = 800;
+const RETRY_MS = 5000;
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 
 export function uuid4() {
@@ -45,20 +50,39 @@ export class ReadForm {
     this.status = status;
     this.studyId = studyId;
     this.getContext = getContext; // () => ({instanceId, assistance, firstPaintAt})
-    this.clientId = read?.state === "draft" ? read.client_id : uuid4();
-    this.baseSeconds = read?.state === "draft" ? read.time_spent_seconds ?? 0 : 0;
+    this.pendingKey = `lumen.draft:${base}:${studyId ?? ""}`;
+    const pending = this.resumable(read);
+    const draft = pending ?? (read?.state === "draft" ? read : null);
+    this.clientId = draft?.client_id ?? uuid4();
+    this.baseSeconds = draft?.time_spent_seconds ?? 0;
+    this.seq = Math.max(read?.client_seq ?? 0, pending?.client_seq ?? 0);
     this.dirty = false;
     this.saving = null;
     this.submitted = false;
     if (read) this.restore(read);
+    if (pending) this.restore(pending);
     if (read?.state === "submitted") this.lock(read);
     form.addEventListener("change", () => this.touch());
     form.addEventListener("input", () => this.touch());
+    form.addEventListener("focusout", () => this.dirty && this.save());
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
     });
-    this.timer = setInterval(() => this.dirty && this.save(), AUTOSAVE_MS);
+    // Leaving the page (reload, navigation, tab closed) or hiding it (the tab may be discarded): send now.
+    window.addEventListener("pagehide", () => this.leave());
+    document.addEventListener("visibilitychange", () => document.visibilityState === "hidden" && this.leave());
+    this.timer = setInterval(() => this.dirty && this.save(), RETRY_MS); // retries a draft the server refused
+    if (pending) this.touch(); // the server has an older draft than this page had: send it again
+  }
+
+  /** The draft kept by an earlier page of this read that the server may not have (newer than `read`), or null. */
+  resumable(read) {
+    const kept = JSON.parse(sessionStorage.getItem(this.pendingKey) ?? "null");
+    const newer = kept && read?.state !== "submitted" && (!read || read.client_id === kept.client_id)
+      && kept.client_seq > (read?.client_seq ?? -1);
+    if (!newer) sessionStorage.removeItem(this.pendingKey);
+    return newer ? kept : null;
   }
 
   restore(read) {
@@ -85,35 +109,90 @@ export class ReadForm {
   body() {
     const { instanceId, assistance, firstPaintAt } = this.getContext();
     const elapsed = firstPaintAt == null ? 0 : (performance.now() - firstPaintAt) / 1000;
+    // Milliseconds since the epoch, raised past the last number: a reload numbers its drafts after its page's.
+    this.seq = Math.max(Date.now(), this.seq + 1);
     return {
       study_id: this.studyId,
       instance_id: instanceId,
       answers: this.answers(),
       time_spent_seconds: Math.round((this.baseSeconds + elapsed) * 10) / 10,
       assistance,
+      client_seq: this.seq,
     };
+  }
+
+  /** Keep this draft in the tab until the server confirms a draft at least as new. */
+  keep(body) {
+    sessionStorage.setItem(this.pendingKey, JSON.stringify({ client_id: this.clientId, ...body }));
+  }
+
+  confirmed(read) {
+    const kept = JSON.parse(sessionStorage.getItem(this.pendingKey) ?? "null");
+    if (kept && kept.client_id === read.client_id && (read.client_seq ?? 0) >= kept.client_seq) {
+      sessionStorage.removeItem(this.pendingKey);
+    }
   }
 
   touch() {
     if (this.submitted) return;
     this.dirty = true;
-    clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => this.save(), DEBOUNCE_MS);
+    this.keep(this.body());
+    this.save();
   }
 
-  async save() {
+  /** Send the draft; while one is in flight, the latest state is sent when it returns (one request at a time). */
+  save() {
     if (this.submitted || this.saving) return this.saving;
     this.dirty = false;
-    this.saving = send("PUT", `${this.base}/${this.clientId}`, this.body())
-      .then(() => this.say(`Draft saved ${clock()}`))
+    let sent = false;
+    // keepalive: a request in flight when the page is left still reaches the server.
+    this.saving = send("PUT", `${this.base}/${this.clientId}`, this.body(), { keepalive: true })
+      .then(({ payload }) => {
+        sent = true;
+        this.confirmed(payload);
+        this.say(`Draft saved ${clock()}`);
+      })
       .catch((error) => {
+        if (error.status === 409) return this.submittedElsewhere();
         this.dirty = true;
         this.say(`Draft not saved: ${error.message}`, "error");
       })
       .finally(() => {
         this.saving = null;
+        if (sent && this.dirty) this.save();
       });
     return this.saving;
+  }
+
+  /** The page is being left or hidden: send what the server may not have yet, by a beacon that outlives it. */
+  leave() {
+    if (this.submitted || (!this.dirty && !this.saving)) return;
+    this.dirty = false;
+    const body = this.body();
+    this.keep(body);
+    const url = `${this.base}/${this.clientId}`;
+    if (this.base === "/api/reads" && navigator.sendBeacon) {
+      // A beacon cannot send headers: the CSRF token goes in the form, as with any form (app/auth).
+      const form = new FormData();
+      form.append("csrf_token", csrf);
+      form.append("draft", JSON.stringify(body));
+      if (navigator.sendBeacon(`${url}/draft`, form)) return;
+    }
+    send("PUT", url, body, { keepalive: true }).catch(() => {
+      this.dirty = true;
+    });
+  }
+
+  /** A draft answered 409: the read was submitted (by this page before a reload, or another tab). */
+  async submittedElsewhere() {
+    sessionStorage.removeItem(this.pendingKey);
+    try {
+      const response = await fetch(`${this.base}/${this.clientId}`, { headers: { Accept: "application/json" } });
+      if (response.ok) return this.lock(await response.json());
+    } catch (error) {
+      console.warn("could not load the submitted read", error);
+    }
+    this.say("This read was submitted already: reload the page to see it.", "error");
   }
 
   async submit() {
@@ -126,10 +205,10 @@ export class ReadForm {
       this.say(`Please answer: ${missing.map((set) => set.querySelector("legend").textContent).join(", ")}`, "error");
       return;
     }
-    clearTimeout(this.debounce);
-    await this.saving;
+    // Sent at once, not after a draft in flight: a draft that arrives after the submission is refused (409),
+    // and a reload right after the click must not find the submission still waiting on the page.
     try {
-      const { payload } = await send("POST", `${this.base}/${this.clientId}/submit`, body);
+      const { payload } = await send("POST", `${this.base}/${this.clientId}/submit`, body, { keepalive: true });
       this.lock(payload);
     } catch (error) {
       this.say(`Not submitted: ${error.message}`, "error");
@@ -138,7 +217,9 @@ export class ReadForm {
 
   lock(read) {
     this.submitted = true;
+    this.dirty = false;
     clearInterval(this.timer);
+    sessionStorage.removeItem(this.pendingKey);
     for (const element of this.form.elements) element.disabled = true;
     const when = read.submitted_at ? clock(new Date(read.submitted_at)) : clock();
     this.say(`Submitted ${when} · ${Math.round(read.time_spent_seconds ?? 0)} s on case`, "ok");

@@ -30,19 +30,78 @@ function bind(formId, statusId, work) {
   });
 }
 
+// The designer: one row per condition (name, what it shows, its heatmap method where it shows one). The rows
+// become the request's conditions; a key is made from each name (unique, snake_case, as exports name it).
+const rows = $("condition-rows");
+
+function slug(text, taken) {
+  let key = text.toLowerCase().normalize("NFKD").replace(/[^a-z0-9]+/g, "_").replace(/^[^a-z]+|_+$/g, "").slice(0, 56);
+  key ||= "condition";
+  let unique = key;
+  for (let n = 2; taken.has(unique); n += 1) unique = `${key}_${n}`;
+  taken.add(unique);
+  return unique;
+}
+
+function fitMethod(row) {
+  const heatmap = row.querySelector('[name="condition-kind"]').value === "prediction_heatmap";
+  const method = row.querySelector('[name="condition-method"]');
+  method.hidden = !heatmap;
+  method.disabled = !heatmap;
+}
+
+function wireRow(row) {
+  row.querySelector('[name="condition-kind"]').addEventListener("change", () => fitMethod(row));
+  row.querySelector(".remove-condition").addEventListener("click", () => {
+    row.remove();
+    fitRemoveButtons();
+  });
+  fitMethod(row);
+}
+
+function fitRemoveButtons() {
+  const all = rows.querySelectorAll(".remove-condition");
+  for (const button of all) button.disabled = all.length <= 1; // a study has at least one condition
+}
+
+function conditions() {
+  const taken = new Set();
+  return [...rows.querySelectorAll(".condition-row")].map((row, index) => {
+    const label = row.querySelector('[name="condition-label"]').value.trim();
+    const kind = row.querySelector('[name="condition-kind"]').value;
+    if (!label) throw new Error(`Condition ${index + 1} needs a name`);
+    const condition = { key: slug(label, taken), kind, label };
+    if (kind === "prediction_heatmap") condition.method = row.querySelector('[name="condition-method"]').value;
+    return condition;
+  });
+}
+
+if (rows) {
+  for (const row of rows.querySelectorAll(".condition-row")) wireRow(row);
+  fitRemoveButtons();
+  $("add-condition").addEventListener("click", () => {
+    const row = $("condition-row-template").content.firstElementChild.cloneNode(true);
+    rows.append(row);
+    wireRow(row);
+    fitRemoveButtons();
+    row.querySelector('[name="condition-label"]').focus();
+  });
+  const task = $("study-task");
+  const sayReads = () => {
+    const reads = task.selectedOptions[0]?.dataset.reads;
+    $("task-reads").textContent = reads ? `Each case of this task is ${reads}.` : "Each case of this task is any image with a heatmap.";
+  };
+  task.addEventListener("change", sayReads);
+  sayReads();
+}
+
 bind("new-study", "new-study-status", async (data) => {
-  let conditions;
-  try {
-    conditions = JSON.parse(data.get("conditions"));
-  } catch (error) {
-    throw new Error(`Conditions are not valid JSON: ${error.message}`);
-  }
   const body = {
     name: data.get("name"),
     description: data.get("description") ?? "",
     task: data.get("task"),
     scheme: data.get("scheme"),
-    conditions,
+    conditions: conditions(),
     questions: data.getAll("questions"),
     washout_days: Number(data.get("washout_days") || 0),
     allow_toggle: data.has("allow_toggle"),

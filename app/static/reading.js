@@ -3,23 +3,24 @@
 // study's jobs run, the assistance panel follows them live (live.js): the prediction, its uncertainty, each
 // heatmap method and its scores appear as the worker commits them, the reader's form, view and window kept.
 import { el } from "./ai_state.js";
+import { assistanceOn, followAssistance, setAssistanceOn } from "./assistance.js";
 import { EventLog, RatingForm, ReadForm } from "./forms.js";
 import { colourise, drawColourbar, formatValue, loadHeatmap } from "./heatmap.js";
 import { followStudy } from "./live.js";
+import { bindViewerTools } from "./measure.js";
 import { applySizes } from "./sizes.js";
 import { Viewport } from "./viewer.js";
 
 const data = JSON.parse(document.getElementById("reading-data").textContent);
 applySizes();
 const $ = (id) => document.getElementById(id);
-const ASSIST_KEY = "lumen.assist";
 // A reader-study read: the study's condition decides what is shown, and whether the reader may hide it.
 const assignment = data.assignment;
 const assignmentApi = assignment ? `/api/assignments/${assignment.id}` : null;
 const canToggle = !assignment || assignment.allow_toggle;
 const state = {
   index: 0,
-  assist: assignment ? assignment.kind !== "unassisted" : sessionStorage.getItem(ASSIST_KEY) !== "off",
+  assist: assignment ? assignment.kind !== "unassisted" : assistanceOn(),
   method: new Map(), // instance id -> heatmap id
   opacity: 0.5,
   threshold: 0,
@@ -231,8 +232,15 @@ function setAssistance(show, { log = true } = {}) {
   state.assist = show;
   document.body.classList.toggle("assist-off", !show);
   $("assist-toggle").checked = show;
-  if (!assignment) sessionStorage.setItem(ASSIST_KEY, show ? "on" : "off");
+  if (!assignment && log) setAssistanceOn(show);
   if (log) logEvent(show ? "shown" : "hidden");
+}
+
+// Switched in another tab of this session (a reader-study read keeps its condition's own state).
+function followSessionAssistance(show) {
+  if (assignment || show === state.assist) return;
+  setAssistance(show, { log: false });
+  logEvent(show ? "shown" : "hidden", { from: "another_page" });
 }
 
 async function renderGrid() {
@@ -539,7 +547,9 @@ if (!assignment && data.study.id != null && ACTIVE.has(data.study.ai_state)) {
 }
 
 bindControls();
+bindViewerTools(viewport);
 setAssistance(state.assist, { log: false });
+followAssistance(followSessionAssistance);
 setOpacity(state.opacity);
 document.addEventListener("keydown", onKey);
 if (data.instances.length) {

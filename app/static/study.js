@@ -1,22 +1,26 @@
 // Study page: assistance toggle, heatmap method and opacity, frame scroll, and the AI followed live while its
 // jobs run (live.js): predictions and heatmaps appear as the worker commits them, without a reload.
 import { el, isActive, renderAiState } from "./ai_state.js";
+import { assistanceOn, followAssistance, setAssistanceOn } from "./assistance.js";
 import { followStudy } from "./live.js";
 import { applySizes } from "./sizes.js";
 
-const ASSIST_KEY = "lumen.assist";
 const study = document.getElementById("study");
 const toggle = document.getElementById("assist-toggle");
 applySizes();
 
-function setAssistance(show) {
+// The session's one assistance switch (assistance.js): the worklist and the reading room follow it too.
+function showAssistance(show) {
   document.body.classList.toggle("assist-off", !show);
   toggle.checked = show;
-  sessionStorage.setItem(ASSIST_KEY, show ? "on" : "off");
 }
 
-toggle.addEventListener("change", () => setAssistance(toggle.checked));
-setAssistance(sessionStorage.getItem(ASSIST_KEY) !== "off");
+toggle.addEventListener("change", () => {
+  setAssistanceOn(toggle.checked);
+  showAssistance(toggle.checked);
+});
+showAssistance(assistanceOn());
+followAssistance(showAssistance);
 
 function bindViewer(viewer) {
   const frame = viewer.querySelector("img.frame");

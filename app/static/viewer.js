@@ -6,9 +6,15 @@
 // The full frame travels compressed: grayscale values as up-zigzag-shuffle-deflate (app/viewer/encodings.py),
 // undone here by the browser's inflater and one typed-array loop; colour as the stored JPEG itself when it is one
 // (app/viewer/colour.py), else PNG. Both are cached by the browser: their URLs never change what they send.
+// Drawing tools (measure.js) register on the viewport: they get the left button's drags in image coordinates and
+// redraw their layer whenever the image moves. Every change of view or window dispatches "viewportchange" on the
+// stage; `presetKey` is the preset the window is (null once the reader drags their own).
 
 const META_HEADER = "X-Lumen-Meta";
 export const PIXEL_ENCODING = "up-zigzag-shuffle-deflate";
+// The meta's shape (app/viewer/raw.py META_VERSION) in the URL: a browser keeps a frame for a year at its URL, so
+// a frame kept before the meta gained spacing and orientation is asked for again, not shown without them.
+const META_VERSION = "m2";
 const PREVIEW_SIZE = 512;
 const PREVIEW_WAIT_MS = 400;
 
@@ -23,7 +29,7 @@ export async function fetchRaw(url) {
 // in which the presets' grey-level tables lie at their byte offsets.
 export async function fetchPixels(url) {
   const headers = { Accept: "application/octet-stream" };
-  const response = await fetch(`${url}&encoding=${PIXEL_ENCODING}`, { headers });
+  const response = await fetch(`${url}&encoding=${PIXEL_ENCODING}&meta=${META_VERSION}`, { headers });
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   const meta = JSON.parse(response.headers.get(META_HEADER) ?? "{}");
   const inflated = new Response(response.body.pipeThrough(new DecompressionStream("deflate")));
@@ -83,6 +89,8 @@ export class Viewport {
     this.onPaint = onPaint ?? (() => {});
     this.onChange = onChange ?? (() => {});
     this.tool = "wl";
+    this.tools = new Map(); // tool name -> {down, move, up}(point in image pixels, event)
+    this.layers = []; // {draw()}: redrawn over the image whenever it moves
     this.heatmapSource = null;
     this.pending = false;
     this.resizeObserver = new ResizeObserver(() => this.resize());
@@ -102,6 +110,7 @@ export class Viewport {
     this.panY = 0;
     this.invert = false;
     this.window = null;
+    this.presetKey = null;
     this.presets = [];
     this.token = Symbol("open");
     const token = this.token;
@@ -157,6 +166,7 @@ export class Viewport {
     if (!this.window) {
       this.presets = entry.meta.presets ?? [];
       this.window = windowOf(this.presets[0] ?? { center: 127.5, width: 255, function: "LINEAR_EXACT" });
+      this.presetKey = this.presets[0]?.key ?? null;
     }
     if (!this.rendered || this.rendered.width !== this.entryWidth()) {
       this.rendered = canvasOf(this.entryWidth(), this.entryHeight());
@@ -169,7 +179,28 @@ export class Viewport {
     this.sourceKind = "full";
     this.draw();
     if (first) this.onPaint("full");
+    this.changed();
+  }
+
+  changed() {
     this.onChange();
+    this.stage.dispatchEvent(new CustomEvent("viewportchange"));
+  }
+
+  // A point of the stage (CSS pixels from its top left) in image pixels (columns, rows; 0 at the image's left
+  // and top edge, so pixel i spans [i, i + 1)), and back.
+  toImage(x, y) {
+    const s = this.fitScale() * this.zoom;
+    const x0 = this.stageWidth / 2 + this.panX - (this.width * s) / 2;
+    const y0 = this.stageHeight / 2 + this.panY - (this.height * s) / 2;
+    return { x: (x - x0) / s, y: (y - y0) / s };
+  }
+
+  toStage(point) {
+    const s = this.fitScale() * this.zoom;
+    const x0 = this.stageWidth / 2 + this.panX - (this.width * s) / 2;
+    const y0 = this.stageHeight / 2 + this.panY - (this.height * s) / 2;
+    return { x: x0 + point.x * s, y: y0 + point.y * s };
   }
 
   entryWidth() {
@@ -251,6 +282,7 @@ export class Viewport {
       ctx.drawImage(this.source, 0, 0, this.width, this.height);
     }
     this.drawOverlay();
+    for (const layer of this.layers) layer.draw();
   }
 
   setHeatmap(source) {
@@ -276,13 +308,14 @@ export class Viewport {
       this.pending = false;
       if (this.entry) this.renderWindow();
       this.draw();
-      this.onChange();
+      this.changed();
     });
   }
 
   // A reader's own window keeps the VOI LUT Function of the one it started from (a VOI LUT becomes its span).
   setWindow(center, width) {
     this.window = { center, width: Math.max(1, width), function: this.window?.function ?? "LINEAR", table: null };
+    this.presetKey = null;
     this.requestRender();
   }
 
@@ -290,6 +323,7 @@ export class Viewport {
     const preset = this.presets.find((item) => item.key === key);
     if (preset) {
       this.window = windowOf(preset);
+      this.presetKey = preset.key;
       this.requestRender();
     }
     return preset;
@@ -310,7 +344,7 @@ export class Viewport {
     this.panY -= cy * (applied - 1);
     this.zoom = zoom;
     this.draw();
-    this.onChange();
+    this.changed();
   }
 
   fit() {
@@ -318,13 +352,16 @@ export class Viewport {
     this.panX = 0;
     this.panY = 0;
     this.draw();
-    this.onChange();
+    this.changed();
   }
 
   reset() {
     this.invert = false;
     const first = this.presets[0];
-    if (first) this.window = windowOf(first);
+    if (first) {
+      this.window = windowOf(first);
+      this.presetKey = first.key;
+    }
     this.fit();
     this.requestRender();
   }
@@ -344,27 +381,34 @@ export class Viewport {
       if (event.target.closest("button, a, input, select")) return;
       const other = this.tool === "wl" ? "pan" : "wl";
       const mode = event.button === 1 ? "pan" : event.button === 2 ? other : this.tool;
-      drag = { mode, x: event.clientX, y: event.clientY, window: { ...this.window } };
+      drag = { mode, x: event.clientX, y: event.clientY, window: { ...this.window }, tool: this.tools.get(mode) };
+      drag.tool?.down(this.eventPoint(event), event);
       this.stage.setPointerCapture(event.pointerId);
       this.stage.focus({ preventScroll: true });
     });
     this.stage.addEventListener("pointermove", (event) => {
-      if (!drag) return;
+      if (!drag) {
+        this.tools.get(this.tool)?.hover?.(this.eventPoint(event), event);
+        return;
+      }
       const dx = event.clientX - drag.x;
       const dy = event.clientY - drag.y;
-      if (drag.mode === "pan") {
+      if (drag.tool) {
+        drag.tool.move(this.eventPoint(event), event);
+      } else if (drag.mode === "pan") {
         this.panX += dx;
         this.panY += dy;
         drag.x = event.clientX;
         drag.y = event.clientY;
         this.draw();
-        this.onChange();
+        this.changed();
       } else if (this.window) {
         const step = this.valueRange() / 512;
         this.setWindow(drag.window.center + dy * step, drag.window.width + dx * step);
       }
     });
-    const end = () => {
+    const end = (event) => {
+      drag?.tool?.up(this.eventPoint(event), event);
       drag = null;
     };
     this.stage.addEventListener("pointerup", end);
@@ -383,6 +427,11 @@ export class Viewport {
       },
       { passive: false },
     );
+  }
+
+  eventPoint(event) {
+    const rect = this.stage.getBoundingClientRect();
+    return this.toImage(event.clientX - rect.left, event.clientY - rect.top);
   }
 }
 

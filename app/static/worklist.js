@@ -1,6 +1,8 @@
 // Worklist: live AI progress (polls /api/worklist every 2 s while a study is queued or running), upload,
-// filter (text, modality, AI state), sort by column, keyboard navigation (j/k or arrows, Enter to read).
-import { el, renderAiState } from "./ai_state.js";
+// filter (text, modality, AI state), sort by column, keyboard navigation (j/k or arrows, Enter to read). The
+// model's labels and referral flags are AI assistance: hidden while the session's switch is off (assistance.js).
+import { el, isActive, renderAiState } from "./ai_state.js";
+import { assistanceOn, followAssistance } from "./assistance.js";
 import { applySizes } from "./sizes.js";
 
 const POLL_MS = 2000;
@@ -20,7 +22,8 @@ function buildRow(row) {
   tr.dataset.studyId = String(row.id);
   tr.dataset.uploaded = row.uploaded_at;
   const patient = el("td");
-  const link = el("a", "patient", row.patient_name || "Anonymous");
+  // A study without a name (an image upload) is told apart by its images and upload time.
+  const link = el("a", "patient", row.patient_name || row.unnamed_label || "Anonymous");
   link.href = `/studies/${row.id}`;
   // Where identity is hidden the name is a pseudonym and there is no patient ID (app/visibility.py).
   if (!row.identity_shown) link.title = "A pseudonym: your role does not see who the patient is";
@@ -52,7 +55,7 @@ function readCell(id) {
 function renderReferral(tr, referral) {
   tr.dataset.referral = String(referral);
   const cell = tr.querySelector("td.referral");
-  const badge = el("span", "badge badge-refer", "refer");
+  const badge = el("span", "badge badge-refer assist", "refer");
   badge.title = "The model is unsure: read carefully";
   cell.replaceChildren(...(referral ? [badge] : []));
 }
@@ -67,7 +70,8 @@ function update(worklist) {
       else body.prepend(tr);
     }
     const cell = tr.querySelector("td.ai");
-    if (cell.dataset.state !== row.ai_state || row.ai_state === "running") renderAiState(cell, row);
+    // Running: its progress moves; queued: its place in the queue does.
+    if (cell.dataset.state !== row.ai_state || isActive(row.ai_state)) renderAiState(cell, row);
     tr.dataset.aiState = row.ai_state;
     renderReferral(tr, row.ai_referral);
     previous = tr;
@@ -250,4 +254,7 @@ body.addEventListener("click", (event) => {
 document.addEventListener("keydown", onKey);
 document.getElementById("upload-form")?.addEventListener("submit", upload);
 for (const tr of body.querySelectorAll("tr")) tr.querySelector("td.ai").dataset.state = tr.dataset.aiState;
+const showAssistance = (on) => document.body.classList.toggle("assist-off", !on);
+showAssistance(assistanceOn());
+followAssistance(showAssistance);
 schedule(table.dataset.active === "true");

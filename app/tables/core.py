@@ -319,6 +319,8 @@ class Read(Base):
         ForeignKey("assignments.id", ondelete="SET NULL", name="fk_reads_assignment_id"), index=True
     )
     client_id: Mapped[str] = mapped_column(String(64))
+    # The newest draft stored, as its page numbered it: an autosave that arrives after a newer one is ignored.
+    client_seq: Mapped[int | None] = mapped_column(BigInteger)
     form: Mapped[str] = mapped_column(String(16))  # dr | finding
     state: Mapped[ReadState] = mapped_column(_enum(ReadState, "read_state"), default=ReadState.draft)
     answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -329,6 +331,11 @@ class Read(Base):
     time_spent_seconds: Mapped[float | None] = mapped_column(Float)
     assisted: Mapped[bool] = mapped_column(default=False)
     assistance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what was visible at submit
+    # What of the AI the page carried at submit, as the server served it (app.reading.service.ai_shown_at_submit):
+    # a copy, so that a later prediction or model change leaves it as it was. None on drafts and on reads
+    # submitted before revision 0008.
+    ai_shown: Mapped[bool | None] = mapped_column()
+    ai_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

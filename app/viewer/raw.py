@@ -9,6 +9,10 @@ The windows come from here (`models.grayscale`, pydicom's VOI functions): each p
 a table after the pixels: its preset's "table" is the byte offset in the body of `stored_max + 1` uint8 grey
 levels, one per stored value, computed here.
 
+The meta also says how to measure and orient the frame (app/viewer/geometry.py: pixel spacing, edge letters,
+value unit); META_VERSION names its shape, in the kept blob's name and the ETag, so a meta kept before a field was
+added is made again rather than served without it.
+
 A client may ask for the body compressed (app/viewer/encodings.py); the compressed form is made once and kept
 beside the file as a derived blob, so later views read it without decoding the file again.
 """
@@ -25,7 +29,7 @@ import numpy as np
 
 from app.ingest import pixels as ingest_pixels
 from app.tables import Heatmap, Instance
-from app.viewer import encodings, images
+from app.viewer import encodings, geometry, images
 from app.viewer import frames as viewer_frames
 from app.viewer.images import FrameOutOfRange
 from models import grayscale
@@ -40,6 +44,7 @@ CT_PRESETS = (
     ("Abdomen", 60.0, 400.0),
 )
 MAX_PRESETS = 9  # keys 1-9
+META_VERSION = "m2"  # m2: spacing, orientation and units added
 
 
 class NotGrayscale(ValueError):
@@ -119,6 +124,7 @@ def raw_frame(instance: Instance, *, frame: int) -> RawFrame:
         "photometric": instance.photometric or "MONOCHROME2",
         "modality": instance.modality,
         "presets": presets,
+        **geometry.instance_geometry(instance, frame=frame).meta(),
     }
     return RawFrame(body=b"".join(body), meta=meta)
 
@@ -130,7 +136,7 @@ def encoded_frame(instance: Instance, *, frame: int, encoding: encodings.PixelEn
     if not 0 <= frame < max(instance.frames, 1):
         raise FrameOutOfRange(f"instance {instance.id} has {instance.frames} frame(s), not frame {frame}")
     kept = images.kept(
-        f"{instance.sha256}-pixels-{frame}-{encoding}",
+        f"{instance.sha256}-pixels-{META_VERSION}-{frame}-{encoding}",
         lambda: _packed(_encoded(raw_frame(instance, frame=frame), encoding)),
     )
     return _unpacked(kept)

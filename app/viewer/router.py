@@ -34,7 +34,7 @@ router = APIRouter(tags=["viewer"])
 
 # Pixels of a patient: the browser may keep them (they never change at their URL), shared caches may not.
 _CACHE_CONTROL = "private, max-age=31536000, immutable"
-META_HEADER = "X-Lumen-Meta"  # JSON: shape, dtype, value mapping, presets
+META_HEADER = "X-Lumen-Meta"  # JSON: shape, dtype, value mapping, presets, spacing, orientation, units
 _RAW_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"application/octet-stream": {}}, "description": f"raw array; its shape in {META_HEADER}"},
     304: {"description": "not modified"},
@@ -174,7 +174,8 @@ def instance_pixels(
 ) -> Response:
     """A grayscale frame as little-endian uint16 (value = stored * scale + offset), for windowing in the browser;
     `encoding=up-zigzag-shuffle-deflate` sends it compressed (app/viewer/encodings.py)."""
-    etag = images.instance_etag(instance, frame=frame, max_size=None).replace('"', f'"{encoding}-', 1)
+    tag = f'"{encoding}-{raw.META_VERSION}-'
+    etag = images.instance_etag(instance, frame=frame, max_size=None).replace('"', tag, 1)
     sent = _audit(session, user, ip, object_type="instance", object_id=instance.id, frame=frame, form="raw")
     return _raw_response(
         request, etag=etag, render=lambda: raw.encoded_frame(instance, frame=frame, encoding=encoding), sent=sent

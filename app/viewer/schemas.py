@@ -25,6 +25,13 @@ class WorklistRow(BaseModel):
     ai_label: str | None
     ai_referral: bool = False  # some prediction of the study is above its model's uncertainty threshold
     uploaded_at: datetime | None  # None only in a reader-study case, like `id`
+    # A study without a patient name (PNG/JPEG uploads carry none): what tells it apart on the worklist, from
+    # its upload time and number of images ("3 images uploaded 10:04:05"); None where it has a name.
+    unnamed_label: str | None = None
+    # A queued study: the place of its first job in its queue (1: next) and the seconds until a worker may take
+    # it at the queue's recent pace (None before any job of the queue finished); both None in any other state.
+    queue_position: int | None = None
+    queue_expected_start_s: float | None = None
 
 
 class Worklist(BaseModel):

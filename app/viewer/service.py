@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session, selectinload
 from app import visibility
 from app.audit import service as audit_service
 from app.jobs import service as jobs_service
+from app.jobs import timings as jobs_timings
+from app.jobs.schemas import QueuePlace
 from app.predictions import service as predictions_service
 from app.studies import service as studies_service
 from app.tables import AiState, Instance, Job, JobState, Prediction, Series, Study, User
@@ -68,6 +71,27 @@ def _refused_by_gate(jobs: Sequence[Job]) -> bool:
     return bool(done) and all((job.timings or {}).get("out_of_domain") == 1.0 for job in done)
 
 
+def _queue_places(session: Session, *, studies: Sequence[Study]) -> dict[int, QueuePlace]:
+    """Each queued study's place: that of its job that a worker takes first (queued studies of the page only)."""
+    queued = [job for study in studies for job in study.jobs if job.state == JobState.queued]
+    places = jobs_timings.queue_places(session, queued)
+    firsts: dict[int, QueuePlace] = {}
+    for job in queued:
+        place = places.get(job.id)
+        best = firsts.get(job.study_id)
+        if place is not None and (best is None or (place.position or 0) < (best.position or 0)):
+            firsts[job.study_id] = place
+    return firsts
+
+
+def _unnamed_label(*, seen: visibility.IdentityView, images: int, uploaded: datetime | None) -> str | None:
+    """What tells apart studies without a patient name (image uploads): how many images, uploaded when. None
+    where the study has a name (or the caller's pseudonym), and inside a reader-study case (no upload time)."""
+    if seen.patient or uploaded is None:
+        return None
+    return f"{images} image{'' if images == 1 else 's'} uploaded {uploaded:%Y-%m-%d %H:%M:%S}"
+
+
 def _rows(
     session: Session, *, studies: Sequence[Study], identity: visibility.IdentityRule, blinded: Collection[int] = ()
 ) -> list[WorklistRow]:
@@ -77,11 +101,14 @@ def _rows(
     counts = studies_service.instance_counts(session, study_ids=ids)
     labels = _predicted_labels(session, study_ids=ids)
     referrals = _referrals(session, study_ids=ids)
+    places = _queue_places(session, studies=studies)
     rows = []
     for study in studies:
         summary = jobs_service.summarise(list(study.jobs))
         seen = identity.study(study)
         hide_ai = study.id in blinded
+        place = places.get(study.id) if summary.state == AiState.queued.value else None
+        uploaded = identity.link(study.created_at)
         rows.append(
             WorklistRow(
                 id=seen.study_id,
@@ -98,7 +125,10 @@ def _rows(
                 ai_label=(labels.get(study.id) or (OUTSIDE_DOMAIN_LABEL if _refused_by_gate(study.jobs) else None))
                 if summary.state == AiState.done.value and not hide_ai else None,
                 ai_referral=study.id in referrals and not hide_ai,
-                uploaded_at=identity.link(study.created_at),
+                uploaded_at=uploaded,
+                unnamed_label=_unnamed_label(seen=seen, images=counts.get(study.id, 0), uploaded=uploaded),
+                queue_position=place.position if place else None,
+                queue_expected_start_s=place.expected_start_s if place else None,
             )
         )
     return rows

@@ -13,6 +13,7 @@ else's and the caller may not know of it), OK (anything else below 500: the call
 from __future__ import annotations
 
 import io
+import json
 import secrets
 import uuid
 from collections.abc import Callable
@@ -79,6 +80,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     # Clinical reads: everyone reads; a read is seen by its reader only.
     ("PUT", "/api/reads/{client_id}"): SIGNED_IN,  # another user's client id makes their own read
     ("POST", "/api/reads/{client_id}/submit"): SIGNED_IN,
+    ("POST", "/api/reads/{client_id}/draft"): SIGNED_IN,  # the beacon twin of PUT
     ("GET", "/api/reads/{client_id}"): OWNER,
     ("POST", "/api/ratings"): SIGNED_IN,
     ("POST", "/api/assistance-events"): SIGNED_IN,
@@ -86,6 +88,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/reader-studies"): COORDINATORS,
     ("POST", "/api/reader-studies"): COORDINATORS,
     ("GET", "/api/reader-studies/{reader_study_id}"): COORDINATORS,
+    ("GET", "/api/reader-studies/{reader_study_id}/candidates"): COORDINATORS,
     ("POST", "/api/reader-studies/{reader_study_id}/cases"): COORDINATORS,
     ("POST", "/api/reader-studies/{reader_study_id}/reference"): COORDINATORS,
     ("POST", "/api/reader-studies/{reader_study_id}/readers"): COORDINATORS,
@@ -136,6 +139,7 @@ BODIES: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("POST", "/api/jobs"): lambda ids: {"json": {"instance_id": ids["instance_id"], "methods": ["gradcam"]}},
     ("PUT", "/api/reads/{client_id}"): _read,
     ("POST", "/api/reads/{client_id}/submit"): _read,
+    ("POST", "/api/reads/{client_id}/draft"): lambda ids: {"data": {"draft": json.dumps(_read(ids)["json"])}},
     ("POST", "/api/ratings"): lambda ids: {"json": {
         "client_id": str(uuid.uuid4()), "heatmap_id": ids["heatmap_id"], "answers": {"relevant": 3}}},
     ("POST", "/api/assistance-events"): lambda ids: {"json": {"events": [

@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 from app.tables import JobState
 from tests.app.viewer import factories
 
-DR = {"dr_grade": 1, "dme": False, "confidence": 4}
+FINDING = {"finding": "nodule", "confidence": 4}
 BIRTH_DATE = "19230417"
 
 
@@ -34,9 +34,11 @@ class Probe:
 
 
 def _stamped_dicom(token: str) -> tuple[bytes, list[str]]:
-    """pydicom's CT_small with every identity attribute (and the free-text descriptions) set to a string found
-    nowhere else; returns the file and the strings to look for."""
+    """pydicom's CT_small, relabelled a chest radiograph (the images a binary-finding study reads), with every
+    identity attribute (and the free-text descriptions) set to a string found nowhere else; returns the file and
+    the strings to look for."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Modality, ds.BodyPartExamined = "CR", "CHEST"
     uids = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(), "SOPInstanceUID": generate_uid()}
     stamped = {
         "PatientName": f"PHIPROBE{token}^GIVEN",
@@ -103,7 +105,8 @@ def _study_ids(data: Any) -> Iterator[Any]:
 def _open_study(client, coordinator, *, probe: Probe, reader_email: str) -> int:
     conditions = [{"key": "aided", "kind": "prediction_heatmap", "method": "gradcam"}]
     created = client.post("/api/reader-studies", headers=coordinator,
-                          json={"name": f"probe-{secrets.token_hex(3)}", "conditions": conditions})
+                          json={"name": f"probe-{secrets.token_hex(3)}", "conditions": conditions,
+                                "task": "binary_finding"})
     assert created.status_code == 201, created.text
     sid = created.json()["id"]
     for path, body in ((f"/api/reader-studies/{sid}/cases", {"study_ids": [probe.study_id]}),
@@ -138,7 +141,7 @@ def test_no_stamped_string_reaches_the_reader_or_the_exports(app_client, make_us
     }
     # The browser sends no study id for a reader-study read (it has none); the read does not name it either.
     submitted = client.post(f"/api/assignments/{item['id']}/reads/{uuid.uuid4()}/submit", headers=headers,
-                            json={"study_id": None, "answers": DR, "time_spent_seconds": 3})
+                            json={"study_id": None, "answers": FINDING, "time_spent_seconds": 3})
     assert submitted.status_code == 201, submitted.text
     # Nothing the reader gets about their case carries an id that links it back to the stored study.
     for name, data in (("queue", queue.json()), ("assignment", assignment.json()), ("read", submitted.json())):

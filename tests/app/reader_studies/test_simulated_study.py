@@ -85,6 +85,9 @@ def test_simulated_sayres_study_exports_what_was_entered(app_client, coordinator
             want["dr_grade"], str(want["dme"]).lower(), want["confidence"])
         assert float(row["seconds"]) == want["seconds"] and int(row["toggles"]) == want["toggles"]
         assert int(row["reference_dr_grade"]) == truth_of[row["case"]]
+        assisted = want["condition"] != "unassisted"
+        assert row["ai_shown"] == str(assisted).lower() and (row["ai_label"] == "abnormal") == assisted
+        assert row["ai_method"] == ("integrated_gradients" if want["condition"] == "grades_heatmap" else "")
         if want["rating"]:
             assert {k: int(row[f"rating_{k}"]) for k in want["rating"]} == want["rating"]
             assert row["rating_method"] == "integrated_gradients"
