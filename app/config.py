@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # model and methods into one batch (app.jobs.service.co_claim). 1: each job alone. Unset: 8 on a GPU
     # worker, 1 on a CPU worker, where batching measured 0.73-0.96x (docs/worker-batching.md).
     worker_batch_size: int | None = Field(None, ge=1, alias="LUMEN_WORKER_BATCH_SIZE")
+    # A worker times a few batch sizes of each model when it first loads it and keeps the fastest in
+    # data_dir/batch-sizes.json (models.explain.batch_calibration); off: batches as large as memory allows.
+    batch_calibration: bool = Field(True, alias="LUMEN_BATCH_CALIBRATION")
     sweep_interval_seconds: int = Field(30, alias="LUMEN_SWEEP_INTERVAL_SECONDS")
     session_hours: int = Field(12, alias="LUMEN_SESSION_HOURS")
     token_hours: int = Field(24, alias="LUMEN_TOKEN_HOURS")

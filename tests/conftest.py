@@ -47,6 +47,8 @@ def _configure_environment() -> None:
     for name in [name for name in os.environ if name.startswith("LUMEN_S3_")]:
         del os.environ[name]
     os.environ["LUMEN_ENV"] = "test"
+    # A worker's first load of a model times its batch sizes (seconds a model); the tests of that turn it on.
+    os.environ["LUMEN_BATCH_CALIBRATION"] = "off"
 
 
 _configure_environment()

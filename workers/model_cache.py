@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
 from app.config import get_settings
 from models.card import ModelCard, scan_cards
+from models.explain import batch_calibration
 from models.ood import Gate, load_gate
 from models.registry import load_model
 
 _lock = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
 class ModelUnavailable(LookupError):
@@ -34,7 +38,28 @@ def find_card(name: str, version: str) -> ModelCard:
 @lru_cache(maxsize=4)
 def _load(name: str, version: str, device_name: str) -> tuple[torch.nn.Module, ModelCard]:
     card = find_card(name, version)
-    return load_model(card, device=device_name), card
+    model = load_model(card, device=device_name)
+    if get_settings().batch_calibration:
+        calibrate_batches(model, card)
+    return model, card
+
+
+@lru_cache(maxsize=2)
+def _batch_sizes(path: Path) -> batch_calibration.BatchSizeStore:
+    return batch_calibration.BatchSizeStore(path)
+
+
+def calibrate_batches(model: torch.nn.Module, card: ModelCard) -> None:
+    """Time a few batch sizes of the model's rows (or read back those kept for this machine), so that the
+    explainers send the fastest size at once rather than as many rows as memory holds (docs/benchmarks.md)."""
+    parameter = next(model.parameters())
+    row = torch.zeros(1, card.input.channels, *card.input.size, device=parameter.device, dtype=parameter.dtype)
+    store = _batch_sizes((get_settings().data_dir / "batch-sizes.json").resolve())
+    for backward in (True, False):
+        calibration = batch_calibration.calibrate(
+            model, row, model_id=f"{card.name}@{card.version}", store=store, backward=backward
+        )
+        logger.info("model %s %s, batch size for %s", card.name, card.version, calibration.describe())
 
 
 def get_model(name: str, version: str) -> tuple[torch.nn.Module, ModelCard]:

@@ -13,10 +13,15 @@ normal / guided / deconv rows, the ends of a path) through such batches together
 pass costs a fixed toll on top of its rows (threads wait for each other at every op), so a few full batches
 beat many small ones.
 
+As large as memory allows is not the fastest, though: with glibc's default allocator every large tensor of a
+big batch is mapped afresh and its pages faulted in again on each pass (PERF-NOTES), so 54 DenseNet-121 rows
+took 1.33x longer in 2 x 27 than in 5 x 11. Where a size was measured for a model (`use_batch_size`, set by
+`models.explain.batch_calibration`), batches take at most that many rows; memory still bounds them.
+
 API: `available_memory(device)` (the least of the machine's, its container's and `ulimit -v`'s headroom),
 `cgroup_headroom()`, `memory_budget(nbytes)` (a context manager capping what batches may take),
-`bytes_per_row(model, row, backward=...)`, `rows_per_batch(...)`, `chunks(n, size)`, `RowGroup`,
-`batched_passes(...)`. No hooks are left behind.
+`bytes_per_row(model, row, backward=...)`, `memory_bound(...)`, `use_batch_size(...)`, `measured_size(...)`,
+`rows_per_batch(...)`, `chunks(n, size)`, `RowGroup`, `batched_passes(...)`. No hooks are left behind.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ MEMORY_FRACTION = 0.5  # of the free memory, leaving room for other jobs and the
 BACKWARD_FACTOR = 2.0
 
 _PROBED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+_MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
 _BUDGET: ContextVar[int | None] = ContextVar("memory_budget", default=None)
 
 
@@ -176,22 +182,60 @@ def _saved_bytes(model: nn.Module, row: torch.Tensor) -> int:
     return total
 
 
-def rows_per_batch(model: nn.Module, row: torch.Tensor, *, backward: bool = True, max_rows: int | None = None,
-                   fraction: float = MEMORY_FRACTION, rows_needed: int | None = None) -> int:
-    """How many rows like `row` (1, C, *spatial) to send through `model` at once: as many as `fraction` of
-    the free memory (and the `memory_budget`, if one is open) holds, at least 1, at most `rows_needed` and
-    `max_rows` (default: `DEFAULT_MAX_ROWS`, or more small rows up to `DEFAULT_MAX_BATCH_BYTES` in all)."""
-    if max_rows == 1 or rows_needed == 1:
-        return 1
+def _row_key(row: torch.Tensor, backward: bool) -> tuple:
+    # Threads count too: a size measured with 2 threads says little about 16.
+    return (tuple(row.shape[1:]), row.dtype, row.device, backward, torch.get_num_threads())
+
+
+def use_batch_size(model: nn.Module, row: torch.Tensor, size: int, *, backward: bool = True) -> None:
+    """From now on send rows like `row` (1, C, *spatial) through `model` (forward + backward, or forward
+    only) at most `size` at once: the fastest size measured on this machine, with these threads."""
+    _MEASURED.setdefault(model, {})[_row_key(row, backward)] = max(1, int(size))
+
+
+def measured_size(model: nn.Module, row: torch.Tensor, *, backward: bool = True) -> int | None:
+    """The size `use_batch_size` set for rows like `row`, or None (never measured here)."""
+    return _MEASURED.get(model, {}).get(_row_key(row, backward))
+
+
+def memory_bound(
+    model: nn.Module,
+    row: torch.Tensor,
+    *,
+    backward: bool = True,
+    max_rows: int | None = None,
+    fraction: float = MEMORY_FRACTION,
+) -> int:
+    """How many rows like `row` fit: `fraction` of the free memory (and the `memory_budget`, if one is open),
+    at least 1, at most `max_rows` (default: `DEFAULT_MAX_ROWS`, or more small rows up to
+    `DEFAULT_MAX_BATCH_BYTES` in all). What `rows_per_batch` takes without a measured size."""
     per_row = max(1, bytes_per_row(model, row, backward=backward))
     cap = max_rows or max(DEFAULT_MAX_ROWS, DEFAULT_MAX_BATCH_BYTES // per_row)
-    if rows_needed is not None:
-        cap = min(cap, rows_needed)
     usable = int(available_memory(row.device) * fraction)
     budget = _BUDGET.get()
     if budget is not None:
         usable = min(usable, budget)
     return max(1, min(cap, usable // per_row))
+
+
+def rows_per_batch(
+    model: nn.Module,
+    row: torch.Tensor,
+    *,
+    backward: bool = True,
+    max_rows: int | None = None,
+    fraction: float = MEMORY_FRACTION,
+    rows_needed: int | None = None,
+) -> int:
+    """How many rows like `row` (1, C, *spatial) to send through `model` at once: the size measured for them
+    (`use_batch_size`) if any, never more than `memory_bound` allows, at least 1, at most `rows_needed`."""
+    if max_rows == 1 or rows_needed == 1:
+        return 1
+    size = memory_bound(model, row, backward=backward, max_rows=max_rows, fraction=fraction)
+    measured = measured_size(model, row, backward=backward)
+    if measured is not None:
+        size = min(size, measured)
+    return size if rows_needed is None else max(1, min(size, rows_needed))
 
 
 def chunks(n: int, size: int) -> list[slice]:
@@ -228,12 +272,23 @@ class RowGroup:
             values = [getattr(part, name) for part in self.parts]
             return None if values[0] is None else torch.cat(values)
 
-        return Pass(logits=torch.cat([p.logits for p in self.parts]), input_grad=join("input_grad"),
-                    activations=join("activations"), layer_grad=join("layer_grad"))
+        return Pass(
+            logits=torch.cat([p.logits for p in self.parts]),
+            input_grad=join("input_grad"),
+            activations=join("activations"),
+            layer_grad=join("layer_grad"),
+        )
 
 
-def batched_passes(model: nn.Module, groups: Sequence[RowGroup], *, like: torch.Tensor,
-                   layer: nn.Module | None = None, input_grad: bool = True, max_rows: int | None = None) -> None:
+def batched_passes(
+    model: nn.Module,
+    groups: Sequence[RowGroup],
+    *,
+    like: torch.Tensor,
+    layer: nn.Module | None = None,
+    input_grad: bool = True,
+    max_rows: int | None = None,
+) -> None:
     """Send the rows of `groups`, in order, through `model` in memory-bounded batches of rows like `like`
     (1, C, *spatial): one `gradient_pass` per batch, whatever groups and rules its rows come from, with
     `layer` recorded and the input gradient computed (or not) for all rows. Each group gets its rows' results."""
@@ -241,15 +296,18 @@ def batched_passes(model: nn.Module, groups: Sequence[RowGroup], *, like: torch.
     size = rows_per_batch(model, like, max_rows=max_rows, rows_needed=total)
     starts = [sum(group.n for group in groups[:i]) for i in range(len(groups))]
     for batch in chunks(total, size):
-        pieces = [(group, slice(max(batch.start, start) - start, min(batch.stop, start + group.n) - start))
-                  for group, start in zip(groups, starts, strict=True)
-                  if max(batch.start, start) < min(batch.stop, start + group.n)]
+        pieces = [
+            (group, slice(max(batch.start, start) - start, min(batch.stop, start + group.n) - start))
+            for group, start in zip(groups, starts, strict=True)
+            if max(batch.start, start) < min(batch.stop, start + group.n)
+        ]
         made = [group.rows(part) for group, part in pieces]
-        x, target = (made[0] if len(made) == 1 else (torch.cat([m[0] for m in made]), torch.cat([m[1] for m in made])))
+        x, target = made[0] if len(made) == 1 else (torch.cat([m[0] for m in made]), torch.cat([m[1] for m in made]))
         rules = None
         if any(group.rule != ReLURule.NORMAL for group, _ in pieces):
             rules = torch.tensor([int(group.rule) for group, _ in pieces]).repeat_interleave(
-                torch.tensor([part.stop - part.start for _, part in pieces]))
+                torch.tensor([part.stop - part.start for _, part in pieces])
+            )
         result = gradient_pass(model, x, target, layer=layer, input_grad=input_grad, rules=rules)
         offset = 0
         for group, part in pieces:
