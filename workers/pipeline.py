@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -239,17 +238,6 @@ def _load_work(session: Session, job_id: int) -> JobWork:
     )
 
 
-def _progress(works: list[JobWork], value: int) -> None:
-    """Show the jobs' progress. A write that fails (the database restarts) is skipped, not the job: the next
-    one, or the heartbeat, gets through."""
-    try:
-        with session_scope() as session:
-            for work in works:
-                jobs_service.set_progress(session, claim=work.claim, progress=value)
-    except SQLAlchemyError:
-        logger.warning("progress %s%% of jobs %s not recorded", value, [w.job_id for w in works], exc_info=True)
-
-
 def _get_model(work: JobWork) -> tuple[torch.nn.Module, ModelCard]:
     try:
         return model_cache.get_model(work.model_name, work.model_version)
@@ -280,7 +268,6 @@ def _prepare(work: JobWork, model: torch.nn.Module, card: ModelCard) -> tuple[ba
     device = next(model.parameters()).device
     x, region = prepare_with_region(image, card, device=device, photometric=work.photometric, voi=voi)
     timings = {"decode_s": decoded - mark, "prepare_s": time.perf_counter() - decoded}
-    _progress([work], 20)
     return batch.Prepared(x, region, work.earlier_target), timings
 
 

@@ -27,9 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from app.db import session_scope
 from app.jobs import service as jobs_service
+from app.tables import Heatmap
 from models.card import ModelCard
 from models.explain.bundle import SINGLE_PASS
 from workers import batch, storing
@@ -50,6 +53,9 @@ class Running:
     timings: dict[str, float]
     predicted: batch.Predicted | None = None
     explained: list[batch.Explained] = field(default_factory=list)
+    # The Prediction row the maps go to (this job's, or the model's earlier one for the image), and the class
+    # it explains: known once the prediction stage is stored, so later stores need not look it up again.
+    prediction: tuple[int, int] | None = None
 
     @property
     def job_id(self) -> int:
@@ -111,7 +117,9 @@ def _store_prediction(job: Running, started: float) -> str | None:
         with session_scope() as session:
             if not jobs_service.advance(session, claim=job.work.claim, progress=40):
                 return False
-            storing.prediction_for(session, job.work, predicted)
+            prediction = storing.prediction_for(session, job.work, predicted)
+            session.flush()
+            job.prediction = (prediction.id, prediction.label_index)
         return True
 
     return _stored(job, store, started, key="first_answer_s", what="its prediction")
@@ -127,15 +135,29 @@ def _store_maps(job: Running, started: float, *, progress: int, key: str) -> str
         with session_scope() as session:
             if not jobs_service.advance(session, claim=job.work.claim, progress=progress):
                 return False
-            assert job.predicted is not None
-            prediction = storing.prediction_for(session, job.work, job.predicted)
-            present = {(h.method, h.target_class) for h in prediction.heatmaps}
+            prediction_id, target = _prediction(session, job)
+            # Which maps the prediction has, without reading their arrays back (half a megabyte each).
+            present = {(method, target) for method, target in session.execute(
+                select(Heatmap.method, Heatmap.target_class).where(Heatmap.prediction_id == prediction_id)
+            )}
             for stored_map in new:
-                if (stored_map.method, prediction.label_index) not in present:
-                    prediction.heatmaps.append(storing.heatmap_row(stored_map, prediction.label_index))
+                if (stored_map.method, target) not in present:
+                    row = storing.heatmap_row(stored_map, target)
+                    row.prediction_id = prediction_id
+                    session.add(row)
         return True
 
     return _stored(job, store, started, key=key, what="its maps")
+
+
+def _prediction(session: Session, job: Running) -> tuple[int, int]:
+    """The id of the Prediction row the job's maps go to, and the class they explain."""
+    if job.prediction is None:
+        assert job.predicted is not None
+        prediction = storing.prediction_for(session, job.work, job.predicted)
+        session.flush()
+        job.prediction = (prediction.id, prediction.label_index)
+    return job.prediction
 
 
 def _store_fast(job: Running, started: float) -> str | None:
@@ -158,13 +180,16 @@ def _finish(job: Running, started: float) -> str | None:
                        "overhead_s": max(0.0, total - compute - job.timings.get("urgent_s", 0.0))}
             if not jobs_service.finish(session, claim=job.work.claim, timings=timings):
                 return storing.stored_by_this_attempt(session, job.work)
-            assert job.predicted is not None
-            prediction = storing.prediction_for(session, job.work, job.predicted)
-            for heatmap in prediction.heatmaps:
-                # Only maps still without scores: those of this job (or of its earlier attempt); a map an earlier
-                # job stored keeps the scores of its own array.
-                if heatmap.method in scored and "deletion_auc" not in (heatmap.scores or {}):
-                    heatmap.scores = {**(heatmap.scores or {}), **scored[heatmap.method]}
+            prediction_id, _ = _prediction(session, job)
+            rows = session.execute(
+                select(Heatmap.id, Heatmap.method, Heatmap.scores).where(Heatmap.prediction_id == prediction_id)
+            ).all()
+            # Only maps still without scores: those of this job (or of its earlier attempt); a map an earlier
+            # job stored keeps the scores of its own array. Their arrays are neither read nor written.
+            changes = [{"id": row.id, "scores": {**(row.scores or {}), **scored[row.method]}} for row in rows
+                       if row.method in scored and "deletion_auc" not in (row.scores or {})]
+            if changes:
+                session.execute(update(Heatmap), changes)
         return True
 
     try:
