@@ -1,5 +1,6 @@
 """A claimed job's compute in stages, each stored as soon as it is done, so that a reader sees the first
-answer in seconds and the rest as it comes (progressive results):
+answer in seconds and the rest as it comes (progressive results); a stage this worker last saw take less than
+`MERGE_SECONDS` (a tiny model's maps and scores) is stored with the stage before it, saving a transaction:
 
 1. prediction: the uncertainty estimate and the class, stored as the job's Prediction;
 2. fast maps: the single-pass methods of the job (`models.explain.bundle.SINGLE_PASS`: gradients, CAMs,
@@ -109,45 +110,26 @@ def _add(timings: dict[str, float], more: dict[str, float]) -> None:
         timings[key] = value if key == "batch_size" else timings.get(key, 0.0) + value
 
 
-def _store_prediction(job: Running, started: float) -> str | None:
-    predicted = job.predicted
-    assert predicted is not None
-
-    def store() -> bool:
-        with session_scope() as session:
-            if not jobs_service.advance(session, claim=job.work.claim, progress=40):
-                return False
-            prediction = storing.prediction_for(session, job.work, predicted)
-            session.flush()
-            job.prediction = (prediction.id, prediction.label_index)
-        return True
-
-    return _stored(job, store, started, key="first_answer_s", what="its prediction")
-
-
-def _store_maps(job: Running, started: float, *, progress: int, key: str) -> str | None:
-    assert job.predicted is not None
-    new = job.explained[-1].maps if job.explained else []
-    if not new:
-        return None
-
-    def store() -> bool:
-        with session_scope() as session:
-            if not jobs_service.advance(session, claim=job.work.claim, progress=progress):
-                return False
-            prediction_id, target = _prediction(session, job)
-            # Which maps the prediction has, without reading their arrays back (half a megabyte each).
-            present = {(method, target) for method, target in session.execute(
-                select(Heatmap.method, Heatmap.target_class).where(Heatmap.prediction_id == prediction_id)
-            )}
-            for stored_map in new:
-                if (stored_map.method, target) not in present:
-                    row = storing.heatmap_row(stored_map, target)
-                    row.prediction_id = prediction_id
-                    session.add(row)
-        return True
-
-    return _stored(job, store, started, key=key, what="its maps")
+def _write_results(session: Session, job: Running) -> list[str]:
+    """Write what the job has computed and not written yet: its prediction, and its maps the prediction does
+    not have (found without reading their arrays back: half a megabyte each). The timing keys this write
+    reaches: first_answer_s, first_map_s, all_maps_s."""
+    reached = [] if job.prediction is not None else ["first_answer_s"]
+    prediction_id, target = _prediction(session, job)
+    present = set(session.scalars(
+        select(Heatmap.method).where(Heatmap.prediction_id == prediction_id, Heatmap.target_class == target)
+    ))
+    computed = [stored for explained in job.explained for stored in explained.maps]
+    for stored_map in computed:
+        if stored_map.method not in present:
+            row = storing.heatmap_row(stored_map, target)
+            row.prediction_id = prediction_id
+            session.add(row)
+    if computed:
+        reached.append("first_map_s")
+    if set(job.work.methods) <= {stored.method for stored in computed}:
+        reached.append("all_maps_s")
+    return reached
 
 
 def _prediction(session: Session, job: Running) -> tuple[int, int]:
@@ -160,26 +142,44 @@ def _prediction(session: Session, job: Running) -> tuple[int, int]:
     return job.prediction
 
 
-def _store_fast(job: Running, started: float) -> str | None:
-    return _store_maps(job, started, progress=60, key="first_map_s")
+def _store(job: Running, started: float, *, progress: int) -> str | None:
+    """Store what the job has computed so far, under its claim: None when stored (the job goes on), else the
+    job's outcome (it lost its claim, or the store failed past its retries)."""
 
+    def store() -> list[str] | None:
+        with session_scope() as session:
+            if not jobs_service.advance(session, claim=job.work.claim, progress=progress):
+                return None
+            return _write_results(session, job)
 
-def _store_slow(job: Running, started: float) -> str | None:
-    return _store_maps(job, started, progress=90, key="all_maps_s")
+    mark = time.perf_counter()
+    try:
+        reached = storing.with_db_retries(store, what=f"storing the results of job {job.job_id}")
+    except Exception as exc:
+        return storing.record_failure(job.work, exc)
+    if reached is None:
+        logger.warning("job %s: attempt %s lost its claim; it stores nothing more", job.job_id, job.work.attempts)
+        return Outcome.skipped
+    now = time.perf_counter()
+    _add(job.timings, {"store_s": now - mark})
+    for key in reached:
+        job.timings.setdefault(key, now - started)
+    return None
 
 
 def _finish(job: Running, started: float) -> str | None:
-    """Write the maps' scores and finish the job, in one transaction; its outcome."""
+    """Write what is left (the maps not stored yet, the scores of all) and finish the job, in one transaction;
+    its outcome."""
     scored = {stored.method: stored.scores for explained in job.explained for stored in explained.maps}
 
     def store() -> bool:
         with session_scope() as session:
-            total = time.perf_counter() - started
-            compute = sum(job.timings.get(key, 0.0) for key in COMPUTE_TIMINGS)
-            timings = {**job.timings, "total_s": total, "compute_s": compute,
-                       "overhead_s": max(0.0, total - compute - job.timings.get("urgent_s", 0.0))}
-            if not jobs_service.finish(session, claim=job.work.claim, timings=timings):
+            # The claim first (it locks the job's row), then the results, then the timings with this store's
+            # own seconds in them (all but the commit), as the job's last write.
+            if not jobs_service.advance(session, claim=job.work.claim, progress=100):
                 return storing.stored_by_this_attempt(session, job.work)
+            mark = time.perf_counter()
+            _write_results(session, job)
             prediction_id, _ = _prediction(session, job)
             rows = session.execute(
                 select(Heatmap.id, Heatmap.method, Heatmap.scores).where(Heatmap.prediction_id == prediction_id)
@@ -190,7 +190,17 @@ def _finish(job: Running, started: float) -> str | None:
                        if row.method in scored and "deletion_auc" not in (row.scores or {})]
             if changes:
                 session.execute(update(Heatmap), changes)
-        return True
+            session.flush()
+            now = time.perf_counter()
+            timings = dict(job.timings)
+            _add(timings, {"store_s": now - mark})
+            for key in ("first_answer_s", "first_map_s", "all_maps_s"):
+                timings.setdefault(key, now - started)
+            total = now - started
+            compute = sum(timings.get(key, 0.0) for key in COMPUTE_TIMINGS)
+            timings |= {"total_s": total, "compute_s": compute,
+                        "overhead_s": max(0.0, total - compute - timings.get("urgent_s", 0.0))}
+            return jobs_service.finish(session, claim=job.work.claim, timings=timings)
 
     try:
         done = storing.with_db_retries(store, what=f"finishing job {job.job_id}")
@@ -199,36 +209,32 @@ def _finish(job: Running, started: float) -> str | None:
     return Outcome.done if done else Outcome.skipped
 
 
-def _stored(job: Running, store: Callable[[], bool], started: float, *, key: str, what: str) -> str | None:
-    """Run a stage's store: None when stored (the job goes on), else the job's outcome (it lost its claim, or
-    the store failed past its retries)."""
-    mark = time.perf_counter()
-    try:
-        held = storing.with_db_retries(store, what=f"storing {what} of job {job.job_id}")
-    except Exception as exc:
-        return storing.record_failure(job.work, exc)
-    if not held:
-        logger.warning("job %s: attempt %s lost its claim; it stores nothing more", job.job_id, job.work.attempts)
-        return Outcome.skipped
-    now = time.perf_counter()
-    _add(job.timings, {"store_s": now - mark})
-    job.timings.setdefault(key, now - started)
-    return None
-
-
 @dataclass(frozen=True)
 class _Stage:
     name: str
     compute: Callable[[torch.nn.Module, ModelCard, list[Running]], None]
-    store: Callable[[Running, float], str | None]
+    progress: int  # shown once the stage is stored
 
 
 STAGES = (
-    _Stage("prediction", _predict, _store_prediction),
-    _Stage("fast maps", _explain_fast, _store_fast),
-    _Stage("slow maps", _explain_slow, _store_slow),
-    _Stage("scores", _score, _finish),
+    _Stage("prediction", _predict, 40),
+    _Stage("fast maps", _explain_fast, 60),
+    _Stage("slow maps", _explain_slow, 90),
+    _Stage("scores", _score, 100),  # stored with the job's finish
 )
+# A stage's results are stored with the next stage's when the next stage took less than this the last time
+# this worker ran it for the model: a transaction costs ~10 ms, and a tiny model's prediction, single-pass
+# maps and scores take 10-100 ms each, so storing each alone made a third of its job overhead. A reader does
+# not see a quarter of a second; a large model (maps and scores of seconds) stores every stage at once.
+MERGE_SECONDS = 0.25
+_last_seconds: dict[tuple[str, str, str], float] = {}
+
+
+def _store_now(jobs: list[Running], index: int) -> bool:
+    """Whether stage `index`'s results are stored now, or with the next stage's (`MERGE_SECONDS`)."""
+    work = jobs[0].work
+    expected = _last_seconds.get((work.model_name, work.model_version, STAGES[index + 1].name))
+    return expected is None or expected >= MERGE_SECONDS
 
 
 def run_stages(
@@ -247,6 +253,7 @@ def run_stages(
         if not jobs:
             break
         stage = STAGES[index]
+        mark = time.perf_counter()
         try:
             stage.compute(model, card, jobs)
         except Exception as exc:
@@ -258,15 +265,20 @@ def run_stages(
             for job in jobs:
                 outcomes |= run_stages(model, card, [job], started, serve_urgent=serve_urgent, first=index)
             return outcomes
-        going_on = []
-        for job in jobs:
-            outcome = stage.store(job, started)
-            if outcome is None:
-                going_on.append(job)
-            else:
-                outcomes[job.job_id] = outcome
-        jobs = going_on
-        if jobs and index < len(STAGES) - 1:
+        _last_seconds[(jobs[0].work.model_name, jobs[0].work.model_version, stage.name)] = (
+            time.perf_counter() - mark
+        )
+        last = index == len(STAGES) - 1
+        if last or _store_now(jobs, index):
+            going_on = []
+            for job in jobs:
+                outcome = _finish(job, started) if last else _store(job, started, progress=stage.progress)
+                if outcome is None:
+                    going_on.append(job)
+                else:
+                    outcomes[job.job_id] = outcome
+            jobs = going_on
+        if jobs and not last:
             lent = serve_urgent(jobs)
             for job in jobs:
                 _add(job.timings, {"urgent_s": lent})
