@@ -38,9 +38,10 @@ RUN --mount=type=bind,from=source,source=/src,target=/tmp/lumen,rw \
     pip install /tmp/lumen \
  && python -c "import importlib.util, sys; sys.exit('torch in the api image' if importlib.util.find_spec('torch') else 0)"
 # `lumen load-demo` reads these from the working directory: they are not part of the installed package.
-# RetinaMNIST test photographs: CC BY 4.0, see DATA_LICENSES.md and data/DATA_LICENSES.md.
+# RetinaMNIST test photographs (CC BY 4.0) and NIH ChestX-ray14 test radiographs: see data/DATA_LICENSES.md.
 COPY demo ./demo
 COPY data/retinamnist.npz data/DATA_LICENSES.md ./data/
+COPY data/nih_cxr14_demo ./data/nih_cxr14_demo
 # lumen, by number: Kubernetes' runAsNonRoot can only verify a numeric user.
 USER 1000:1000
 EXPOSE 8000

@@ -29,6 +29,7 @@ _CHECKOUT = Path(__file__).resolve().parent.parent
 _DEMO_ROOT = _CHECKOUT if (_CHECKOUT / "demo").is_dir() else Path.cwd()
 DEMO_DIR = _DEMO_ROOT / "demo"
 DEMO_STUDY_DATA = _DEMO_ROOT / "data" / "retinamnist.npz"
+DEMO_CHEST_DATA = _DEMO_ROOT / "data" / "nih_cxr14_demo"
 WORKER_APP = "workers.celery_app"  # Celery's -A: the module whose `app` is the worker's Celery app
 
 
@@ -242,7 +243,8 @@ def _cmd_load_demo(_args: argparse.Namespace) -> int:
         return 2
     for line in demo.load(demo_dir=DEMO_DIR, email=DEMO_EMAIL, password=DEMO_PASSWORD):
         print(line)
-    for line in study_demo.load(npz=DEMO_STUDY_DATA, coordinator_email=DEMO_EMAIL, password=DEMO_PASSWORD):
+    for line in study_demo.load(chest_dir=DEMO_CHEST_DATA, npz=DEMO_STUDY_DATA, coordinator_email=DEMO_EMAIL,
+                                password=DEMO_PASSWORD):
         print(line)
     return 0
 

@@ -1,11 +1,11 @@
 """The demo reader study end to end, as a coordinator would run it, with simulated readers.
 
 Starts Lumen's embedded default in a fresh data folder (`lumen migrate`, `lumen load-demo`, `lumen serve`
-with its worker), waits until the worker has explained the 40 RetinaMNIST demo cases, opens the draft demo
-study through the API, lets the three demo readers read their whole queues through the API, and prints the
-dashboard's numbers and the export's size. The readers are simulated: each answers the reference grade
-plus Gaussian noise whose spread depends on the condition (assistance helps, by construction), so the
-numbers check the machinery, not the value of assistance.
+with its worker), waits until the worker has explained the 24 NIH chest radiographs of the demo study, opens
+it through the API, lets the three demo readers read their whole queues through the API, and prints the
+dashboard's numbers and the export's size. The readers are simulated: each names the reference finding with
+a fixed probability, the same in every condition (the served model reports effusion and emphysema, not
+nodules), so the numbers check the machinery, not the value of assistance.
 
     .venv/bin/python bench/reader_study_demo.py [--out docs/reader-study-demo.md]
 """
@@ -26,13 +26,58 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-NOISE = {"unassisted": 1.0, "grades": 0.7, "grades_heatmap": 0.6}
+P_CORRECT = 0.8  # a simulated reader's chance of naming the reference finding, in every condition
 PASSWORD = "lumen-reading-room"  # app.cli.DEMO_PASSWORD
+
+# What the demo holds, where it comes from and why; kept here so that regenerating the report keeps it.
+ABOUT = """## What `lumen load-demo` puts in the reader studies
+
+**The demo: "Is there a lung nodule?" on 24 NIH chest radiographs at their shipped resolution** (task
+binary_finding, three readers, three counterbalanced arms).
+
+- Images: 24 frontal radiographs of NIH ChestX-ray14, 512 x 512 px 8-bit PNG, shipped unchanged in
+  `data/nih_cxr14_demo/` (2.6 MB) and uploaded as they are, as DX / CHEST, so that `cxr-nih14` serves them.
+  They come from `nih-cxr14-621` (621 radiographs, one per patient, resized there from NIH's 1024 px originals).
+- Split: all 24 are of the test split of nih-cxr14-621 (patient-level, seeded), on which no model was
+  trained, tuned or calibrated; `labels.csv` beside them is their rows of nih-cxr14-621's labels.csv, split
+  column included. The tests check every file against the test sample in `data/nih_cxr14_test.npz`.
+- Selection (seed 2017): 12 of the 26 accepted test radiographs labelled Nodule, and 12 of the 89 with neither
+  Nodule nor Mass (a mass is a nodule over 3 cm: a reader who calls it a nodule is not wrong); 3 of these 12 are No
+  Finding, 9 carry other findings. Only among the 128 test radiographs that the input-domain gate of cxr-nih14
+  accepts: the worker stores no prediction for a refused image, and a study whose case lacks the prediction its
+  arms show cannot open. The 9 refused (00000404, 00000797, 00004648, 00007099, 00014618, 00017625, 00021163,
+  00022084, 00030102, all `_000.png`) are left out, so the cases are not a random sample of the test split.
+- Reference: `nodule` where NIH labels the image Nodule, else `no_nodule`. NIH's labels were mined from the
+  radiology reports by NLP (NIH estimates over 90 % accurate); they are not a radiologist's read of the image.
+- Arms: unassisted; the model's findings; the model's findings + integrated-gradients heatmap. The served
+  model, cxr-nih14, reports effusion and emphysema only (its other 12 NIH findings were near chance), not
+  nodules: the assisted arms show what it reports, so this demo exercises a chest reader study end to end but
+  cannot measure whether AI helps find nodules. Lumen has no model trained on real nodules (cxr-demo saw only
+  synthetic ones and is not served).
+- Licence: NIH places no restrictions on the images; it asks for the link https://nihcc.app.box.com/v/ChestXray-NIHCC,
+  the citation (Wang et al., ChestX-ray8, IEEE CVPR 2017) and the acknowledgement "data provided by the NIH
+  Clinical Center" (data/DATA_LICENSES.md).
+
+**An exercise, not a clinical grading: DR grading on 28 x 28 px RetinaMNIST thumbnails** (task dr_grading,
+the three arms of Sayres et al., Ophthalmology 2019, the same three readers). Lumen's data holds no fundus
+photograph at real resolution with a DR grade: the 25 IDRiD photographs come from IDRiD's segmentation set,
+with lesion masks and no grades, and RetinaMNIST's graded photographs are 28 x 28 px, too small for an
+ophthalmologist to grade. The exercise keeps the DR grading form and its model (dr-grading-retinamnist, which
+reads 28 px) demonstrable and says what it is in its name and description: 40 test-split thumbnails (8 per
+ICDR grade, seed 2019), reference = the RetinaMNIST test grade. RetinaMNIST: MedMNIST v2, CC BY 4.0 (cite
+Yang et al., Sci Data 2023, and Liu et al., Patterns 2022). The model's input-domain gate would refuse most
+real photographs anyway: of the 25 IDRiD photographs in data/idrid it accepts 7 (IDRiD_01, 03, 05, 06, 22, 23,
+24) and refuses 18.
+
+Both studies are created as drafts with their jobs at demo priority (behind any user's upload); the
+coordinator opens each once the worker has explained its cases. Running `lumen load-demo` again adds nothing.
+"""
 
 
 def _lumen(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     if done.returncode != 0:
         raise SystemExit(f"lumen {' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return done.stdout
@@ -62,16 +107,26 @@ def _read_queue(client: httpx.Client, headers: dict[str, str], study: dict, rng:
     for item in queue["assignments"]:
         view = client.get(f"/api/assignments/{item['id']}", headers=headers).json()
         case = reference[item["case"]]
-        grade = int(np.clip(round(case["reference"]["dr_grade"] + rng.normal(0, NOISE[item["condition"]])), 0, 4))
+        truth = case["reference"]["finding"]
+        finding = truth if rng.random() < P_CORRECT else {"nodule": "no_nodule", "no_nodule": "nodule"}[truth]
         heatmaps = (view["instances"][0]["assistance"] or {}).get("heatmaps", [])
         if heatmaps:
-            rating = {"client_id": str(uuid.uuid4()), "heatmap_id": heatmaps[0]["id"],
-                      "answers": {"relevant": int(rng.integers(2, 6)), "trust": int(rng.integers(1, 6)),
-                                  "misleading": int(rng.integers(1, 5))}}
+            rating = {
+                "client_id": str(uuid.uuid4()),
+                "heatmap_id": heatmaps[0]["id"],
+                "answers": {
+                    "relevant": int(rng.integers(2, 6)),
+                    "trust": int(rng.integers(1, 6)),
+                    "misleading": int(rng.integers(1, 5)),
+                },
+            }
             client.post(f"/api/assignments/{item['id']}/ratings", json=rating, headers=headers).raise_for_status()
-        body = {"study_id": case["study_id"], "time_spent_seconds": round(float(rng.uniform(8, 40)), 1),
-                "answers": {"dr_grade": grade, "dme": grade >= 3, "confidence": int(rng.integers(2, 6))},
-                "assistance": {"visible": item["condition"] != "unassisted"}}
+        body = {
+            "study_id": case["study_id"],
+            "time_spent_seconds": round(float(rng.uniform(8, 40)), 1),
+            "answers": {"finding": finding, "confidence": int(rng.integers(2, 6))},
+            "assistance": {"visible": item["condition"] != "unassisted"},
+        }
         url = f"/api/assignments/{item['id']}/reads/{uuid.uuid4()}/submit"
         client.post(url, json=body, headers=headers).raise_for_status()
     return len(queue["assignments"])
@@ -88,8 +143,13 @@ def main() -> int:
     started = time.perf_counter()
     _lumen(env, "migrate")
     print(_lumen(env, "load-demo").strip())
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(args.port)], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(args.port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=60) as client:
             for _ in range(120):
@@ -99,8 +159,11 @@ def main() -> int:
                 except httpx.HTTPError:
                     time.sleep(1)
             coordinator = _token(client, "demo@lumen.local")
-            study_id = next(s["id"] for s in client.get("/api/reader-studies", headers=coordinator).json()
-                            if s["name"].startswith("Demo:"))
+            study_id = next(
+                s["id"]
+                for s in client.get("/api/reader-studies", headers=coordinator).json()
+                if s["name"].startswith("Demo:")
+            )
             waited = _wait_until_open(client, coordinator, study_id, timeout=900)
             print(f"worker explained the demo cases; study opened after {waited:.0f} s of waiting")
             study = client.get(f"/api/reader-studies/{study_id}", headers=coordinator).json()
@@ -111,15 +174,22 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    print(f"{reads} reads by 3 simulated readers; export: {csv_text.count(chr(10)) - 1} rows; "
-          f"total {time.perf_counter() - started:.0f} s")
+    print(
+        f"{reads} reads by 3 simulated readers; export: {csv_text.count(chr(10)) - 1} rows; "
+        f"total {time.perf_counter() - started:.0f} s"
+    )
     for condition in stats["conditions"]:
-        print(f"  {condition['key']:15s} reads {condition['reads']:3d}  accuracy {condition['accuracy']:.3f}  "
-              f"sens {condition['sensitivity']:.3f}  spec {condition['specificity']:.3f}  "
-              f"QWK vs ref {condition['kappa_vs_reference_mean']:.3f}")
+        print(
+            f"  {condition['key']:15s} reads {condition['reads']:3d}  accuracy {condition['accuracy']:.3f}  "
+            f"sens {condition['sensitivity']:.3f}  spec {condition['specificity']:.3f}  "
+            f"QWK vs ref {condition['kappa_vs_reference_mean']:.3f}"
+        )
     if args.out:
-        args.out.write_text(_report(stats, reads=reads, rows=csv_text.count("\n") - 1, waited=waited,
-                                    total=time.perf_counter() - started))
+        args.out.write_text(
+            _report(
+                stats, reads=reads, rows=csv_text.count("\n") - 1, waited=waited, total=time.perf_counter() - started
+            )
+        )
     return 0
 
 
@@ -130,33 +200,46 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def _report(stats: dict, *, reads: int, rows: int, waited: float, total: float) -> str:
     load = os.getloadavg()
     lines = [
-        "# The demo reader study, end to end",
+        "# The demo reader studies",
+        "",
+        ABOUT,
+        "## The chest study end to end, with simulated readers",
         "",
         f"Generated by `bench/reader_study_demo.py` on {time.strftime('%Y-%m-%d')} (2 CPUs; load average at the end "
         f"{load[0]:.2f}). Embedded default: SQLite, filesystem broker, the worker started by `lumen serve`.",
         "",
-        f"- `lumen load-demo` imported 40 RetinaMNIST test photographs (8 per ICDR grade) and made a draft study; the "
-        f"worker explained them (8 methods each) and the study opened after {waited:.0f} s of waiting.",
+        f"- `lumen load-demo` imported 24 NIH ChestX-ray14 test radiographs at 512 px (12 labelled Nodule) and the 40 "
+        f"RetinaMNIST thumbnails of the DR exercise, and made two draft studies; the worker explained the radiographs "
+        f"(8 methods each, cxr-nih14) and the chest study opened after {waited:.0f} s of waiting.",
         f"- 3 simulated readers read their queues through the API: {reads} reads; the CSV export has {rows} rows.",
         f"- Total, from an empty data folder: {total:.0f} s.",
         "",
-        "The readers are simulated (reference grade plus Gaussian noise, sd 1.0 unassisted, 0.7 with grades, 0.6 with",
-        "grades + heatmap), so these numbers check the machinery, not the value of assistance.",
+        f"The readers are simulated (each names the reference finding with probability {P_CORRECT}, in every "
+        "condition: the differences between arms are chance), so these numbers check the machinery, not the value of "
+        "assistance.",
         "",
         "| condition | reads | accuracy | sensitivity | specificity | QWK vs reference | mean confidence |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in stats["conditions"]:
-        lines.append(f"| {c['label']} | {c['reads']} | {_fmt(c['accuracy'])} | {_fmt(c['sensitivity'])} | "
-                     f"{_fmt(c['specificity'])} | {_fmt(c['kappa_vs_reference_mean'])} | "
-                     f"{_fmt(c['mean_confidence'], 2)} |")
+        lines.append(
+            f"| {c['label']} | {c['reads']} | {_fmt(c['accuracy'])} | {_fmt(c['sensitivity'])} | "
+            f"{_fmt(c['specificity'])} | {_fmt(c['kappa_vs_reference_mean'])} | "
+            f"{_fmt(c['mean_confidence'], 2)} |"
+        )
     pooled = stats.get("agreement_pooled") or {}
-    lines += ["", f"Agreement between readers, conditions pooled: QWK {_fmt(pooled.get('kappa_between_readers'))}, "
-              f"Fleiss' kappa {_fmt(pooled.get('fleiss_kappa'))}, Krippendorff's alpha (ordinal) "
-              f"{_fmt(pooled.get('krippendorff_alpha_ordinal'))}.", ""]
+    lines += [
+        "",
+        f"Agreement between readers, conditions pooled: QWK {_fmt(pooled.get('kappa_between_readers'))}, "
+        f"Fleiss' kappa {_fmt(pooled.get('fleiss_kappa'))}, Krippendorff's alpha (ordinal) "
+        f"{_fmt(pooled.get('krippendorff_alpha_ordinal'))}.",
+        "",
+    ]
     for item in stats["ratings"]["by_method"]:
-        lines.append(f"- rating `{item['question']}` of {item['method']}: mean {_fmt(item['mean'], 2)} "
-                     f"(95% bootstrap CI {_fmt(item['ci_low'], 2)}-{_fmt(item['ci_high'], 2)}, n {item['n']})")
+        lines.append(
+            f"- rating `{item['question']}` of {item['method']}: mean {_fmt(item['mean'], 2)} "
+            f"(95% bootstrap CI {_fmt(item['ci_low'], 2)}-{_fmt(item['ci_high'], 2)}, n {item['n']})"
+        )
     lines += ["", "## The dashboard's statistics", "", "```json", json.dumps(stats, indent=1), "```", ""]
     return "\n".join(lines)
 
