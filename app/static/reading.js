@@ -2,10 +2,12 @@
 // moving anything, the grading form (autosaved, submitted once) and the explanation ratings. While the
 // study's jobs run, the assistance panel follows them live (live.js): the prediction, its uncertainty, each
 // heatmap method and its scores appear as the worker commits them, the reader's form, view and window kept.
+// The viewport is the first cell of the layout (layout.js: 1x1, 1x2, 2x2, linked or not).
 import { el } from "./ai_state.js";
 import { assistanceOn, followAssistance, setAssistanceOn } from "./assistance.js";
 import { EventLog, RatingForm, ReadForm } from "./forms.js";
 import { colourise, drawColourbar, formatValue, loadHeatmap } from "./heatmap.js";
+import { LAYOUTS, Layout } from "./layout.js";
 import { followStudy } from "./live.js";
 import { bindViewerTools } from "./measure.js";
 import { applySizes } from "./sizes.js";
@@ -60,6 +62,13 @@ const viewport = new Viewport({
   onChange: () => updateHud(),
 });
 viewport.onFrameStep = (step) => stepFrame(step);
+const layout = new Layout({
+  grid: $("layout-grid"),
+  template: $("cell-template"),
+  main: viewport,
+  instances: data.instances,
+  overlayFor: drawCellOverlay,
+});
 
 const instance = () => data.instances[state.index];
 const heatmaps = () => instance()?.assistance?.heatmaps ?? [];
@@ -160,7 +169,17 @@ function getHeatmap(id) {
   return heatmapCache.get(id);
 }
 
+// Another cell's heatmap: the method chosen for its image in the panel, else the image's first.
+async function drawCellOverlay(inst, canvas) {
+  const list = inst?.assistance?.heatmaps ?? [];
+  const info = list.find((item) => item.id === state.method.get(inst.id)) ?? list[0];
+  if (!info) return false;
+  colourise(await getHeatmap(info.id), state, canvas);
+  return true;
+}
+
 async function showOverlay() {
+  layout.refresh(state.opacity);
   const info = currentHeatmap();
   ratingForm.show(info);
   showScores();
@@ -214,6 +233,7 @@ function setOpacity(value) {
   $("overlay-canvas").style.opacity = String(state.opacity);
   $("opacity").value = String(Math.round(state.opacity * 100));
   $("opacity-value").textContent = `${Math.round(state.opacity * 100)}%`;
+  layout.refresh(state.opacity);
   if (state.grid) renderGrid();
 }
 
@@ -368,6 +388,8 @@ function bindControls() {
   $("next-frame").addEventListener("click", () => stepFrame(1));
   $("play").addEventListener("click", toggleCine);
   $("help-button").addEventListener("click", () => setHelp(true));
+  $("layout").addEventListener("change", (event) => setLayout(event.target.value));
+  $("link").addEventListener("click", () => setLinked(!layout.linked));
   $("help-close").addEventListener("click", () => setHelp(false));
   for (const button of document.querySelectorAll(".tool")) button.addEventListener("click", () => setTool(button.dataset.tool));
   for (const thumb of document.querySelectorAll(".thumb")) {
@@ -375,8 +397,19 @@ function bindControls() {
   }
 }
 
+function setLayout(name) {
+  layout.set(name);
+  $("layout").value = layout.name;
+}
+
+function setLinked(linked) {
+  layout.setLinked(linked);
+  $("link").setAttribute("aria-pressed", String(linked));
+}
+
 function setTool(tool) {
   viewport.tool = tool;
+  layout.setTool(tool);
   for (const button of document.querySelectorAll(".tool")) button.setAttribute("aria-pressed", String(button.dataset.tool === tool));
 }
 
@@ -412,6 +445,8 @@ function onKey(event) {
       if (list.length) setMethod(list[(at + 1) % list.length].id);
     },
     g: () => setGrid(!state.grid),
+    x: () => setLayout(LAYOUTS[(LAYOUTS.indexOf(layout.name) + 1) % LAYOUTS.length]),
+    k: () => setLinked(!layout.linked),
     "[": () => setOpacity(state.opacity - 0.1),
     "]": () => setOpacity(state.opacity + 0.1),
     "+": () => viewport.zoomBy(1.25),
@@ -514,6 +549,7 @@ function applyResults(items) {
   // The rating form starts again only when the map under it changes: an answer being given is kept.
   if (currentHeatmap()?.id !== shown) showOverlay();
   else showScores();
+  layout.refresh(state.opacity); // the other cells' images may have got their maps
   if (state.grid) renderGrid();
   live.updates += 1;
   performance.mark("lumen:live-results");
@@ -558,4 +594,4 @@ if (data.instances.length) {
 } else {
   $("loading").textContent = "This study has no images.";
 }
-window.lumen = { viewport, state, setAssistance, readForm, ratingForm, events, live };
+window.lumen = { viewport, layout, state, setAssistance, readForm, ratingForm, events, live };

@@ -8,7 +8,9 @@
 // (app/viewer/colour.py), else PNG. Both are cached by the browser: their URLs never change what they send.
 // Drawing tools (measure.js) register on the viewport: they get the left button's drags in image coordinates and
 // redraw their layer whenever the image moves. Every change of view or window dispatches "viewportchange" on the
-// stage; `presetKey` is the preset the window is (null once the reader drags their own).
+// stage; `presetKey` is the preset the window is (null once the reader drags their own). A layout's linked cells
+// (layout.js) follow one another through `follow()`; `settled` is false while an image opens, so that opening one
+// does not move the others, and "viewportopened" on the stage says when it is in.
 
 const META_HEADER = "X-Lumen-Meta";
 export const PIXEL_ENCODING = "up-zigzag-shuffle-deflate";
@@ -113,6 +115,7 @@ export class Viewport {
     this.presetKey = null;
     this.presets = [];
     this.token = Symbol("open");
+    this.settled = false;
     const token = this.token;
     this.resize();
     const preview = loadImage(`/api/instances/${instance.id}/image.png?max_size=${PREVIEW_SIZE}`).then((image) => {
@@ -128,6 +131,25 @@ export class Viewport {
     await Promise.race([preview.catch(() => {}), delay(PREVIEW_WAIT_MS)]);
     if (this.token !== token) return;
     await this.showFrame(0, await this.loadFrame(0), token);
+    if (this.token !== token) return;
+    this.settled = true;
+    this.stage.dispatchEvent(new CustomEvent("viewportopened"));
+  }
+
+  // Take another viewport's zoom and pan (relative to each one's fitted image, in stage pixels) and, when asked,
+  // its window. Changes nothing, and says nothing, when they are already the same: linked cells stop there.
+  follow(other, { window = false } = {}) {
+    if (window && other.window && this.window && !sameWindow(this.window, other.window)) {
+      this.window = { ...other.window };
+      this.presetKey = other.presetKey;
+      this.requestRender();
+    }
+    if (this.zoom === other.zoom && this.panX === other.panX && this.panY === other.panY) return;
+    this.zoom = other.zoom;
+    this.panX = other.panX;
+    this.panY = other.panY;
+    this.draw();
+    this.changed();
   }
 
   async loadFrame(frame) {
@@ -433,6 +455,10 @@ export class Viewport {
     const rect = this.stage.getBoundingClientRect();
     return this.toImage(event.clientX - rect.left, event.clientY - rect.top);
   }
+}
+
+function sameWindow(a, b) {
+  return a.center === b.center && a.width === b.width && a.function === b.function && a.table === b.table;
 }
 
 // A preset of the server as the viewport's window: its center, width, VOI LUT Function, and the key of its grey
