@@ -7,6 +7,7 @@ by app/unavailable.py (503); an anonymous visitor of a page is sent to the login
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import cast
 
@@ -19,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 from app.auth.dependencies import LoginRequired, SignedIn
 from app.errors import AppError, Invalid, NotFound, TooMany
 from app.ingest.pixels import PixelDecodeError
+from app.storage import BlobNotFound
 from app.viewer.images import FrameOutOfRange
 from app.viewer.raw import NotGrayscale
 
@@ -27,6 +29,9 @@ templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templat
 # Errors of the pixel modules, which predate app.errors: a frame past the last one, pixels that cannot be
 # decoded (ingest checks every file; a missing decoder may still refuse a frame), raw values of a colour image.
 PIXEL_ERRORS: dict[type[Exception], int] = {FrameOutOfRange: 404, PixelDecodeError: 422, NotGrayscale: 422}
+
+
+logger = logging.getLogger(__name__)
 
 
 def _is_api(request: Request) -> bool:
@@ -81,6 +86,14 @@ async def _pixels_refused(_request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=status_code)
 
 
+async def _file_missing(request: Request, exc: Exception) -> Response:
+    # A row whose stored file is gone (deleted from the store by hand, a restore that missed it): the client
+    # can do nothing about it, but it is told which file, and the operators see it in the log.
+    logger.error("%s %s: a stored file is missing: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": f"the stored file of this image is missing from the blob store ({exc})"},
+                        status_code=404)
+
+
 async def _to_login(request: Request, _exc: Exception) -> Response:
     return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
 
@@ -91,3 +104,4 @@ def add_handlers(app: FastAPI) -> None:
     for error in PIXEL_ERRORS:
         app.add_exception_handler(error, _pixels_refused)
     app.add_exception_handler(LoginRequired, _to_login)
+    app.add_exception_handler(BlobNotFound, _file_missing)

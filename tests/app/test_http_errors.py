@@ -26,3 +26,20 @@ def test_a_page_answers_with_the_page_of_the_error_and_who_is_signed_in(app_clie
     assert "Not available" in reader_study.text  # the reader-study pages' own refusal page
     for page in (study, reader_study):
         assert page.headers["content-type"].startswith("text/html") and user.email in page.text
+
+
+def test_an_image_whose_stored_file_is_gone_answers_404_with_the_reason(app_client, auth_headers) -> None:
+    from sqlalchemy import update
+
+    from app.db import session_scope
+    from app.tables import Instance
+    from tests.app.viewer import factories
+
+    with session_scope() as session:
+        stored = factories.insert_study(session, data=factories.png_bytes(), source_format="png", rows=48, columns=64)
+    with session_scope() as session:
+        session.execute(update(Instance).where(Instance.id == stored.instance_id).values(storage_key="gone"))
+    response = app_client.get(f"/api/instances/{stored.instance_id}/image.png", headers=auth_headers("admin"))
+    assert response.status_code == 404
+    assert response.json()["detail"] == (
+        "the stored file of this image is missing from the blob store (no blob under the key 'gone')")

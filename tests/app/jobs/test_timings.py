@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
+import io
+import secrets
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+from PIL import Image
 from pydicom.uid import generate_uid
 from sqlalchemy import update
 
 from app.db import session_scope
 from app.jobs import timings
+from app.storage import get_blob_store
 from app.tables import AiModel, Instance, Job, JobPriority, JobState, Series, Study
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def _png() -> bytes:
+    """A distinct 2 x 2 grayscale PNG, stored for real: other tests (the fuzz run) read every instance."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.array([[secrets.randbelow(256), 0], [0, 255]], dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -32,9 +45,11 @@ def _job(model_id: int, *, state: JobState = JobState.done, queue: str = "timing
     with session_scope() as session:
         study = Study(study_instance_uid=generate_uid(), modality="OT")
         series = Series(study=study, series_instance_uid=generate_uid(), modality="OT")
+        png = _png()
+        sha = hashlib.sha256(png).hexdigest()
         instance = Instance(series=series, sop_instance_uid=generate_uid(), source_format="png", modality="OT",
-                            rows=1, columns=1, samples_per_pixel=1, storage_key="k", sha256=generate_uid(),
-                            size_bytes=1)
+                            rows=2, columns=2, samples_per_pixel=1, storage_key=get_blob_store().put(sha, png),
+                            sha256=sha, size_bytes=len(png))
         job = Job(study=study, instance=instance, model_id=model_id, methods=["gradcam"], queue=queue, state=state,
                   priority=priority, created_at=created, started_at=started,
                   finished_at=started + timedelta(seconds=1) if started and state == JobState.done else None,
