@@ -1,6 +1,5 @@
 """A claimed job's compute in stages, each stored as soon as it is done, so that a reader sees the first
-answer in seconds and the rest as it comes (progressive results); a stage this worker last saw take less than
-`MERGE_SECONDS` (a tiny model's maps and scores) is stored with the stage before it, saving a transaction:
+answer in seconds and the rest as it comes (progressive results):
 
 1. prediction: the uncertainty estimate and the class, stored as the job's Prediction;
 2. fast maps: the single-pass methods of the job (`models.explain.bundle.SINGLE_PASS`: gradients, CAMs,
@@ -222,21 +221,6 @@ STAGES = (
     _Stage("slow maps", _explain_slow, 90),
     _Stage("scores", _score, 100),  # stored with the job's finish
 )
-# A stage's results are stored with the next stage's when the next stage took less than this the last time
-# this worker ran it for the model: a transaction costs ~10 ms, and a tiny model's prediction, single-pass
-# maps and scores take 10-100 ms each, so storing each alone made a third of its job overhead. A reader does
-# not see a quarter of a second; a large model (maps and scores of seconds) stores every stage at once.
-MERGE_SECONDS = 0.25
-_last_seconds: dict[tuple[str, str, str], float] = {}
-
-
-def _store_now(jobs: list[Running], index: int) -> bool:
-    """Whether stage `index`'s results are stored now, or with the next stage's (`MERGE_SECONDS`)."""
-    work = jobs[0].work
-    expected = _last_seconds.get((work.model_name, work.model_version, STAGES[index + 1].name))
-    return expected is None or expected >= MERGE_SECONDS
-
-
 def run_stages(
     model: torch.nn.Module,
     card: ModelCard,
@@ -253,7 +237,6 @@ def run_stages(
         if not jobs:
             break
         stage = STAGES[index]
-        mark = time.perf_counter()
         try:
             stage.compute(model, card, jobs)
         except Exception as exc:
@@ -265,19 +248,15 @@ def run_stages(
             for job in jobs:
                 outcomes |= run_stages(model, card, [job], started, serve_urgent=serve_urgent, first=index)
             return outcomes
-        _last_seconds[(jobs[0].work.model_name, jobs[0].work.model_version, stage.name)] = (
-            time.perf_counter() - mark
-        )
         last = index == len(STAGES) - 1
-        if last or _store_now(jobs, index):
-            going_on = []
-            for job in jobs:
-                outcome = _finish(job, started) if last else _store(job, started, progress=stage.progress)
-                if outcome is None:
-                    going_on.append(job)
-                else:
-                    outcomes[job.job_id] = outcome
-            jobs = going_on
+        going_on = []
+        for job in jobs:
+            outcome = _finish(job, started) if last else _store(job, started, progress=stage.progress)
+            if outcome is None:
+                going_on.append(job)
+            else:
+                outcomes[job.job_id] = outcome
+        jobs = going_on
         if jobs and not last:
             lent = serve_urgent(jobs)
             for job in jobs:

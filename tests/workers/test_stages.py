@@ -20,12 +20,6 @@ from workers import batch, pipeline, stages
 METHODS = ["gradcam", "saliency", "integrated_gradients"]
 
 
-@pytest.fixture(autouse=True)
-def first_jobs_of_their_model(monkeypatch) -> None:
-    """As in a worker that has not run the model yet: every stage is stored as soon as it is done."""
-    monkeypatch.setattr(stages, "_last_seconds", {})
-
-
 def _queued_job(priority: JobPriority = JobPriority.batch, methods: list[str] = METHODS) -> int:
     models_sync.sync_now()
     with session_scope() as session:
@@ -148,37 +142,3 @@ def test_only_more_urgent_jobs_of_the_same_queue_are_taken_first() -> None:
         assert jobs_service.claim_more_urgent(session, than=older, worker="w") is None  # nothing beats 0
         assert session.get(Job, same).state == JobState.queued
 
-
-def _dr_model() -> tuple[str, str]:
-    with session_scope() as session:
-        model = jobs_service.model_for_modality(session, modality="OP")
-        assert model is not None
-        return model.name, model.version
-
-
-@pytest.mark.parametrize("slow_maps_s", [0.01, 1.0])
-def test_a_stage_expected_to_be_short_is_stored_with_the_one_before(monkeypatch, slow_maps_s: float) -> None:
-    job_id = _queued_job()
-    name, version = _dr_model()
-    # What this worker saw the last time it ran the model: short single-pass maps and scores.
-    for stage, seconds in (("fast maps", 0.01), ("slow maps", slow_maps_s), ("scores", 0.01)):
-        stages._last_seconds[(name, version, stage)] = seconds
-    real_explain, seen_before = batch.explain_maps, []
-
-    def explain_maps(model, card, inputs, targets, methods):  # type: ignore[no-untyped-def]
-        seen_before.append(_seen(job_id))
-        return real_explain(model, card, inputs, targets, methods)
-
-    monkeypatch.setattr(batch, "explain_maps", explain_maps)
-    assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
-    at_fast, at_slow = seen_before
-    assert not at_fast["prediction"]  # stored with the single-pass maps, 10 ms later
-    if slow_maps_s < stages.MERGE_SECONDS:  # everything in the job's last transaction
-        assert not at_slow["prediction"]
-    else:  # the single-pass maps shown before the second it takes to compute the others
-        assert at_slow["prediction"] and sorted(at_slow["maps"]) == ["gradcam", "saliency"]
-    done = _seen(job_id)
-    assert sorted(done["maps"]) == sorted(METHODS)
-    assert all("deletion_auc" in scores for scores in done["maps"].values())
-    timings = done["timings"]
-    assert timings["first_answer_s"] <= timings["first_map_s"] <= timings["all_maps_s"] <= timings["total_s"]
