@@ -153,11 +153,12 @@ def _store(job: Running, started: float, *, progress: int) -> str | None:
 
     mark = time.perf_counter()
     try:
-        reached = storing.with_db_retries(store, what=f"storing the results of job {job.job_id}")
+        reached = storing.with_db_retries(store, what=f"storing job {job.job_id}")
     except Exception as exc:
         return storing.record_failure(job.work, exc)
     if reached is None:
-        logger.warning("job %s: attempt %s lost its claim; it stores nothing more", job.job_id, job.work.attempts)
+        logger.warning("job %s: attempt %s by %s lost its claim (the job was taken back or finished meanwhile); "
+                       "it stores nothing more", job.job_id, job.work.attempts, job.work.worker)
         return Outcome.skipped
     now = time.perf_counter()
     _add(job.timings, {"store_s": now - mark})
@@ -202,7 +203,7 @@ def _finish(job: Running, started: float) -> str | None:
             return jobs_service.finish(session, claim=job.work.claim, timings=timings)
 
     try:
-        done = storing.with_db_retries(store, what=f"finishing job {job.job_id}")
+        done = storing.with_db_retries(store, what=f"storing job {job.job_id}")
     except Exception as exc:
         return storing.record_failure(job.work, exc)
     return Outcome.done if done else Outcome.skipped

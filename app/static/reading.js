@@ -205,11 +205,12 @@ async function showOverlay() {
 }
 
 // models.explain.metrics.cheap_scores, stored with each map; the others (target probability) say nothing here.
+// Shown short beside the method (the panel has no line to spare at 1280 x 800), in full on hover.
 const SCORE_NAMES = {
-  deletion_auc: "deletion AUC (lower: more faithful)",
-  insertion_auc: "insertion AUC (higher: more faithful)",
-  sparsity_gini: "sparsity",
-  completeness_delta: "completeness gap",
+  deletion_auc: ["del", "deletion AUC (lower: more faithful)"],
+  insertion_auc: ["ins", "insertion AUC (higher: more faithful)"],
+  sparsity_gini: ["sparsity", "sparsity (Gini of |map|)"],
+  completeness_delta: ["gap", "completeness gap"],
 };
 
 function showScores() {
@@ -219,13 +220,13 @@ function showScores() {
     line.hidden = true; // a reader-study condition shows the map, not its scores
     return;
   }
+  // A map without scores yet shows none: the live stream brings them when the worker has computed them.
   const shown = Object.entries(info?.scores ?? {}).filter(([key]) => key in SCORE_NAMES);
-  if (shown.length) {
-    line.textContent = `On this image: ${shown.map(([key, value]) => `${SCORE_NAMES[key]} ${formatValue(value)}`).join(" · ")}`;
-  } else {
-    line.textContent = info && ACTIVE.has(data.study.ai_state) ? "Faithfulness scores: being computed…" : "";
-  }
-  line.hidden = !line.textContent;
+  line.textContent = shown.map(([key, value]) => `${SCORE_NAMES[key][0]} ${formatValue(value)}`).join(" · ");
+  line.title = shown.length
+    ? `Faithfulness of this map on this image: ${shown.map(([key, value]) => `${SCORE_NAMES[key][1]} ${formatValue(value)}`).join(", ")}`
+    : "";
+  line.hidden = !shown.length;
 }
 
 function setOpacity(value) {

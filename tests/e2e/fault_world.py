@@ -201,7 +201,7 @@ def state_of(world: World, job_id: int) -> tuple[JobState, int, int]:
 
 
 def computing(world: World, job_id: int, attempt: int, *, progress: int = 40) -> bool:
-    """The job's `attempt` is past reading its image (progress 40): its worker is in the model's compute."""
+    """The job's `attempt` has stored its prediction (progress 40): its worker is computing the maps."""
     state, attempts, shown = state_of(world, job_id)
     return state == JobState.running and attempts == attempt and shown >= progress
 

@@ -73,12 +73,14 @@ def test_the_reading_room_follows_the_job(server, browser, make_user, test_outpu
     assert page.locator("#heatmap-controls").is_hidden()  # no map yet: no controls
     gradcam = live.heatmap(prediction_id, "gradcam")
     page.wait_for_function("() => document.querySelectorAll('#method option').length === 1")
-    _text_has(page, "#method-scores", "being computed")
+    assert page.locator("#method-scores").is_hidden()  # no scores yet: none shown
+
     page.wait_for_function("() => performance.getEntriesByName('lumen:overlay').length > 0", timeout=10_000)
     live.heatmap(prediction_id, "integrated_gradients")
     page.wait_for_function("() => document.querySelectorAll('#method option').length === 2")
     live.score(gradcam)
-    _text_has(page, "#method-scores", "deletion AUC")
+    _text_has(page, "#method-scores", "del ")
+    assert "deletion AUC" in page.get_attribute("#method-scores", "title")
     live.finish()
     page.wait_for_function("() => window.lumen.live.follower.mode === 'stopped'")
     page.screenshot(path=str(test_output / "live_reading_room.png"))

@@ -38,7 +38,11 @@ def worker() -> Iterator[LoggedProcess]:
     assert process.stop() == 0, f"the worker did not stop cleanly; see {process.log_path}"
 
 
-def _done_prediction(client, headers, instance_id: int):
+def _done_prediction(client, headers, instance_id: int, job_id: int | None = None):
+    """The image's prediction once it is there (and, given a job, once the job has finished: the prediction is
+    stored first, its maps and their scores after it, workers/stages.py)."""
+    if job_id is not None and client.get(f"/api/jobs/{job_id}", headers=headers).json()["state"] != "done":
+        return None
     response = client.get(f"/api/instances/{instance_id}/prediction", headers=headers)
     return response.json() if response.status_code == 200 else None
 
@@ -65,7 +69,8 @@ def test_fundus_dicom_and_jpeg_get_a_stored_prediction_and_heatmap(
         assert instance["modality"] == "OP"
         assert len(upload["job_ids"]) == 1
         prediction = wait_for(
-            lambda instance=instance: _done_prediction(app_client, headers, instance["id"]),
+            lambda instance=instance, upload=upload: _done_prediction(
+                app_client, headers, instance["id"], upload["job_ids"][0]),
             timeout=120, what=f"the worker's prediction for {name}",
         )
         timings[f"{name}_upload_to_prediction_s"] = round(time.monotonic() - started, 2)

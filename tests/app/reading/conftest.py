@@ -24,10 +24,12 @@ def fundus_jpeg(*, width: int = 96, height: int = 64) -> bytes:
 
 
 def add_heatmap(
-    session: Session, prediction_id: int, *, method: str, array: np.ndarray, target_class: int = 1
+    session: Session, prediction_id: int, *, method: str, array: np.ndarray, target_class: int = 1,
+    scores: dict[str, float] | None = None,
 ) -> Heatmap:
     values = array.astype(np.float16)
     row = Heatmap(
+        scores=scores or {},
         prediction_id=prediction_id,
         method=method,
         target_class=target_class,
