@@ -54,9 +54,11 @@ CMD ["lumen", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker", "--
 FROM base AS worker-cpu
 # The CPU build (2.13.0+cpu, no CUDA packages) from PyTorch's CPU index, which also serves torch's dependencies.
 # Not checked from where this was written (download.pytorch.org unreachable); the build fails if it lacks it.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# torchvision (timm's, for the timm networks users bring: docs/onboarding.md) from the same index: PyPI's links CUDA.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install --index-url https://download.pytorch.org/whl/cpu torchvision==0.28.0
 RUN --mount=type=bind,from=source,source=/src,target=/tmp/lumen,rw \
-    pip install "/tmp/lumen[worker]" \
+    pip install "/tmp/lumen[worker,monai,timm]" \
  && python -c "import sys, torch; sys.exit(f'not a CPU build: CUDA {torch.version.cuda}' if torch.version.cuda else 0)"
 USER 1000:1000
 # This host's worker (celery@HOSTNAME) answers a ping over the broker. A worker started with --name needs
@@ -74,8 +76,9 @@ FROM base AS worker-gpu
 # download.pytorch.org was not reachable from where this was written, so whether it has other CUDA builds of
 # 2.13.0 (cu126, cu128, ...) for older drivers is not confirmed; issue 11 found none on the cu124 index.
 RUN pip install torch==2.13.0
+# monai and timm: the networks of MONAI bundles and timm state dicts users bring (docs/onboarding.md).
 RUN --mount=type=bind,from=source,source=/src,target=/tmp/lumen,rw \
-    pip install "/tmp/lumen[worker]" \
+    pip install "/tmp/lumen[worker,monai,timm]" \
  && python -c "import sys, torch; sys.exit(0 if (torch.version.cuda or '').startswith('13.') else 'not CUDA 13')"
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 1000:1000

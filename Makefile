@@ -49,11 +49,11 @@ lint: install
 bench: install
 	$(BIN)/python bench/attribution.py
 
-## The screenshots in docs/screenshots/ (study designer, reading room, 2x2 layout), taken again by their browser
-## tests (Chromium).
+## The screenshots in docs/screenshots/ (study designer, reading room, 2x2 layout, onboarding a model), taken
+## again by their browser tests (Chromium).
 screenshots: install
 	UPDATE_DOCS_SCREENSHOTS=1 $(BIN)/pytest -m browser tests/e2e/test_browser_designer.py \
-	  tests/e2e/test_browser_layouts.py -q
+	  tests/e2e/test_browser_layouts.py tests/e2e/test_browser_onboarding.py -q
 
 clean:
 	rm -rf $(VENV) var test-output .pytest_cache

@@ -102,10 +102,79 @@ def _cmd_models(args: argparse.Namespace) -> int:
         for line in models_sync.describe_models():
             print(line)
         return 0
+    if args.action == "add":
+        return _add_model(args)
     problems = models_sync.validate_models(args.path)
     for line in problems:
         print(line)
     return 1 if any(line.startswith("INVALID") for line in problems) else 0
+
+
+def _add_model(args: argparse.Namespace) -> int:
+    """`lumen models add PATH`: the onboarding of the pages, run in this process: inspect, propose the target
+    layer (taken as proposed unless --target-layer names another), check, install if the checks pass."""
+    from pydantic import ValidationError
+
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.onboarding import service as onboarding
+    from app.onboarding.schemas import CardAnswers, Confirmation
+    from app.tables import OnboardingState
+    from workers import onboarding as onboarding_worker  # torch is imported only by this subcommand
+
+    if args.path is None:
+        print("lumen models add: give the model file or MONAI bundle folder", file=sys.stderr)
+        return 2
+    fields = {
+        "name": args.name, "version": args.version, "task": args.task, "labels": _listed(args.labels),
+        "modalities": _listed(args.modalities, upper=True), "body_parts": _listed(args.body_parts, upper=True),
+        "body_part": args.body_part, "photometric": args.photometric, "colour": args.colour, "size": args.size or [],
+        "mean": args.mean or [], "std": args.std or [], "crop": args.crop, "windowing": args.windowing,
+        "architecture": args.architecture, "target_layer": args.target_layer or "", "uncertainty": args.uncertainty,
+        "uncertainty_samples": args.uncertainty_samples, "training_data": args.training_data,
+        "licence": args.licence, "intended_use": args.intended_use,
+    }
+    try:
+        answers = CardAnswers.model_validate(fields)
+        with session_scope() as session:
+            row = onboarding.start(session, answers=answers, model=args.path, validation=args.validation,
+                                   test=args.test, user_id=None, send=False)
+            onboarding_id = row.id
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"lumen models add: --{'.'.join(map(str, error['loc'])).replace('_', '-')}: {error['msg']}",
+                  file=sys.stderr)
+        return 2
+    except AppError as exc:
+        print(f"lumen models add: {exc}", file=sys.stderr)
+        return 1
+
+    def echo(percent: int, stage: str) -> None:
+        print(f"[{percent:3d}%] {stage}", flush=True)
+
+    state = onboarding_worker.run(onboarding_id, worker="cli", echo=echo)
+    if state == OnboardingState.proposed:
+        with session_scope() as session:
+            row = onboarding.get(session, onboarding_id=onboarding_id)
+            layer = row.proposal.get("layer", "")
+            onboarding.confirm(session, onboarding_id=onboarding_id, confirmation=Confirmation(target_layer=layer),
+                               send=False)
+        state = onboarding_worker.run(onboarding_id, worker="cli", echo=echo)
+    with session_scope(writes=False) as session:
+        row = onboarding.get(session, onboarding_id=onboarding_id)
+        for method, result in (row.report.get("methods") or {}).items():
+            verdict = "offered" if result.get("passed") else f"FLAGGED ({result.get('reason') or result.get('error')})"
+            print(f"  {method}: rank correlation with a randomised model {result.get('spearman')}: {verdict}")
+        if state != OnboardingState.installed:
+            print(f"lumen models add: onboarding {onboarding_id} failed: {row.error}", file=sys.stderr)
+            return 1
+        print(f"installed {row.name} {row.version} (model {row.model_id}); {row.stage}")
+    return 0
+
+
+def _listed(text: str | None, *, upper: bool = False) -> list[str]:
+    items = [item.strip() for item in (text or "").split(",") if item.strip()]
+    return [item.upper() for item in items] if upper else items
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -450,9 +519,37 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_cmd_train)
 
-    models = sub.add_parser("models", help="list or validate model folders")
-    models.add_argument("action", choices=["list", "validate", "sync"])
+    models = sub.add_parser(
+        "models", help="list, validate or sync model folders; add (onboard) a model of your own",
+        description="add PATH onboards a TorchScript file, a timm state dict (--architecture timm:NAME) or a MONAI "
+        "bundle folder: it is inspected, checked (docs/onboarding.md) and installed only if the checks pass.",
+    )
+    models.add_argument("action", choices=["list", "validate", "sync", "add"])
     models.add_argument("path", nargs="?", type=Path, default=None)
+    onboard = models.add_argument_group("add")
+    onboard.add_argument("--name", help="model name (lower case, digits, . _ -)")
+    onboard.add_argument("--version", help="its version; a version with predictions is never replaced")
+    onboard.add_argument("--task", choices=["classification", "multilabel"], default="classification")
+    onboard.add_argument("--labels", help="labels in output order, comma-separated (default: the bundle's)")
+    onboard.add_argument("--modalities", help="DICOM modalities, comma-separated, e.g. OP or CR,DX")
+    onboard.add_argument("--body-part", help="the body part in words, e.g. 'eye fundus'")
+    onboard.add_argument("--body-parts", default="", help="DICOM body parts, comma-separated, e.g. EYE")
+    onboard.add_argument("--photometric", default="", help="what its training images look like")
+    onboard.add_argument("--colour", choices=["rgb", "grayscale"], default="rgb")
+    onboard.add_argument("--size", type=int, nargs="+", help="input size H W (default: the bundle's)")
+    onboard.add_argument("--mean", type=float, nargs="+", help="per-channel mean after scaling to [0, 1]")
+    onboard.add_argument("--std", type=float, nargs="+", help="per-channel std")
+    onboard.add_argument("--crop", choices=["fundus"], default=None)
+    onboard.add_argument("--windowing", choices=["minmax", "percentile", "dicom"], default="minmax")
+    onboard.add_argument("--architecture", default="", help="timm:NAME for a plain state dict of a timm network")
+    onboard.add_argument("--target-layer", default="", help="the layer maps are drawn from (default: proposed)")
+    onboard.add_argument("--uncertainty", choices=["none", "mc_dropout", "tta"], default="none")
+    onboard.add_argument("--uncertainty-samples", type=int, default=1)
+    onboard.add_argument("--validation", type=Path, help="folder with labels.csv (image,label) and its images")
+    onboard.add_argument("--test", type=Path, help="folder with labels.csv (image,label) and its images")
+    onboard.add_argument("--training-data", help="what it was trained on")
+    onboard.add_argument("--licence", help="the weights' licence")
+    onboard.add_argument("--intended-use", default="research, not for clinical use")
     models.set_defaults(func=_cmd_models)
 
     evaluate = sub.add_parser("evaluate-explanations", help="benchmark the explainers on a model's evaluation images")

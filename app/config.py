@@ -48,6 +48,8 @@ class Settings(BaseSettings):
         alias="LUMEN_DEFAULT_METHODS",
     )
     max_upload_bytes: int = Field(512 * 1024 * 1024, alias="LUMEN_MAX_UPLOAD_BYTES")
+    # A model file brought through the onboarding pages (a DenseNet-121 is 30 MB, a ViT-L 1.2 GB).
+    max_model_bytes: int = Field(2 * 1024 * 1024 * 1024, alias="LUMEN_MAX_MODEL_BYTES")
     max_job_attempts: int = Field(3, alias="LUMEN_MAX_JOB_ATTEMPTS")
     stale_job_seconds: int = Field(120, alias="LUMEN_STALE_JOB_SECONDS")
     # Expensive explanation jobs (app.jobs.limits) one coordinator or admin may have queued or running at once
@@ -175,9 +177,22 @@ class Settings(BaseSettings):
 
     @property
     def model_dirs(self) -> list[Path]:
-        """Where model folders (card + weights) are looked up: the shipped ones, then the user's."""
+        """Where model folders (card + weights) are looked up: the shipped ones, the user's (LUMEN_MODELS_DIR), and
+        the models onboarded through Lumen (`onboarded_models_dir`, once the first one is installed)."""
         shipped = Path(__file__).resolve().parent.parent / "models" / "zoo"
-        return [shipped] + ([self.models_dir] if self.models_dir else [])
+        onboarded = self.onboarded_models_dir
+        return [shipped] + ([self.models_dir] if self.models_dir else []) + ([onboarded] if onboarded.is_dir() else [])
+
+    @property
+    def onboarded_models_dir(self) -> Path:
+        """Where `lumen models add` and the onboarding pages install a model that passed its checks. Workers on
+        other hosts need it shared with them, as LUMEN_MODELS_DIR (docs/onboarding.md)."""
+        return (self.data_dir / "models").resolve()
+
+    @property
+    def onboarding_dir(self) -> Path:
+        """Uploads of models on their way in, one folder per onboarding."""
+        return (self.data_dir / "onboarding").resolve()
 
 
 @lru_cache

@@ -22,6 +22,8 @@ from app.jobs import router as jobs_router
 from app.jobs import sweeper
 from app.live import router as live_router
 from app.live.streams import LiveStreams
+from app.onboarding import pages as onboarding_pages
+from app.onboarding import router as onboarding_router
 from app.predictions import router as predictions_router
 from app.reader_studies import pages as reader_study_pages
 from app.reader_studies import router as reader_study_router
@@ -54,10 +56,10 @@ def create_app(*, run_sweeper: bool = True) -> FastAPI:
     app.state.live_streams = LiveStreams()  # open event streams: bounded, ended on SIGTERM (app/live/streams.py)
     app.include_router(health_router.router)  # /healthz and /readyz, outside /api: probes need no sign-in
     api = (auth_router, studies_router, jobs_router, predictions_router, viewer_router, reading_router,
-           reader_study_router, admin_router, live_router)
+           reader_study_router, admin_router, onboarding_router, live_router)
     for module in api:
         app.include_router(module.router, prefix="/api")
-    for module in (auth_pages, viewer_pages, reading_pages, reader_study_pages, admin_pages):
+    for module in (auth_pages, viewer_pages, reading_pages, reader_study_pages, onboarding_pages, admin_pages):
         app.include_router(module.router)
     api_docs.add_docs(app)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")

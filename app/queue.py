@@ -29,6 +29,8 @@ from app.config import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "lumen.run_job"
+# A user's model on its way in (workers/onboarding.py): inspected, then checked, on the gpu queue like jobs.
+ONBOARD_MODEL_TASK = "lumen.onboard_model"
 QUEUES = ("gpu", "cpu")
 _PENDING_KEY = "lumen_jobs_to_send"
 _BROKER_FOLDERS = ("queue", "processed", "control")
@@ -116,23 +118,29 @@ def send_job(job_id: int, queue: str) -> None:
     logger.info("sent job %s to queue %s", job_id, queue)
 
 
-def send_after_commit(session: Session, job_id: int, queue: str) -> None:
-    """Send the job's task once the session's transaction commits; nothing is sent on rollback."""
-    pending: list[tuple[int, str]] = session.info.setdefault(_PENDING_KEY, [])
+def send_after_commit(session: Session, job_id: int, queue: str, *, task: str = RUN_JOB_TASK) -> None:
+    """Send the job's task (or another task of one row id) once the session's transaction commits; nothing is
+    sent on rollback."""
+    pending: list[tuple[str, int, str]] = session.info.setdefault(_PENDING_KEY, [])
     if not pending:
         event.listen(session, "after_commit", _send_pending, once=True)
         event.listen(session, "after_soft_rollback", _forget_pending, once=True)
-    pending.append((job_id, queue))
+    pending.append((task, job_id, queue))
 
 
 def _send_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING_KEY, [])
-    for job_id, queue in pending:
+    for task, row_id, queue in pending:
         try:
-            send_job(job_id, queue)
+            if task == RUN_JOB_TASK:
+                send_job(row_id, queue)
+            else:
+                sender().send_task(task, args=[row_id], queue=queue)
+                logger.info("sent %s %s to queue %s", task, row_id, queue)
         except Exception:
-            # The job row is committed and stays `queued`: the sweeper re-sends it when the broker is back.
-            logger.exception("could not send job %s; the sweeper will retry", job_id)
+            # The row is committed and stays queued: the sweeper re-sends a job when the broker is back; an
+            # onboarding is sent again from its page.
+            logger.exception("could not send %s %s", task, row_id)
 
 
 def _forget_pending(session: Session, _previous_transaction: object) -> None:

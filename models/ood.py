@@ -100,7 +100,12 @@ class Gate:
         return mahalanobis_score(embeddings.double().cpu().numpy(), self.means, self.precision)
 
     def check(self, model: nn.Module, x: torch.Tensor) -> list[Verdict]:
-        """The verdict on each of (B, C, *spatial) prepared inputs (one forward pass of `model`)."""
+        """The verdict on each of (B, C, *spatial) prepared inputs (one forward pass of `model`). The energy gate
+        reads the logits only, so it also serves a model without an embedding (TorchScript)."""
+        if self.method == "energy":
+            with torch.no_grad():
+                logits = model(x).float()
+            return [Verdict(float(s), self.threshold, self.method) for s in self.scores(logits[:, :0], logits)]
         embeddings, logits = embed(model, x)
         return [Verdict(float(s), self.threshold, self.method) for s in self.scores(embeddings, logits)]
 
@@ -109,29 +114,39 @@ def embed(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     """The penultimate-layer embedding and the logits of (B, C, *spatial) inputs, in eval mode, no gradients.
 
     The embedding is the input of `head.classifier` (the pooled, flattened features; dropout is the identity
-    in eval mode), caught by a forward pre-hook released in `finally`.
+    in eval mode) or, in a network without one (a MONAI or timm network), the input of the last `nn.Linear`
+    run in the forward pass: the features the classifier reads. It is caught by forward pre-hooks released in
+    `finally`.
 
     Returns:
         (B, D) float32 embeddings, (B, K) float32 logits.
 
     Raises:
-        ValueError: the model has no `head.classifier` module (every network of `models.networks` has).
+        ValueError: the model is TorchScript (it takes no Python hooks) or runs no `nn.Linear`; such a model
+            gets the "energy" gate, which needs the logits only.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError("a TorchScript model takes no Python hooks, so it has no embedding for a Mahalanobis gate")
     try:
-        classifier = model.get_submodule("head.classifier")
-    except AttributeError as exc:
-        raise ValueError("an input-domain gate needs a network with a head.classifier (models.networks)") from exc
+        readers = [model.get_submodule("head.classifier")]
+    except AttributeError:
+        readers = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not readers:
+        raise ValueError("the model has no nn.Linear classifier, so it has no embedding for a Mahalanobis gate")
     caught: list[torch.Tensor] = []
-    handle = classifier.register_forward_pre_hook(lambda _module, args: caught.append(args[0].detach()))
+    handles = [m.register_forward_pre_hook(lambda _module, args: caught.append(args[0].detach())) for m in readers]
     training = model.training
     try:
         model.eval()
         with torch.no_grad():
             logits = model(x)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.train(training)
-    return caught[0].flatten(1).float(), logits.float()
+    if not caught:
+        raise ValueError("no nn.Linear of the model ran in its forward pass: no embedding for a Mahalanobis gate")
+    return caught[-1].flatten(1).float(), logits.float()
 
 
 def mahalanobis_score(z: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:

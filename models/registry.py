@@ -12,14 +12,21 @@ from torch import nn
 
 from models.card import CardError, ModelCard, load_card
 from models.networks import build_network
+from models.networks.external import EXTERNAL, build_external
 
 
 def build_from_card(card: ModelCard) -> nn.Module:
-    """A freshly initialised network as the card describes it (no weights loaded)."""
+    """A freshly initialised network as the card describes it (no weights loaded): a Lumen network by name,
+    or one of another library (`models.networks.external`: a MONAI bundle in the model folder, timm)."""
     if card.format != "state_dict":
         raise CardError(f"model {card.name!r} ({card.folder}): a {card.format} model has no architecture to build")
+    name, params = card.architecture.name, card.architecture.params
     try:
-        return build_network(card.architecture.name, **card.architecture.params)
+        if name in EXTERNAL:
+            return build_external(
+                name, params, folder=card.folder, num_classes=card.num_classes, in_channels=card.input.channels
+            )
+        return build_network(name, **params)
     except ValueError as exc:
         raise CardError(f"model {card.name!r} ({card.folder}): {exc}") from exc
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from celery import Task, shared_task
 from celery.signals import worker_process_init
 
-from app.queue import RUN_JOB_TASK
-from workers import pipeline, warmup
+from app.queue import ONBOARD_MODEL_TASK, RUN_JOB_TASK
+from workers import onboarding, pipeline, warmup
 
 
 @shared_task(name=RUN_JOB_TASK, bind=True, max_retries=None)
@@ -21,6 +21,13 @@ def run_job(self: Task, job_id: int) -> str:
         # Bounded by the job's attempts (Settings.max_job_attempts), counted in its row, not here.
         raise self.retry(countdown=min(60, 5 * (self.request.retries + 1)))
     return outcome
+
+
+@shared_task(name=ONBOARD_MODEL_TASK, bind=True)
+def onboard_model(self: Task, onboarding_id: int) -> str:
+    """Inspect a model brought by a user, or check it once its target layer is confirmed (workers/onboarding.py);
+    a failure is written into the onboarding's row, never raised."""
+    return onboarding.run(onboarding_id, worker=self.request.hostname or "worker").value
 
 
 @worker_process_init.connect

@@ -1,4 +1,5 @@
-"""Admins only: the page dependency that answers anyone else with the admins-only page (403)."""
+"""Admins only (and, for the models' pages, coordinators): the page dependencies that answer anyone else with the
+admins-only page (403)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,13 @@ async def get_admin_page_caller(caller: PageCaller) -> Caller:
 
 
 AdminPageCaller = Annotated[Caller, Depends(get_admin_page_caller)]
+
+
+async def get_staff_page_caller(caller: PageCaller) -> Caller:
+    """An admin or a coordinator: the models' pages and bringing a model in are theirs; readers get NotAdmin."""
+    if caller.user.role not in (Role.admin, Role.coordinator):
+        raise NotAdmin(f"the {caller.user.role.value} role may not open the models' pages")
+    return caller
+
+
+StaffPageCaller = Annotated[Caller, Depends(get_staff_page_caller)]

@@ -11,7 +11,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from app.admin import service as admin_service
-from app.admin.dependencies import AdminPageCaller
+from app.admin.dependencies import AdminPageCaller, StaffPageCaller
 from app.admin.schemas import MIN_PASSWORD, NewUser, UserRow
 from app.auth.dependencies import Caller
 from app.bounds import MAX_INT32, DbId, FreeText
@@ -77,14 +77,14 @@ def admin_home(_caller: AdminPageCaller) -> Response:
 
 
 @router.get("/models", include_in_schema=False)
-def models_page(request: Request, caller: AdminPageCaller, session: DbSession) -> Response:
+def models_page(request: Request, caller: StaffPageCaller, session: DbSession) -> Response:
     """Every registered model with its calibration, referral threshold, weights and test metrics."""
     context = _context(caller, section="models", models=admin_service.list_models(session))
     return templates.TemplateResponse(request, "admin/models.html", context)
 
 
 @router.get("/models/{model_id}", include_in_schema=False)
-def model_page(request: Request, model_id: DbId, caller: AdminPageCaller, session: DbSession) -> Response:
+def model_page(request: Request, model_id: DbId, caller: StaffPageCaller, session: DbSession) -> Response:
     """One model's whole card in readable form."""
     model = admin_service.get_model(session, model_id=model_id)
     return templates.TemplateResponse(request, "admin/model.html", _context(caller, section="models", model=model))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import session_scope
-from app.tables import AiModel
+from app.tables import AiModel, Prediction
 from models.card import CardError, ModelCard, load_card, scan_cards
+
+logger = logging.getLogger(__name__)
 
 
 def sync_models(session: Session) -> list[AiModel]:
@@ -19,10 +22,20 @@ def sync_models(session: Session) -> list[AiModel]:
     cards = scan_cards(get_settings().model_dirs).cards
     rows = {(row.name, row.version): row for row in session.scalars(select(AiModel))}
     present: set[tuple[str, str]] = set()
+    with_predictions = set(session.scalars(select(Prediction.model_id).distinct()))
     for card in cards:
         key = (card.name, card.version)
-        present.add(key)
         row = rows.get(key) or AiModel(name=card.name, version=card.version)
+        if row.id in with_predictions and row.weights_sha256 != card.weights_sha256:
+            # A version is immutable once it has predictions: its reads and exports name it. New weights under
+            # the same version are refused (the model stops being served) rather than silently taken.
+            logger.error(
+                "model %s %s: its weights changed (sha256 %s, was %s) but it has predictions; give the new weights "
+                "a new version. Not served until then.", card.name, card.version, card.weights_sha256[:12],
+                row.weights_sha256[:12],
+            )
+            continue
+        present.add(key)
         row.task = card.task
         row.labels = list(card.labels)
         row.modalities = list(card.modalities)

@@ -43,10 +43,21 @@ def plan_jobs(
             jobs.append(
                 _new_job(
                     session, study_id=study_id, instance=instance, model=model,
-                    methods=get_settings().default_methods, priority=priority,
+                    methods=served_methods(model), priority=priority,
                 )
             )
     return jobs
+
+
+def served_methods(model: AiModel) -> list[str]:
+    """The methods an upload's job computes for this model: the default list, less those the model's onboarding
+    checks flagged (a map that failed the model-randomisation test is not offered unless asked for by name)."""
+    defaults = get_settings().default_methods
+    vetted = ((model.card.get("evaluation") or {}).get("explanations") or {}).get("default")
+    if not isinstance(vetted, list):
+        return list(defaults)
+    kept = [method for method in defaults if method in vetted]
+    return kept or [method for method in vetted if method in METHOD_NAMES]
 
 
 def request_explanations(

@@ -1,6 +1,7 @@
 """A small world with one real row of every kind a route takes an id of: a clinical study with its job, prediction
 and heatmap, a fundus study that is the case of an open reader study, the reader's assignment there, a read of the
-reader's own, and a spare account for the admin's user routes. The access matrix and the CSP browser test use it.
+reader's own, a spare account for the admin's user routes, and a model onboarding waiting for its confirmation.
+The access matrix and the CSP browser test use it.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.auth import service as auth_service
+from app.config import get_settings
 from app.db import session_scope
-from app.tables import Job, JobState, Role, Study, User
+from app.tables import Job, JobState, ModelOnboarding, OnboardingState, Role, Study, User
 from tests.app.reader_studies.conftest import Case, next_assignment, open_study
 from tests.app.reading.conftest import add_heatmap, fundus_jpeg
 from tests.app.viewer import factories
 
 # The path parameters the routes take, each with a real value in World.ids.
 ID_NAMES = ("study_id", "instance_id", "job_id", "heatmap_id", "model_id", "client_id", "reader_study_id",
-            "assignment_id", "user_id")
+            "assignment_id", "user_id", "onboarding_id")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,20 @@ def fundus_case() -> Case:
                     study.patient_id, {"gradcam": gradcam.id, "integrated_gradients": ig.id})
 
 
+def proposed_onboarding() -> int:
+    """An onboarding waiting for its confirmation, with a preview on disk (the worker's part is not run here)."""
+    with session_scope() as session:
+        row = ModelOnboarding(name=f"world-{secrets.token_hex(3)}", version="1", filename="model.ts",
+                              state=OnboardingState.proposed, proposal={"candidates": [["features", [1, 8, 4, 4]]]})
+        session.add(row)
+        session.flush()
+        folder = get_settings().onboarding_dir / str(row.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(folder / "preview.png")
+        row.folder = str(folder)
+        return row.id
+
+
 def build(client: TestClient, make_user) -> World:  # type: ignore[no-untyped-def]
     users = {role.value: make_user(role.value)[0] for role in Role}
     spare, _ = make_user(Role.reader.value)
@@ -85,6 +102,7 @@ def build(client: TestClient, make_user) -> World:  # type: ignore[no-untyped-de
         "reader_study_id": detail["id"],
         "assignment_id": assignment["id"],
         "user_id": spare.id,
+        "onboarding_id": proposed_onboarding(),
     }
     assert set(ids) == set(ID_NAMES)
     return World(users=users, ids=ids)

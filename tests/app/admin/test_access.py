@@ -1,4 +1,5 @@
-"""Admin pages are for admins: readers and coordinators get a 403 page saying why, visitors the login page."""
+"""Admin pages are for admins: readers and coordinators get a 403 page saying why, visitors the login page. The
+models' pages are also the coordinators' (they bring models in: docs/onboarding.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import select
 from app.tables import AiModel, User
 
 PAGES = ["/admin", "/admin/models", "/admin/models/{model_id}", "/admin/users", "/admin/audit"]
+MODEL_PAGES = ["/admin/models", "/admin/models/{model_id}", "/admin/models/add"]
 
 
 def _first_model_id(db_session) -> int:
@@ -20,10 +22,24 @@ def test_non_admins_get_a_403_page_with_the_reason(browser, db_session, role):
     caller = browser(role)
     model_id = _first_model_id(db_session)
     for path in PAGES:
+        if role == "coordinator" and path in MODEL_PAGES:
+            continue
         response = caller.client.get(path.format(model_id=model_id), follow_redirects=False)
         assert response.status_code == 403, path
         assert "Admins only" in response.text and f"<strong>{role}</strong> role" in response.text
-        assert 'href="/admin/models"' not in response.text  # no admin link in their navigation either
+        # No admin link in their navigation either; a coordinator's goes to the models only.
+        assert ('href="/admin/models"' in response.text) == (role == "coordinator")
+        assert 'href="/admin/users"' not in response.text
+
+
+def test_coordinators_see_the_models_and_may_add_one_but_not_the_users_or_the_audit(browser, db_session):
+    caller = browser("coordinator")
+    model_id = _first_model_id(db_session)
+    for path in MODEL_PAGES:
+        response = caller.client.get(path.format(model_id=model_id), follow_redirects=False)
+        assert response.status_code == 200, path
+        assert 'href="/admin/users"' not in response.text and 'href="/admin/audit"' not in response.text
+    assert 'id="add-model"' in caller.client.get("/admin/models").text
 
 
 @pytest.mark.parametrize("role", ["reader", "coordinator"])

@@ -1,0 +1,1 @@
+"""Onboarding a coordinator's own model: file formats and the checks run before it is served."""

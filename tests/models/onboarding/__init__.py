@@ -1,0 +1,1 @@
+"""Tests of onboarding a coordinator's own model."""
