@@ -28,12 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image as PILImage
+from sqlalchemy import select
 
 from app.ai_models.sync import sync_models
 from app.config import get_settings
 from app.db import session_scope
 from app.ingest import pixels
-from app.tables import AiModel, ModelOnboarding, OnboardingState
+from app.storage import get_blob_store
+from app.tables import AiModel, Instance, ModelOnboarding, OnboardingState, Series, Study
 from models.card import CARD_FILE, CardError, ModelCard, file_sha256, load_card
 from models.explain.registry import get_explainer
 from models.onboarding import checks, formats
@@ -262,8 +264,9 @@ def _format_words(detected: formats.Detected) -> str:
 
 
 def _labelled(base: Path, card: ModelCard, kind: str) -> checks.LabelledSet | None:
-    """The labelled set stored as `base/` (a folder) or `base.zip`: labels.csv (image,label) and its images,
-    decoded as the worker decodes studies. None when none was given."""
+    """The labelled set stored as `base/` (a folder) or `base.zip`: labels.csv (image,label) and its images, or
+    (study_instance_uid,label) naming studies stored in Lumen; decoded as the worker decodes studies. None when
+    none was given."""
     if base.with_suffix(".zip").is_file() and not base.is_dir():
         _unzip(base.with_suffix(".zip"), base)
     if not base.is_dir():
@@ -275,15 +278,21 @@ def _labelled(base: Path, card: ModelCard, kind: str) -> checks.LabelledSet | No
         raise OnboardingFailed(f"the {kind} set has no labels.csv (columns image,label)")
     with table.open(newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
-    if not rows or not {"image", "label"} <= set(rows[0]):
-        raise OnboardingFailed(f"the {kind} set's labels.csv needs the columns image,label")
+    columns = set(rows[0]) if rows else set()
+    if "label" not in columns or not columns & {"image", "study_instance_uid"}:
+        raise OnboardingFailed(f"the {kind} set's labels.csv needs the columns image,label (images in the set) or "
+                               "study_instance_uid,label (studies stored in Lumen)")
     images: list[ImageLike] = []
     labels: list[Any] = []
     for number, row in enumerate(rows, start=2):
-        path = (table.parent / row["image"]).resolve()
-        if table.parent.resolve() not in path.parents or not path.is_file():
-            raise OnboardingFailed(f"the {kind} set's labels.csv line {number}: no image {row['image']!r} in the set")
-        images.append(_decode(path, kind, number))
+        if row.get("image"):
+            path = (table.parent / row["image"]).resolve()
+            if table.parent.resolve() not in path.parents or not path.is_file():
+                raise OnboardingFailed(f"the {kind} set's labels.csv line {number}: no image {row['image']!r} in "
+                                       "the set")
+            images.append(_decode(path.read_bytes(), path.suffix, path.name, kind, number))
+        else:
+            images.append(_stored_study(row.get("study_instance_uid", ""), kind, number))
         labels.append(_label(row["label"], card, kind, number))
     array = np.asarray(labels, dtype=np.float32 if card.task == "multilabel" else np.int64)
     return checks.LabelledSet(images=images, labels=array, source=f"{kind} upload ({len(images)} images)")
@@ -307,16 +316,30 @@ def _label(text: str, card: ModelCard, kind: str, line: int) -> Any:
     return index[0]
 
 
-def _decode(path: Path, kind: str, line: int) -> Image:
-    data = path.read_bytes()
-    source_format = "dicom" if path.suffix.lower() in (".dcm", ".dicom", "") else (
-        "png" if path.suffix.lower() == ".png" else "jpeg")
+def _decode(data: bytes, suffix_or_format: str, name: str, kind: str, line: int) -> Image:
+    """Frame 0 of an image file, as the worker decodes studies. `suffix_or_format`: a file suffix or a stored
+    instance's source format."""
+    suffix = suffix_or_format.lower().lstrip(".")
+    source_format = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg"}.get(suffix, "dicom")
     try:
         array, voi = pixels.load_frame_and_voi(data, source_format, 0)
         header: Any = pixels.read_dicom(data, stop_before_pixels=True) if source_format == "dicom" else {}
     except ValueError as exc:
-        raise OnboardingFailed(f"the {kind} set's labels.csv line {line}: {path.name} does not decode: {exc}") from exc
+        raise OnboardingFailed(f"the {kind} set's labels.csv line {line}: {name} does not decode: {exc}") from exc
     return Image(pixels=array, photometric=str(header.get("PhotometricInterpretation", "")), voi=voi)
+
+
+def _stored_study(uid: str, kind: str, line: int) -> Image:
+    """The first image of a study stored in Lumen, named by its Study Instance UID."""
+    with session_scope(writes=False) as session:
+        instance = session.scalars(
+            select(Instance).join(Series).join(Study).where(Study.study_instance_uid == uid)
+            .order_by(Series.id, Instance.id).limit(1)
+        ).first()
+        if instance is None:
+            raise OnboardingFailed(f"the {kind} set's labels.csv line {line}: no stored study {uid!r}")
+        key, source_format = instance.storage_key, instance.source_format
+    return _decode(get_blob_store().get(key), source_format, f"study {uid}", kind, line)
 
 
 def _samples(folder: Path, card: ModelCard, *, limit: int) -> list[ImageLike]:
@@ -327,7 +350,7 @@ def _samples(folder: Path, card: ModelCard, *, limit: int) -> list[ImageLike]:
     paths = [path for path in _DOMAIN_SAMPLES[card.input.colour] if path.is_file()][:limit]
     if not paths:
         raise OnboardingFailed("no sample images of the model's domain on this worker: give a validation set")
-    return [_decode(path, "sample", 0) for path in paths]
+    return [_decode(path.read_bytes(), path.suffix, path.name, "sample", 0) for path in paths]
 
 
 def _draw_preview(model: torch.nn.Module, card: ModelCard, layer: str, image: ImageLike, out: Path) -> bool:

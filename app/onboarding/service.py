@@ -171,13 +171,24 @@ def _store(source: UploadedFile | Path, target: Path) -> None:
 
 
 def _store_labelled(source: UploadedFile | Path, target: Path) -> None:
-    """A labelled set: a folder with labels.csv and its images (the CLI), or a .zip of one (an upload)."""
+    """A labelled set: a folder with labels.csv and its images (the CLI), a .zip of one (an upload), or a lone
+    .csv of studies already stored in Lumen (columns study_instance_uid,label)."""
     name = source.name if isinstance(source, Path) else source.filename
     if isinstance(source, Path) and source.is_dir():
         if not (source / "labels.csv").is_file():
             raise Invalid(f"{source}: a labelled set needs a labels.csv (columns image,label)")
         shutil.copytree(source, target)
         return
-    if Path(name).suffix.lower() != ".zip":
-        raise Invalid(f"{name}: a labelled set is a .zip of labels.csv (columns image,label) and its images")
+    suffix = Path(name).suffix.lower()
+    if suffix == ".csv":
+        _store(source, target / "labels.csv")
+        header = (target / "labels.csv").read_text(encoding="utf-8-sig", errors="replace").splitlines()[:1]
+        if not header or "study_instance_uid" not in header[0].split(","):
+            shutil.rmtree(target, ignore_errors=True)
+            raise Invalid(f"{name}: a lone labels.csv names studies stored in Lumen (columns study_instance_uid,"
+                          "label); images come with it in a .zip (columns image,label)")
+        return
+    if suffix != ".zip":
+        raise Invalid(f"{name}: a labelled set is a .zip of labels.csv (columns image,label) and its images, or a "
+                      "labels.csv of stored studies (columns study_instance_uid,label)")
     _store(source, target.with_suffix(".zip"))

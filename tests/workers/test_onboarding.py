@@ -20,7 +20,7 @@ from app.db import session_scope
 from app.errors import Conflict
 from app.onboarding import service
 from app.onboarding.schemas import CardAnswers, Confirmation
-from app.tables import Heatmap, Job, ModelOnboarding, OnboardingState, Prediction
+from app.tables import Heatmap, Job, ModelOnboarding, OnboardingState, Prediction, Study
 from models.card import load_card
 from tests.e2e.helpers import FUNDUS_IN_DOMAIN
 from tests.models.onboarding.bundles import LABELS, make_bundle, trained_retina_net
@@ -182,3 +182,30 @@ def test_lumen_models_add_onboards_a_trained_monai_bundle(
     assert "gradcam" in methods and set(methods) <= set(explanations["default"])
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
     assert _stored_methods(job_id) == set(methods)
+
+
+def test_a_validation_set_may_name_studies_already_stored_in_lumen(
+    tmp_path: Path, app_client, auth_headers, installed_cleanup: list[str]
+) -> None:
+    """labels.csv (study_instance_uid,label) of studies uploaded earlier: calibrated on exactly those images."""
+    name = "dr-from-stored-studies"
+    installed_cleanup.append(f"{name}-1.0.0")
+    folder = retinamnist_set(tmp_path / "val", "val", 40)
+    headers = auth_headers("coordinator")
+    rows = []
+    for line in (folder / "labels.csv").read_text().splitlines()[1:]:
+        image, label = line.split(",")
+        response = app_client.post("/api/studies", headers=headers, data={"modality": "OT", "body_part": "EYE"},
+                                   files={"files": (image, (folder / image).read_bytes(), "image/png")})
+        assert response.status_code == 201, response.text
+        with session_scope(writes=False) as session:
+            rows.append(f"{session.get(Study, response.json()['id']).study_instance_uid},{label}")
+    table = tmp_path / "stored.csv"
+    table.write_text("study_instance_uid,label\n" + "\n".join(rows) + "\n")
+    onboarding_id = _onboard(dr_densenet_torchscript(tmp_path / "m.ts"), dr_answers(name), validation=table)
+    assert onboarding.run(onboarding_id, worker="test") == OnboardingState.proposed
+    with session_scope() as session:
+        service.confirm(session, onboarding_id=onboarding_id, confirmation=Confirmation(), send=False)
+    assert onboarding.run(onboarding_id, worker="test") == OnboardingState.installed, _row(onboarding_id).error
+    calibration = _row(onboarding_id).report["calibration"]
+    assert "40 images" in str(calibration), calibration
