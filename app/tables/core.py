@@ -171,6 +171,8 @@ class Instance(Base):
     sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="")
     source_format: Mapped[str] = mapped_column(String(8))  # dicom | png | jpeg
+    # The uploaded file's own name (without folders): what tells apart image uploads without a patient name.
+    source_filename: Mapped[str] = mapped_column(String(255), default="", server_default="")
     modality: Mapped[str] = mapped_column(String(16), default="")
     number: Mapped[int | None] = mapped_column(Integer)
     frames: Mapped[int] = mapped_column(Integer, default=1)

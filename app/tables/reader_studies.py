@@ -55,6 +55,9 @@ class ReaderStudy(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     task: Mapped[StudyTask] = mapped_column(_enum(StudyTask, "study_task", length=32))
+    # binary_finding: which finding is read ("effusion"), a label of the model that serves the cases so that the
+    # assisted arms show the AI's probability of that very finding; "" for the other tasks.
+    finding: Mapped[str] = mapped_column(String(64), default="", server_default="")
     scheme: Mapped[str] = mapped_column(String(32))  # app.statistics.design.Scheme
     # [{"key": "unassisted", "kind": "unassisted", "method": null, "label": "Unassisted"}, ...]
     conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
