@@ -247,6 +247,11 @@ class IdentityRule:
         name the patient or staff; "" where identity is hidden."""
         return value if self.shown else ""
 
+    def file_name(self, value: str) -> str:
+        """An uploaded file's own name ("fundus.png"): free text chosen by whoever saved the file, which may name
+        the patient ("smith_john_left.png"), so shown only where identity is; "" elsewhere."""
+        return value if self.shown else ""
+
     def link(self, value: T) -> T | None:
         """A value that ties what the caller sees to a stored study (its id, its upload time), or None inside a
         reader-study case."""

@@ -3,9 +3,9 @@
 Starts Lumen's embedded default in a fresh data folder (`lumen migrate`, `lumen load-demo`, `lumen serve`
 with its worker), waits until the worker has explained the 24 NIH chest radiographs of the demo study, opens
 it through the API, lets the three demo readers read their whole queues through the API, and prints the
-dashboard's numbers and the export's size. The readers are simulated: each names the reference finding with
-a fixed probability, the same in every condition (the served model reports effusion and emphysema, not
-nodules), so the numbers check the machinery, not the value of assistance.
+dashboard's numbers and the export's size. The readers are simulated: each gives the reference answer to
+"Effusion present?" with a fixed probability, the same in every condition, so the numbers check the machinery,
+not the value of assistance.
 
     .venv/bin/python bench/reader_study_demo.py [--out docs/reader-study-demo.md]
 """
@@ -26,14 +26,14 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-P_CORRECT = 0.8  # a simulated reader's chance of naming the reference finding, in every condition
+P_CORRECT = 0.8  # a simulated reader's chance of giving the reference answer, in every condition
 PASSWORD = "lumen-reading-room"  # app.cli.DEMO_PASSWORD
 
 # What the demo holds, where it comes from and why; kept here so that regenerating the report keeps it.
 ABOUT = """## What `lumen load-demo` puts in the reader studies
 
-**The demo: "Is there a lung nodule?" on 24 NIH chest radiographs at their shipped resolution** (task
-binary_finding, three readers, three counterbalanced arms).
+**The demo: "Is there a pleural effusion?" on 24 NIH chest radiographs at their shipped resolution** (task
+binary_finding, finding `effusion`, three readers, three counterbalanced arms).
 
 - Images: 24 frontal radiographs of NIH ChestX-ray14, 512 x 512 px 8-bit PNG, shipped unchanged in
   `data/nih_cxr14_demo/` (2.6 MB) and uploaded as they are, as DX / CHEST, so that `cxr-nih14` serves them.
@@ -41,22 +41,29 @@ binary_finding, three readers, three counterbalanced arms).
 - Split: all 24 are of the test split of nih-cxr14-621 (patient-level, seeded), on which no model was
   trained, tuned or calibrated; `labels.csv` beside them is their rows of nih-cxr14-621's labels.csv, split
   column included. The tests check every file against the test sample in `data/nih_cxr14_test.npz`.
-- Selection (seed 2017): 12 of the 26 accepted test radiographs labelled Nodule, and 12 of the 89 with neither
-  Nodule nor Mass (a mass is a nodule over 3 cm: a reader who calls it a nodule is not wrong); 3 of these 12 are No
-  Finding, 9 carry other findings. Only among the 128 test radiographs that the input-domain gate of cxr-nih14
-  accepts: the worker stores no prediction for a refused image, and a study whose case lacks the prediction its
-  arms show cannot open. The 9 refused (00000404, 00000797, 00004648, 00007099, 00014618, 00017625, 00021163,
-  00022084, 00030102, all `_000.png`) are left out, so the cases are not a random sample of the test split.
-- Reference: `nodule` where NIH labels the image Nodule, else `no_nodule`. NIH's labels were mined from the
+- Selection (`python -m models.recipes.cxr_nih_demo`, seed 2017): 12 of the 20 accepted test radiographs
+  labelled Effusion, and 12 of the 108 without; 3 of these 12 are No Finding, 9 carry other findings (6 of them
+  Nodule). Only among the 128 test radiographs that the input-domain gate of cxr-nih14 accepts: the worker
+  stores no prediction for a refused image, and a study whose case lacks the prediction its arms show cannot
+  open. The 9 refused (00000404, 00000797, 00004648, 00007099, 00014618, 00017625, 00021163, 00022084, 00030102,
+  all `_000.png`) are left out, so the cases are not a random sample of the test split. The radiographs of the
+  earlier nodule demo were kept where they fit: its 4 labelled Effusion, and 12 of its 20 without (drawn with
+  the seed); 8 radiographs labelled Effusion were added and its 8 others removed.
+- Reference: `present` where NIH labels the image Effusion, else `absent`. NIH's labels were mined from the
   radiology reports by NLP (NIH estimates over 90 % accurate); they are not a radiologist's read of the image.
-- Arms: unassisted; the model's findings; the model's findings + integrated-gradients heatmap. The served
-  model, cxr-nih14, reports effusion and emphysema only (its other 12 NIH findings were near chance), not
-  nodules: the assisted arms show what it reports, so this demo exercises a chest reader study end to end but
-  cannot measure whether AI helps find nodules. Lumen has no model trained on real nodules (cxr-demo saw only
-  synthetic ones and is not served).
+- Arms: unassisted; the AI's effusion probability; the AI's effusion probability + integrated-gradients
+  heatmap. The reader is asked "Effusion present?" (present / absent, confidence); the assisted arms show
+  cxr-nih14's calibrated probability of effusion (its label `effusion`, not its top label), with its
+  uncertainty and referral. cxr-nih14 is a weak aid for this question: on its 137 test patients it separates
+  effusion from none with an AUROC of 0.64 (95% CI 0.52-0.77, 21 positives; `docs/models.md`); on these 24
+  radiographs (the run below) its probabilities of effusion lie between 10% and 38%, AUROC 0.60 against the NIH
+  labels. Effusion is its top label on all 24, so the heatmaps (which explain the top label) explain effusion.
 - Licence: NIH places no restrictions on the images; it asks for the link https://nihcc.app.box.com/v/ChestXray-NIHCC,
   the citation (Wang et al., ChestX-ray8, IEEE CVPR 2017) and the acknowledgement "data provided by the NIH
   Clinical Center" (data/DATA_LICENSES.md).
+- Until this version the chest demo asked "Is there a lung nodule?", which cxr-nih14 does not report. A database
+  that holds that study keeps it as it is (its reads stay scored with the nodule form); `lumen load-demo` adds the
+  effusion study beside it under its own name and says so.
 
 **An exercise, not a clinical grading: DR grading on 28 x 28 px RetinaMNIST thumbnails** (task dr_grading,
 the three arms of Sayres et al., Ophthalmology 2019, the same three readers). Lumen's data holds no fundus
@@ -108,7 +115,7 @@ def _read_queue(client: httpx.Client, headers: dict[str, str], study: dict, rng:
         view = client.get(f"/api/assignments/{item['id']}", headers=headers).json()
         case = reference[item["case"]]
         truth = case["reference"]["finding"]
-        finding = truth if rng.random() < P_CORRECT else {"nodule": "no_nodule", "no_nodule": "nodule"}[truth]
+        finding = truth if rng.random() < P_CORRECT else {"present": "absent", "absent": "present"}[truth]
         heatmaps = (view["instances"][0]["assistance"] or {}).get("heatmaps", [])
         if heatmaps:
             rating = {
@@ -208,13 +215,13 @@ def _report(stats: dict, *, reads: int, rows: int, waited: float, total: float) 
         f"Generated by `bench/reader_study_demo.py` on {time.strftime('%Y-%m-%d')} (2 CPUs; load average at the end "
         f"{load[0]:.2f}). Embedded default: SQLite, filesystem broker, the worker started by `lumen serve`.",
         "",
-        f"- `lumen load-demo` imported 24 NIH ChestX-ray14 test radiographs at 512 px (12 labelled Nodule) and the 40 "
-        f"RetinaMNIST thumbnails of the DR exercise, and made two draft studies; the worker explained the radiographs "
-        f"(8 methods each, cxr-nih14) and the chest study opened after {waited:.0f} s of waiting.",
+        f"- `lumen load-demo` imported 24 NIH ChestX-ray14 test radiographs at 512 px (12 labelled Effusion) and the "
+        f"40 RetinaMNIST thumbnails of the DR exercise, and made two draft studies; the worker explained the "
+        f"radiographs (8 methods each, cxr-nih14) and the chest study opened after {waited:.0f} s of waiting.",
         f"- 3 simulated readers read their queues through the API: {reads} reads; the CSV export has {rows} rows.",
         f"- Total, from an empty data folder: {total:.0f} s.",
         "",
-        f"The readers are simulated (each names the reference finding with probability {P_CORRECT}, in every "
+        f"The readers are simulated (each gives the reference answer with probability {P_CORRECT}, in every "
         "condition: the differences between arms are chance), so these numbers check the machinery, not the value of "
         "assistance.",
         "",

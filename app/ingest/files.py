@@ -76,6 +76,7 @@ class InstanceInfo:
     sop_class_uid: str = ""
     transfer_syntax_uid: str = ""
     number: int | None = None
+    source_filename: str = ""  # the uploaded file's own name (app.ingest.service.own_name); "" if it had none
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import BinaryIO
 
 from pydicom.uid import generate_uid
@@ -60,8 +60,16 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class Upload:
-    filename: str
+    filename: str  # as sent, or "file 3" in messages where the upload named none (`named` False)
     data: bytes
+    named: bool = True
+
+
+def own_name(filename: str) -> str:
+    """The file's own name, as instances.source_filename keeps it: without the folders some clients send
+    ("C:\\scans\\fundus.png" or "scans/fundus.png" -> "fundus.png"), printable characters only, at most 255."""
+    name = "".join(character for character in PureWindowsPath(filename.strip()).name if character.isprintable())
+    return name[:255]
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,7 @@ def read_uploads(*, files: Sequence[tuple[str | None, BinaryIO]], max_bytes: int
             if total > max_bytes:
                 raise IngestError(413, f"{filename}: the upload is larger than the limit of {max_bytes} bytes")
             chunks.append(chunk)
-        uploads.append(Upload(filename, b"".join(chunks)))
+        uploads.append(Upload(filename, b"".join(chunks), named=bool(name)))
     return uploads
 
 
@@ -153,7 +161,7 @@ def ingest(
     if not uploads:
         raise IngestError(400, "no files in the upload")
     stated = (origin or ImageOrigin()).checked()
-    candidates = _unique([_with_origin(inspect_file(filename=u.filename, data=u.data), stated) for u in uploads])
+    candidates = _unique([_with_origin(_inspected(upload), stated) for upload in uploads])
     duplicates = _find_duplicates(session, candidates=candidates)
     new = [c for c in candidates if c.sha256 not in duplicates]
     _check_series_owners(session, candidates=[c for c in new if c.series is not None])
@@ -219,6 +227,13 @@ def import_path(path: Path, *, origin: ImageOrigin | None = None, priority: JobP
     except OSError as exc:
         return f"refused: cannot read {path.name}: {exc.strerror or exc}"
     return line
+
+
+def _inspected(upload: Upload) -> Candidate:
+    """The checked file, with its own name to store (a duplicate keeps the name it was first stored with)."""
+    candidate = inspect_file(filename=upload.filename, data=upload.data)
+    name = own_name(upload.filename) if upload.named else ""
+    return replace(candidate, instance=replace(candidate.instance, source_filename=name))
 
 
 def _with_origin(candidate: Candidate, origin: ImageOrigin) -> Candidate:

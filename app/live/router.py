@@ -1,4 +1,5 @@
-"""Live updates of a study's AI: a server-sent event stream, and the same as one answer for pages that poll."""
+"""Live updates of a study's AI (a server-sent event stream, and the same as one answer for pages that poll) and
+of the caller's worklist rows (a stream; the worklist page polls /api/worklist where it cannot hold one)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,24 @@ def study_events(
         user_id=caller.user.id,
         auth_session_id=caller.auth_session.id,
         last_event_id=last_event_id,
+    )
+    return StreamingResponse(body, media_type="text/event-stream", headers=_STREAM_HEADERS)
+
+
+# Not in the schema either, for the same reason; app.main includes this router before the viewer's, whose
+# /api/worklist/{study_id} would take "events" for a study id.
+@router.get("/worklist/events", response_class=StreamingResponse, include_in_schema=False)
+def worklist_events(
+    _user: CanRead,
+    caller: CurrentCaller,
+    streams: Streams,
+    last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+) -> StreamingResponse:
+    """Server-sent events whenever the caller's worklist rows change (AI state, labels, queue places, new
+    studies); ends after 5 minutes (reconnect)."""
+    streams.check_room(user_id=caller.user.id)
+    body = live_streams.worklist_events(
+        streams, user_id=caller.user.id, auth_session_id=caller.auth_session.id, last_event_id=last_event_id
     )
     return StreamingResponse(body, media_type="text/event-stream", headers=_STREAM_HEADERS)
 

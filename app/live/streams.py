@@ -1,12 +1,15 @@
 """Server-sent event streams of one API process: bounded in number, each short-lived, ended at once on shutdown.
+Two kinds: one study's AI (`study_events`), and the caller's worklist rows (`worklist_events`).
 
 A stream holds no thread and no database connection while it waits: each look at the database (about one a
 second) runs in the threadpool in its own read-only unit of work, and between looks the stream awaits its
-stop event with a timeout. It ends once no job of the study is queued or running (after the events that say
-so: nothing more will come), after MAX_LIFETIME_SECONDS (the browser's EventSource reconnects after `retry:`,
-sending the last event id, so nothing already seen is sent again), when its caller is refused, or when the
-server is told to stop: uvicorn waits for open responses before it exits, so on SIGTERM or SIGINT every
-stream's stop event is set and the server goes down as fast as without them.
+stop event with a timeout. A study's stream ends once no job of the study is queued or running (after the
+events that say so: nothing more will come); a worklist's goes on (new studies may come), looking every
+IDLE_LOOK_SECONDS while none of its studies is queued or running. Either ends after MAX_LIFETIME_SECONDS (the
+browser's EventSource reconnects after `retry:`, sending the last event id, so nothing already seen is sent
+again), when its caller is refused, or when the server is told to stop: uvicorn waits for open responses
+before it exits, so on SIGTERM or SIGINT every stream's stop event is set and the server goes down as fast as
+without them.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from anyio import to_thread
 from app.db import session_scope
 from app.errors import AppError, TooMany
 from app.live import service as live_service
+from app.live import worklist as live_worklist
 from app.unavailable import DATABASE_OUTAGES, RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)
 
 LOOK_INTERVAL_SECONDS = 1.0
+IDLE_LOOK_SECONDS = 5.0  # a worklist without a job queued or running: only new uploads can change it
 HEARTBEAT_SECONDS = 15.0  # a comment line, so that proxies and the browser keep an idle stream open
 MAX_LIFETIME_SECONDS = 300.0
 RETRY_MILLISECONDS = 2000  # how long EventSource waits before it reconnects
@@ -198,3 +203,45 @@ async def study_events(
     except DATABASE_OUTAGES as outage:
         # The stream ends; EventSource reconnects after `retry:` and is answered 503 while the outage lasts.
         logger.warning("live stream of study %s ended: database unavailable: %s", study_id, outage)
+
+
+def _worklist_look(*, auth_session_id: int, known: str | None) -> live_worklist.WorklistLook:
+    with session_scope(writes=False) as session:
+        return live_worklist.look(session, auth_session_id=auth_session_id, known=known)
+
+
+async def worklist_events(
+    streams: LiveStreams, *, user_id: int, auth_session_id: int, last_event_id: str | None
+) -> AsyncIterator[str]:
+    """The event stream of one caller's worklist rows (docs/api.md, "Live updates"): all of them at first (none
+    when `last_event_id` is the digest now), then the rows that changed, whenever any did."""
+    loop = asyncio.get_running_loop()
+    try:
+        with streams.held(user_id=user_id) as stop:
+            yield f"retry: {RETRY_MILLISECONDS}\n\n"
+            started = last_sent = loop.time()
+            known: str | None = None
+            sent: dict[int, dict] = {}
+            while not stop.is_set():
+                look = await to_thread.run_sync(partial(_worklist_look, auth_session_id=auth_session_id, known=known))
+                if look.rows is not None:
+                    rows = [row.model_dump(mode="json") for row in look.rows]
+                    changed = live_worklist.changed_rows(rows, sent=sent)
+                    ids = [row["id"] for row in rows]
+                    client_has_it = known is None and look.digest.value == last_event_id
+                    if (changed or ids != list(sent)) and not client_has_it:
+                        data = {"ids": ids, "studies": changed, "active": look.digest.active}
+                        yield _event("rows", data, event_id=look.digest.value)
+                        last_sent = loop.time()
+                    sent = {row["id"]: row for row in rows}
+                known = look.digest.value
+                if loop.time() - last_sent >= HEARTBEAT_SECONDS:
+                    yield ": keep-alive\n\n"
+                    last_sent = loop.time()
+                interval = LOOK_INTERVAL_SECONDS if look.digest.active else IDLE_LOOK_SECONDS
+                if loop.time() - started >= MAX_LIFETIME_SECONDS or await _stopped(stop, interval):
+                    return
+    except AppError as refusal:  # signed out, or too many streams since the check
+        yield _event("refused", {"status": refusal.status_code, "detail": str(refusal)})
+    except DATABASE_OUTAGES as outage:
+        logger.warning("live stream of a worklist ended: database unavailable: %s", outage)

@@ -16,9 +16,18 @@ from sqlalchemy.orm import Session, selectinload
 from app import visibility
 from app.reader_studies.schemas import AssignmentOut, QueueOut, StudyAssignmentContext
 from app.reader_studies.service import Conflict, Invalid, NotFound
-from app.reading import room
+from app.reading import room, vocabulary
 from app.reading import service as reading_service
-from app.reading.schemas import AssistanceEventIn, RatingIn, RatingOut, ReadIn, ReadingView, ReadOut
+from app.reading.schemas import (
+    Assistance,
+    AssistanceEventIn,
+    FindingProbability,
+    RatingIn,
+    RatingOut,
+    ReadIn,
+    ReadingView,
+    ReadOut,
+)
 from app.tables import (
     AssignmentState,
     ConditionKind,
@@ -32,7 +41,10 @@ from app.tables import (
     StudyTask,
 )
 
-FORM_OF_TASK = {StudyTask.dr_grading: "dr", StudyTask.binary_finding: "finding", StudyTask.explanation_rating: "rating"}
+
+def form_of(study: ReaderStudy) -> str:
+    """The read form of the study's task (a binary-finding study's asks about its finding)."""
+    return vocabulary.study_form(study.task.value, study.finding)
 
 
 def _now() -> datetime:
@@ -157,6 +169,7 @@ def _context(session: Session, *, assignment: StudyAssignment, study: ReaderStud
         reader_study_id=study.id,
         reader_study_name=study.name,
         task=study.task.value,
+        finding=study.finding,
         case=assignment.case.pseudonym,
         condition=assignment.condition,
         condition_label=condition.get("label") or assignment.condition,
@@ -171,9 +184,24 @@ def _context(session: Session, *, assignment: StudyAssignment, study: ReaderStud
     )
 
 
-def _blind(view: ReadingView, *, assignment: StudyAssignment, allowance: visibility.Allowance) -> ReadingView:
-    """Only the case's image, and no AI beyond what the visibility service allows under its condition. (Its
-    identity was left out when the view was built: app/visibility.py's CASE_IDENTITY.)"""
+def _finding_probability(assistance: Assistance, finding: str) -> FindingProbability | None:
+    """The study's finding as this prediction reports it, or None where the model has no label of it."""
+    index = vocabulary.label_index([item.label for item in assistance.probabilities], finding) if finding else None
+    if index is None:
+        return None
+    label = assistance.probabilities[index]
+    return FindingProbability(
+        finding=finding, words=vocabulary.finding_words(finding), label=label.label, label_index=index,
+        probability=label.probability,
+    )
+
+
+def _blind(
+    view: ReadingView, *, assignment: StudyAssignment, allowance: visibility.Allowance, finding: str = ""
+) -> ReadingView:
+    """Only the case's image, and no AI beyond what the visibility service allows under its condition; with the
+    probability of the study's finding where it names one. (Its identity was left out when the view was built:
+    app/visibility.py's CASE_IDENTITY.)"""
     instances = []
     for instance in view.instances:
         if instance.id != assignment.case.instance_id:
@@ -181,7 +209,9 @@ def _blind(view: ReadingView, *, assignment: StudyAssignment, allowance: visibil
         assistance = instance.assistance if allowance.prediction else None
         if assistance is not None:
             shown = [item for item in assistance.heatmaps if allowance.heatmap(item.method)]
-            assistance = assistance.model_copy(update={"heatmaps": shown[:1]})
+            assistance = assistance.model_copy(
+                update={"heatmaps": shown[:1], "study_finding": _finding_probability(assistance, finding)}
+            )
         refusal = instance.refusal if allowance.prediction else None  # the gate's verdict is AI output too
         instances.append(instance.model_copy(update={"assistance": assistance, "refusal": refusal}))
     study = view.study.model_copy(
@@ -212,8 +242,9 @@ def assignment_view(session: Session, *, assignment: StudyAssignment, user_id: i
     view = room.reading_view(
         session, study_id=assignment.case.study_id, reader_id=user_id, identity=visibility.CASE_IDENTITY
     )
-    view = _blind(view, assignment=assignment, allowance=visibility.condition_allowance(study, assignment.condition))
-    form = room.form_config(FORM_OF_TASK[study.task])
+    allowance = visibility.condition_allowance(study, assignment.condition)
+    view = _blind(view, assignment=assignment, allowance=allowance, finding=study.finding)
+    form = room.form_config(form_of(study), finding=study.finding)
     # An arm that shows no heatmap asks nothing about one: its page carries no rating questions at all.
     rated = visibility.condition_of(study, assignment.condition)["kind"] == ConditionKind.prediction_heatmap
     form = form.model_copy(update={"questions": [q for q in form.questions if rated and q.value in study.questions]})
@@ -247,7 +278,7 @@ def _read_call(assignment: StudyAssignment, client_id: UUID, data: ReadIn) -> di
         "client_id": client_id,
         "data": _read_data(assignment, data),
         "assignment_id": assignment.id,
-        "form": FORM_OF_TASK[assignment.reader.reader_study.task],
+        "form": form_of(assignment.reader.reader_study),
     }
 
 

@@ -37,6 +37,9 @@ _AI_FIELDS = {
     "ai_method": "method",
 }
 AI_COLUMNS = tuple(_AI_FIELDS)
+# Added after the AI columns (columns are only ever added at the end): the finding a binary-finding study reads,
+# and the AI's probability of it as the panel showed it at submit.
+FINDING_COLUMNS = ("study_finding", "ai_finding_probability")
 COLUMNS = (
     "study",
     "reader",
@@ -64,6 +67,7 @@ COLUMNS = (
     # What of the AI the page carried at submit, as the server recorded it then (Read.ai_snapshot).
     "ai_shown",
     *AI_COLUMNS,
+    *FINDING_COLUMNS,
 )
 
 
@@ -77,6 +81,12 @@ def _ai_of(read: Read | None) -> dict[str, Any]:
     return {"ai_shown": read.ai_shown if read else None} | {
         column: snapshot.get(key) for column, key in _AI_FIELDS.items()
     }
+
+
+def _finding_of(study: ReaderStudy, read: Read | None) -> dict[str, Any]:
+    """The study's finding (empty where it names none) and the AI's probability of it recorded at submit."""
+    snapshot = (read.ai_snapshot if read else None) or {}
+    return {"study_finding": study.finding or None, "ai_finding_probability": snapshot.get("finding_probability")}
 
 
 def _reads(session: Session, *, assignment_ids: list[int]) -> dict[int, Read]:
@@ -155,6 +165,7 @@ def long_rows(session: Session, *, study: ReaderStudy) -> list[dict[str, Any]]:
                 "started_at": _iso(assignment.started_at),
                 "submitted_at": _iso(read.submitted_at if read else assignment.completed_at),
                 **_ai_of(read),
+                **_finding_of(study, read),
             }
         )
     return rows

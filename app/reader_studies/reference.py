@@ -85,7 +85,7 @@ def _parse(session: Session, *, study: ReaderStudy, text: str) -> dict[int, dict
                 raise ValueError(f"study {named} appears twice")
             if study_id not in present and study.state != ReaderStudyState.draft:
                 raise ValueError(f"study {named} is not a case, and the study is {study.state.value}")
-            parsed[study_id] = _reference_of(study.task, row)
+            parsed[study_id] = _reference_of(study, row)
         except ValueError as exc:
             errors.append(f"line {line}: {exc}")
     if errors:
@@ -139,8 +139,25 @@ def _parse_flag(text: str) -> bool | None:
     raise ValueError(f"{text!r} is not a yes/no value (use 1/0, true/false or yes/no)")
 
 
-def _reference_of(task: StudyTask, row: dict[str, str]) -> dict[str, Any]:
-    """The reference standard of one CSV row for this task; ValueError with a reason."""
+def _presence(text: str, finding: str) -> str:
+    """`present` or `absent` from present/absent, 1/0, yes/no or true/false; ValueError naming the finding."""
+    value = text.strip().lower()
+    if value in (vocabulary.PRESENT, vocabulary.ABSENT):
+        return value
+    try:
+        flag = _parse_flag(value)
+    except ValueError:
+        flag = None
+    if flag is None:
+        raise ValueError(f"finding says whether {finding} is present: present/absent, 1/0 or yes/no, not {text!r}")
+    return vocabulary.PRESENT if flag else vocabulary.ABSENT
+
+
+def _reference_of(study: ReaderStudy, row: dict[str, str]) -> dict[str, Any]:
+    """The reference standard of one CSV row for this study's task; ValueError with a reason."""
+    task = study.task
+    if task == StudyTask.binary_finding and study.finding:
+        return {"finding": _presence(row.get("finding") or "", study.finding)}
     if task == StudyTask.dr_grading:
         text = (row.get("dr_grade") or "").strip()
         if not (text.isascii() and text.isdigit() and int(text) <= 4):

@@ -18,6 +18,7 @@ from app.reader_studies.dependencies import CanCoordinate, MyAssignmentOr404, Re
 from app.reader_studies.schemas import (
     CandidatesOut,
     CasesIn,
+    FindingChoice,
     QueueOut,
     ReadersIn,
     ReaderStudyDetail,
@@ -34,6 +35,7 @@ from app.reading.schemas import (
     ReadingView,
     ReadOut,
 )
+from app.tables import StudyTask
 
 router = APIRouter(tags=["reader studies"])
 MAX_CSV_BYTES = 5 * 1024 * 1024
@@ -60,6 +62,16 @@ def create_study(body: ReaderStudyIn, user: CanCoordinate, session: DbSession) -
     """A new draft study (the default conditions are the three arms of Sayres et al. 2019)."""
     study = study_service.create_study(session, data=body, created_by_id=user.id)
     return study_service.study_detail(session, study=study)
+
+
+@router.get("/reader-studies/finding-choices", response_model=list[FindingChoice])
+def finding_choices(
+    _user: CanCoordinate, session: DbSession,
+    task: Annotated[StudyTask, Query(description="the study's task")] = StudyTask.binary_finding,
+) -> list[FindingChoice]:
+    """The findings whose probability the AI arms of a study of this task can show: the labels of the models
+    served on its images (a binary-finding study may name another finding; its AI arms then show none of it)."""
+    return study_service.finding_choices(session, task=task)
 
 
 @router.get("/reader-studies/{reader_study_id}", response_model=ReaderStudyDetail, responses=_ERRORS)
@@ -165,8 +177,9 @@ def export_csv(request: Request, study: ReaderStudyOr404, user: CanCoordinate, s
 def export_json(request: Request, study: ReaderStudyOr404, user: CanCoordinate, session: DbSession) -> Response:
     """The same reads as JSON, with the dashboard's statistics."""
     rows = export.exported_rows(session, study=study, user_id=user.id, ip=_ip(request), kind="json")
-    body = {"study": study.name, "seed": study.seed, "scheme": study.scheme, "conditions": study.conditions,
-            "reads": rows, "statistics": results.dashboard(session, study=study)}
+    body = {"study": study.name, "task": study.task.value, "finding": study.finding, "seed": study.seed,
+            "scheme": study.scheme, "conditions": study.conditions, "reads": rows,
+            "statistics": results.dashboard(session, study=study)}
     filename = f"reader-study-{study.id}.json"
     return JSONResponse(body, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

@@ -56,6 +56,13 @@ class ReaderStudyIn(BaseModel):
     name: FreeText = Field(min_length=1, max_length=200)
     description: FreeText = Field("", max_length=4000)
     task: StudyTask = StudyTask.dr_grading
+    finding: FreeText = Field(
+        "",
+        max_length=64,
+        description="binary_finding only, and required there: the finding read ('effusion'), asked as 'Effusion "
+        "present?'. A label of the model that serves the cases (GET /api/reader-studies/finding-choices) lets the "
+        "AI arms show that label's probability; any other finding is allowed, and then they show none of it",
+    )
     scheme: Scheme = Scheme.counterbalanced
     conditions: list[ConditionIn] = Field(
         default_factory=lambda: [
@@ -85,6 +92,22 @@ class ReaderStudyIn(BaseModel):
             raise ValueError(f"unknown question(s) {', '.join(unknown)}; the questions are {', '.join(_QUESTION_KEYS)}")
         return list(dict.fromkeys(value))
 
+    @field_validator("finding")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return " ".join(value.split())
+
+    @model_validator(mode="after")
+    def _finding_fits_task(self) -> ReaderStudyIn:
+        if self.task == StudyTask.binary_finding and not self.finding:
+            raise ValueError(
+                "a binary-finding study names the finding it reads (finding, e.g. 'effusion'): its readers are "
+                "asked whether it is present, and its AI arms show the model's probability of it"
+            )
+        if self.task != StudyTask.binary_finding and self.finding:
+            raise ValueError(f"only a binary-finding study names a finding; a {self.task.value} study takes none")
+        return self
+
     @model_validator(mode="after")
     def _conditions_fit(self) -> ReaderStudyIn:
         keys = [condition.key for condition in self.conditions]
@@ -101,6 +124,14 @@ class ReaderStudyIn(BaseModel):
             if self.conditions[1].kind == ConditionKind.unassisted:
                 raise ValueError("the second condition of a sequential study must show assistance")
         return self
+
+
+class FindingChoice(BaseModel):
+    """A finding the designer offers a binary-finding study: a label of the installed models that serve its
+    images, with those models (their AI arms show its probability)."""
+
+    finding: str
+    models: list[str]
 
 
 class CasesIn(BaseModel):
@@ -158,6 +189,7 @@ class ReaderStudyOut(BaseModel):
     name: str
     description: str
     task: str
+    finding: str  # binary_finding: the finding read; "" for the other tasks (and binary-finding studies made before)
     scheme: str
     conditions: list[dict[str, Any]]
     questions: list[str]
@@ -221,6 +253,7 @@ class StudyAssignmentContext(BaseModel):
     reader_study_id: int
     reader_study_name: str
     task: str
+    finding: str  # the binary-finding study's finding ("" where it names none)
     case: str
     condition: str
     condition_label: str

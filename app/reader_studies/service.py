@@ -10,10 +10,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app import errors, visibility
+from app.ai_models import routing
 from app.audit import service as audit_service
 from app.reader_studies.schemas import (
     CandidateCase,
     CaseOut,
+    FindingChoice,
     ReaderOut,
     ReaderStudyDetail,
     ReaderStudyIn,
@@ -75,6 +77,7 @@ def create_study(session: Session, *, data: ReaderStudyIn, created_by_id: int | 
         name=data.name,
         description=data.description,
         task=data.task,
+        finding=data.finding,
         scheme=data.scheme.value,
         conditions=[condition.model_dump(mode="json") for condition in data.conditions],
         questions=data.questions,
@@ -112,6 +115,7 @@ def study_out(session: Session, *, study: ReaderStudy) -> ReaderStudyOut:
         name=study.name,
         description=study.description,
         task=study.task.value,
+        finding=study.finding,
         scheme=study.scheme,
         conditions=list(study.conditions),
         questions=list(study.questions),
@@ -216,6 +220,32 @@ def candidate_cases(session: Session, *, study: ReaderStudy, user: User) -> tupl
     ]
     accepted.sort(key=lambda image: ids.index(image.study_id))
     return accepted, len(images) - len(accepted)
+
+
+def finding_choices(session: Session, *, task: StudyTask) -> list[FindingChoice]:
+    """The findings a study of this task may name so that its AI arms show their probability: the labels of the
+    active models served on the images it reads (chest radiographs, CR or DX of the chest), by label."""
+    if task != StudyTask.binary_finding:
+        return []
+    serving = {
+        model.id: model
+        for modality in sorted(vocabulary.RADIOGRAPH_MODALITIES)
+        if (model := routing.automatic_model(session, modality=modality, body_part="CHEST")) is not None
+    }
+    models_of: dict[str, list[str]] = {}
+    for model in sorted(serving.values(), key=lambda row: row.name):
+        for label in model.labels:
+            models_of.setdefault(str(label), []).append(model.name)
+    return [FindingChoice(finding=label, models=names) for label, names in models_of.items()]
+
+
+def models_reporting(session: Session, *, finding: str) -> list[str]:
+    """The served models that report a binary-finding study's finding: its AI arms show their probability of it."""
+    if not finding:
+        return []
+    choices = finding_choices(session, task=StudyTask.binary_finding)
+    index = vocabulary.label_index([choice.finding for choice in choices], finding)
+    return choices[index].models if index is not None else []
 
 
 def _what(image: CandidateCase) -> str:

@@ -84,11 +84,12 @@ def uncertainty_of(
     return Uncertainty(level="not_referred", text=text, entropy=entropy, threshold=threshold)
 
 
-def form_config(kind: str) -> FormConfig:
+def form_config(kind: str, *, finding: str = "") -> FormConfig:
     """The choices of the read form `kind` (vocabulary.FORM_FIELDS): the chest form's findings are not the
-    generic form's."""
+    generic form's, and the presence form asks whether `finding` is present."""
     return FormConfig(
         kind=kind,
+        question=vocabulary.finding_question(finding) if kind == "presence" and finding else "",
         grades=[Choice(value=value, label=key.upper() if key == "pdr" else key.capitalize(), hint=label)
                 for value, key, label in vocabulary.ICDR_GRADES],
         findings=[Choice(value=key, label=label)

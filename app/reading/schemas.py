@@ -83,6 +83,11 @@ class AiSnapshot(BaseModel):
     referral: bool | None = None
     method: str | None = None  # the heatmap method on the page
     heatmap_id: int | None = None
+    # A binary-finding study's finding, and where the model reports it, its label's index and probability: what
+    # the assistance panel showed as the AI's answer to the study's question. None where there is none.
+    finding: str | None = None
+    finding_label_index: int | None = None
+    finding_probability: float | None = None
 
 
 class ReadOut(BaseModel):
@@ -171,7 +176,8 @@ class Choice(BaseModel):
 class FormConfig(BaseModel):
     """What the grading and rating forms ask (from app/reading/vocabulary.py)."""
 
-    kind: str  # dr | finding
+    kind: str  # dr | finding | generic | presence | rating (vocabulary.FORM_FIELDS)
+    question: str = ""  # the presence form's question: "Effusion present?"
     grades: list[Choice]
     findings: list[Choice]
     confidence: list[Choice]
@@ -203,6 +209,16 @@ class Uncertainty(BaseModel):
     threshold: float | None
 
 
+class FindingProbability(BaseModel):
+    """A binary-finding study's finding as the model reports it: the calibrated probability that it is present."""
+
+    finding: str  # the study's finding ("effusion")
+    words: str  # as the panel names it ("Effusion")
+    label: str  # the model's label of it
+    label_index: int
+    probability: float
+
+
 class Assistance(BaseModel):
     """The model's output for one image, as the assistance panel shows it."""
 
@@ -217,6 +233,9 @@ class Assistance(BaseModel):
     referral: bool
     uncertainty: Uncertainty
     heatmaps: list[HeatmapInfo]
+    # In a binary-finding study, its finding's probability (the panel's answer to the study's question); None
+    # outside one, or where the model does not report the finding.
+    study_finding: FindingProbability | None = None
 
 
 class ReadingInstance(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import select
@@ -155,13 +155,30 @@ def _shown_heatmap(prediction: Prediction | None, *, shown: Callable[[str], bool
     return min(maps, key=lambda heatmap: heatmap.target_class, default=None)
 
 
+def _finding_snapshot(prediction: Prediction, finding: str) -> dict[str, Any]:
+    """The study's finding, and its index and probability where the model reports it (the panel's answer)."""
+    if not finding:
+        return {}
+    values = list(prediction.probabilities)
+    index = vocabulary.label_index(list(prediction.model.labels), finding)
+    if index is None or index >= len(values):
+        return {"finding": finding}
+    return {"finding": finding, "finding_label_index": index, "finding_probability": float(values[index])}
+
+
 def _snapshot(
-    prediction: Prediction | None, heatmap: Heatmap | None, *, condition: str | None, kind: str | None
+    prediction: Prediction | None,
+    heatmap: Heatmap | None,
+    *,
+    condition: str | None,
+    kind: str | None,
+    finding: str = "",
 ) -> AiSnapshot:
     if prediction is None:
         return AiSnapshot(condition=condition, condition_kind=kind)
     values, index = list(prediction.probabilities), prediction.label_index
     return AiSnapshot(
+        **_finding_snapshot(prediction, finding),
         condition=condition,
         condition_kind=kind,
         prediction_id=prediction.id,
@@ -189,6 +206,7 @@ def _study_read_ai(session: Session, *, read: Read, assignment_id: int) -> tuple
         _shown_heatmap(prediction, shown=allowance.heatmap),
         condition=assignment.condition,
         kind=allowance.kind.value,
+        finding=study.finding,
     )
     # Where readers may not hide the assistance, the page kept it on screen whatever the client says.
     on_screen = read.assisted if study.allow_toggle else True

@@ -6,6 +6,7 @@ Kept in one place: the reading room shows them, reader studies choose among them
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 # International Clinical Diabetic Retinopathy scale (Wilkinson et al., Ophthalmology 2003), as graded in
@@ -19,7 +20,9 @@ ICDR_GRADES: Final = (
 )
 CONFIDENCE: Final = ((1, "Very low"), (2, "Low"), (3, "Moderate"), (4, "High"), (5, "Very high"))
 # The chest-radiograph form's findings, and the generic form's for any other image (a shoulder MR is asked
-# whether it shows a finding, never about nodules). FINDINGS: every finding a stored read may hold.
+# whether it shows a finding, never about nodules). A binary-finding study that names its finding asks "Effusion
+# present?" with the presence answers (its reads and reference hold their keys); one made before studies named
+# their finding keeps the chest form. FINDINGS: every finding a stored read may hold.
 CHEST_FINDINGS: Final = (
     ("nodule", "Nodule"),
     ("no_nodule", "No nodule"),
@@ -29,7 +32,10 @@ GENERIC_FINDINGS: Final = (
     ("present", "Finding present"),
     ("absent", "No finding"),
 )
-FINDINGS: Final = CHEST_FINDINGS + GENERIC_FINDINGS
+PRESENT: Final = "present"
+ABSENT: Final = "absent"
+PRESENCE: Final = ((PRESENT, "Present"), (ABSENT, "Absent"))
+FINDINGS: Final = CHEST_FINDINGS + GENERIC_FINDINGS  # GENERIC_FINDINGS holds the presence keys too
 RATING_QUESTIONS: Final = (
     ("relevant", "Highlights the clinically relevant features"),
     ("trust", "Would increase my trust in the prediction"),
@@ -58,8 +64,9 @@ FORM_FIELDS: Final = {
     "dr": ("dr_grade", "dme", "confidence"),
     "finding": ("finding", "confidence"),
     "generic": ("finding", "confidence"),
+    "presence": ("finding", "confidence"),
 }
-FINDINGS_OF_FORM: Final = {"finding": CHEST_FINDINGS, "generic": GENERIC_FINDINGS}
+FINDINGS_OF_FORM: Final = {"finding": CHEST_FINDINGS, "generic": GENERIC_FINDINGS, "presence": PRESENCE}
 # What a reader study of each task reads (app/reader_studies refuses other cases when they are added), and in
 # words for the reason of a refusal. An explanation-rating study rates the maps of any image.
 TASK_IMAGES: Final = {"dr_grading": "fundus", "binary_finding": "chest_radiograph"}
@@ -100,6 +107,42 @@ def task_accepts(task: str, kind: str) -> bool:
     """Whether a reader study of this task reads an image of this kind (image_kind)."""
     wanted = TASK_IMAGES.get(task)
     return wanted is None or wanted == kind
+
+
+def study_form(task: str, finding: str = "") -> str:
+    """The read form of a reader study: 'dr', 'presence' (a binary-finding study that names its finding), 'finding'
+    (one that does not: made before studies named it, it keeps the nodule form its reads were given) or 'rating'."""
+    if task == "binary_finding":
+        return "presence" if finding else "finding"
+    return {"dr_grading": "dr", "explanation_rating": "rating"}[task]
+
+
+def positive_finding(finding: str) -> str:
+    """The answer that counts as positive in a binary-finding study of this finding: `present`, or `nodule` in a
+    study that names none (the nodule form)."""
+    return PRESENT if finding else CHEST_FINDINGS[0][0]
+
+
+def finding_words(finding: str) -> str:
+    """A finding as a reader reads it: 'pleural_thickening' -> 'Pleural thickening'."""
+    text = " ".join(finding.replace("_", " ").split())
+    return text[:1].upper() + text[1:]
+
+
+def finding_question(finding: str) -> str:
+    """What the presence form asks: 'Effusion present?'."""
+    return f"{finding_words(finding)} present?"
+
+
+def _same_finding(text: str) -> str:
+    return " ".join(text.replace("_", " ").split()).casefold()
+
+
+def label_index(labels: Sequence[str], finding: str) -> int | None:
+    """Where a model reports this finding among its labels ('Pleural_Thickening' is 'pleural thickening'), or None
+    where it does not: the AI then has no probability of the finding to show."""
+    wanted = _same_finding(finding)
+    return next((index for index, label in enumerate(labels) if wanted and _same_finding(label) == wanted), None)
 
 
 def method_label(method: str) -> str:

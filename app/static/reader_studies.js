@@ -93,6 +93,39 @@ if (rows) {
   };
   task.addEventListener("change", sayReads);
   sayReads();
+  task.addEventListener("change", fitFinding);
+  $("finding-choice").addEventListener("change", fitFinding);
+  $("finding-text").addEventListener("input", sayFinding);
+  fitFinding();
+}
+
+// A binary-finding study names its finding: a label of the models served on its images (their AI arms show its
+// probability), or another finding typed in, which no served model reports (its AI arms then show none of it).
+function finding() {
+  const choice = $("finding-choice");
+  return choice.value || $("finding-text").value.trim();
+}
+
+function fitFinding() {
+  const binary = $("study-task").value === "binary_finding";
+  $("finding-field").hidden = !binary;
+  $("finding-other").hidden = !binary || $("finding-choice").value !== "";
+  sayFinding();
+}
+
+function sayFinding() {
+  const name = finding();
+  const same = (text) => text.replace(/_/g, " ").trim().toLowerCase();
+  const offered = [...$("finding-choice").options].find((option) => option.value && same(option.value) === same(name));
+  let text;
+  if (!name) text = "Name the finding: readers are asked whether it is present.";
+  else if (offered) {
+    const words = name.replace(/_/g, " ");
+    const question = `${words[0].toUpperCase()}${words.slice(1)} present?`;
+    text = `Readers are asked "${question}"; the AI arms show ${offered.dataset.models}'s probability of it.`;
+  }
+  else text = `No model served on chest radiographs reports "${name}": the AI arms will show the model's own findings, no probability of this one.`;
+  $("finding-note").textContent = text;
 }
 
 bind("new-study", "new-study-status", async (data) => {
@@ -100,6 +133,7 @@ bind("new-study", "new-study-status", async (data) => {
     name: data.get("name"),
     description: data.get("description") ?? "",
     task: data.get("task"),
+    finding: data.get("task") === "binary_finding" ? finding() : "",
     scheme: data.get("scheme"),
     conditions: conditions(),
     questions: data.getAll("questions"),

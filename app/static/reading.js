@@ -493,11 +493,19 @@ function waitingText() {
 
 function histogram(a) {
   const box = el("div", "histogram");
+  const finding = a.study_finding;
   box.setAttribute("role", "img");
-  box.setAttribute("aria-label", a.multilabel ? "Calibrated probability of each finding" : "Calibrated class probabilities");
+  box.setAttribute(
+    "aria-label",
+    finding
+      ? `Calibrated probability of ${finding.words.toLowerCase()}`
+      : a.multilabel ? "Calibrated probability of each finding" : "Calibrated class probabilities",
+  );
   a.probabilities.forEach((item, index) => {
+    // A study's finding shows its own bar only: the model's other labels do not answer its question.
+    if (finding && index !== finding.label_index) return;
     const percent = item.probability * 100;
-    const column = el("div", `hist-col ${index === a.label_index ? "top" : ""}`);
+    const column = el("div", `hist-col ${finding || index === a.label_index ? "top" : ""}`);
     column.title = `${item.label}: ${percent.toFixed(1)}%`;
     const bar = el("span", "hist-bar");
     const fill = el("span");
@@ -516,14 +524,34 @@ function assistanceNodes(inst) {
     if (inst.refusal) return [el("p", "uncertainty uncertainty-uncertain outside-domain", inst.refusal)];
     return [el("p", "muted ai-waiting", waitingText())];
   }
-  const line = el("p", "prediction-line", a.multilabel ? "Highest of the model's findings: " : "Model: ");
-  line.append(el("strong", "prediction-label", a.label), " ", el("span", "muted small", `${a.model_name} v${a.model_version}`));
-  const nodes = [line];
-  if (a.multilabel) {
-    nodes.push(el("p", "muted small", "Each bar is the calibrated probability that the finding is present; they do not add up to 100%."));
+  const version = el("span", "muted small", `${a.model_name} v${a.model_version}`);
+  const finding = a.study_finding;
+  const nodes = [];
+  if (finding) {
+    const line = el("p", "prediction-line finding-line", `${finding.words}: `);
+    line.append(el("strong", "finding-probability", `${(finding.probability * 100).toFixed(0)}%`), " ", version);
+    const words = finding.words.toLowerCase();
+    nodes.push(line, el("p", "muted small", `The model's calibrated probability that ${words} is present.`));
+  } else {
+    if (assignment?.finding) {
+      const what = a.multilabel ? "are its own findings" : "is its own answer";
+      const text = `The model does not report “${assignment.finding}”: what follows ${what}, not an answer to this study's question.`;
+      nodes.push(el("p", "finding-unreported", text));
+    }
+    const line = el("p", "prediction-line", a.multilabel ? "Highest of the model's findings: " : "Model: ");
+    line.append(el("strong", "prediction-label", a.label), " ", version);
+    nodes.push(line);
+    if (a.multilabel) {
+      nodes.push(el("p", "muted small", "Each bar is the calibrated probability that the finding is present; they do not add up to 100%."));
+    }
   }
   if (a.model_summary) nodes.push(el("p", "model-summary muted small", a.model_summary));
   nodes.push(histogram(a), el("p", `uncertainty uncertainty-${a.uncertainty.level}`, a.uncertainty.text));
+  const map = a.heatmaps[0];
+  if (finding && map && map.target_class !== finding.label_index) {
+    const note = `The map explains the model's ${map.target_label} output, not ${finding.words.toLowerCase()}.`;
+    nodes.push(el("p", "muted small map-target-note", note));
+  }
   return nodes;
 }
 

@@ -1,7 +1,9 @@
-// Study page: assistance toggle, heatmap method and opacity, frame scroll, and the AI followed live while its
-// jobs run (live.js): predictions and heatmaps appear as the worker commits them, without a reload.
+// Study page: assistance toggle, heatmap method and opacity, frame scroll, the AI followed live while its
+// jobs run (live.js): predictions and heatmaps appear as the worker commits them, without a reload; and the
+// comparison with a prior study of the patient side by side (compare.js).
 import { el, isActive, renderAiState } from "./ai_state.js";
 import { assistanceOn, followAssistance, setAssistanceOn } from "./assistance.js";
+import { bindComparison } from "./compare.js";
 import { followStudy } from "./live.js";
 import { applySizes } from "./sizes.js";
 
@@ -135,7 +137,7 @@ function refuse(refusal) {
 }
 
 const live = { updates: 0, follower: null };
-window.lumen = { live };
+window.lumen = { live, compare: bindComparison() };
 if (isActive(study.dataset.aiState)) {
   document.getElementById("ai-state").dataset.state = study.dataset.aiState;
   live.follower = followStudy(study.dataset.studyId, {

@@ -1,15 +1,17 @@
-// Worklist: live AI progress (polls /api/worklist every 2 s while a study is queued or running), upload,
-// filter (text, modality, AI state), sort by column, keyboard navigation (j/k or arrows, Enter to read). The
-// model's labels and referral flags are AI assistance: hidden while the session's switch is off (assistance.js).
-import { el, isActive, renderAiState } from "./ai_state.js";
+// Worklist: live rows without a reload (live.js: the server's event stream of the worklist, or polling
+// /api/worklist where it cannot be held): AI state and progress, labels, referral flags and queue places move as
+// jobs run, new studies appear at the top. Upload, filter (text, modality, AI state), sort by column, keyboard
+// navigation (j/k or arrows, Enter to read). The model's labels and referral flags are AI assistance: hidden
+// while the session's switch is off (assistance.js), in the rows drawn here as in the server's.
+import { el, renderAiState } from "./ai_state.js";
 import { assistanceOn, followAssistance } from "./assistance.js";
+import { followWorklist } from "./live.js";
 import { applySizes } from "./sizes.js";
 
-const POLL_MS = 2000;
 const table = document.getElementById("worklist");
 const body = table.querySelector("tbody");
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
-let timer = null;
+const live = { updates: 0, follower: null };
 applySizes(table);
 
 function formatUtc(iso) {
@@ -60,49 +62,40 @@ function renderReferral(tr, referral) {
   cell.replaceChildren(...(referral ? [badge] : []));
 }
 
-function update(worklist) {
-  let previous = null;
-  for (const row of worklist.studies) {
+// A row as the server drew it, again: the fields that change after upload (images, AI, flags).
+function renderRow(tr, row) {
+  const link = tr.querySelector("a.patient");
+  const name = row.patient_name || row.unnamed_label || "Anonymous";
+  if (link.textContent !== name) link.textContent = name;
+  tr.children[4].textContent = String(row.instances);
+  // A running bar moves rather than being drawn again (ai_state.js).
+  renderAiState(tr.querySelector("td.ai"), row);
+  tr.dataset.aiState = row.ai_state;
+  renderReferral(tr, row.ai_referral);
+}
+
+// `ids`: every row of the worklist, newest first (a row not among them is gone); `studies`: those that changed.
+function update({ ids, studies }) {
+  for (const row of studies) {
     let tr = body.querySelector(`tr[data-study-id="${row.id}"]`);
     if (!tr) {
       tr = buildRow(row);
-      if (previous) previous.after(tr);
-      else body.prepend(tr);
+      body.prepend(tr);
     }
-    const cell = tr.querySelector("td.ai");
-    // Running: its progress moves; queued: its place in the queue does.
-    if (cell.dataset.state !== row.ai_state || isActive(row.ai_state)) renderAiState(cell, row);
-    tr.dataset.aiState = row.ai_state;
-    renderReferral(tr, row.ai_referral);
-    previous = tr;
+    renderRow(tr, row);
   }
+  const kept = new Set(ids.map(String));
+  for (const tr of rows()) if (!kept.has(tr.dataset.studyId)) tr.remove();
   applySort();
   applyFilter();
-  const count = worklist.studies.length;
+  const count = rows().length;
   document.getElementById("study-count").textContent = `${count} stud${count === 1 ? "y" : "ies"}`;
   document.getElementById("worklist-empty").hidden = count > 0;
+  live.updates += 1;
 }
 
-async function refresh() {
-  try {
-    const response = await fetch("/api/worklist", { headers: { Accept: "application/json" } });
-    if (response.status === 401) {
-      window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
-      return;
-    }
-    if (!response.ok) throw new Error(`worklist answered ${response.status}`);
-    const worklist = await response.json();
-    update(worklist);
-    schedule(worklist.active);
-  } catch (error) {
-    console.warn("worklist refresh failed, retrying", error);
-    schedule(true);
-  }
-}
-
-function schedule(active) {
-  clearTimeout(timer);
-  timer = active ? setTimeout(refresh, POLL_MS) : null;
+function signIn() {
+  window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
 }
 
 function reason(payload, status) {
@@ -139,7 +132,7 @@ async function upload(event) {
     status.className = "upload-status ok";
     status.textContent = `Study ${payload.id} uploaded (${payload.instances?.length ?? 0} image(s)).`;
     form.reset();
-    await refresh();
+    await live.follower.refresh().catch((error) => console.warn("worklist refresh failed", error));
   } catch (error) {
     status.className = "upload-status error";
     status.textContent = `Upload failed: ${error.message}`;
@@ -148,7 +141,7 @@ async function upload(event) {
   }
 }
 
-// Filtering, sorting and the keyboard work on the rows in the page; polling keeps them current.
+// Filtering, sorting and the keyboard work on the rows in the page; live updates keep them current.
 const filters = {
   text: document.getElementById("filter-text"),
   modality: document.getElementById("filter-modality"),
@@ -257,4 +250,5 @@ for (const tr of body.querySelectorAll("tr")) tr.querySelector("td.ai").dataset.
 const showAssistance = (on) => document.body.classList.toggle("assist-off", !on);
 showAssistance(assistanceOn());
 followAssistance(showAssistance);
-schedule(table.dataset.active === "true");
+live.follower = followWorklist({ onRows: update, onSignedOut: signIn });
+window.lumen = { live };

@@ -2,10 +2,11 @@
 makes them from the database; app/reader_studies/results.py calls this with them).
 
 Per condition: accuracy; sensitivity and specificity for referable DR (ICDR grade >= 2, as in Sayres et al.
-2019) or for the finding; quadratic-weighted kappa against the reference (per reader, then averaged) and
-between readers; Fleiss' kappa; Krippendorff's alpha (ordinal). Ratings: mean per method and question with
-a bootstrap interval, and the ICC across readers. An ORH multi-reader multi-case comparison of each
-assisted condition with the unassisted one where the design is fully crossed. Undefined values are None.
+2019) or for the study's finding (Design.positive_finding: its "present" answer); quadratic-weighted kappa
+against the reference (per reader, then averaged) and between readers; Fleiss' kappa; Krippendorff's alpha
+(ordinal). Ratings: mean per method and question with a bootstrap interval, and the ICC across readers. An ORH
+multi-reader multi-case comparison of each assisted condition with the unassisted one where the design is fully
+crossed. Undefined values are None.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ class Design:
     scheme: str  # counterbalanced | crossed | sequential
     conditions: Sequence[Mapping[str, Any]]  # key, kind, method, label
     rating_questions: Sequence[str]  # the keys of the explanation questions, in the forms' order
-    positive_finding: str  # the finding that counts as positive in a binary-finding study
+    # The answer (and reference) that counts as positive in a binary-finding study: "present", the study's own
+    # finding present ("Effusion present?"); "nodule" in a study that names no finding (the older nodule form).
+    positive_finding: str
 
 
 def clean(value: Any) -> Any:

@@ -136,7 +136,8 @@ class Study(Base):
     study_date: Mapped[str] = mapped_column(String(8), default="")
     # PHI, kept apart: only shown to clinical users, never exported or shown in blinded reads.
     patient_name: Mapped[str] = mapped_column(String(200), default="")
-    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    # Indexed: a study's priors are the other studies of its patient (app/viewer/service.priors_for).
+    patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
     accession_number: Mapped[str] = mapped_column(String(64), default="")
     uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -1,4 +1,5 @@
-"""Viewer JSON API: the worklist for live updates, instance frames and heatmaps as PNG, JPEG or raw arrays.
+"""Viewer JSON API: the worklist for live updates, a study's priors, instance frames and heatmaps as PNG, JPEG or
+raw arrays.
 
 Every pixel response is addressed by what never changes: an instance's stored file (its sha256 is in the ETag;
 instances are never updated once stored) or a heatmap row (written once by its job). The browser may keep them
@@ -26,7 +27,7 @@ from app.tables import User
 from app.viewer import colour, images, raw
 from app.viewer import service as viewer_service
 from app.viewer.encodings import PixelEncoding
-from app.viewer.schemas import Worklist, WorklistRow
+from app.viewer.schemas import Priors, Worklist, WorklistRow
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,18 @@ def worklist(user: CanRead, session: DbSession) -> Worklist:
 def worklist_row(user: CanRead, study_id: DbId, session: DbSession) -> WorklistRow:
     """One study's worklist row; the study page polls it while its jobs run."""
     return viewer_service.worklist_row_for(session, study_id=study_id, user=user)
+
+
+@router.get(
+    "/studies/{study_id}/priors",
+    response_model=Priors,
+    responses={403: {"description": "you have reads of this study pending in a reader study"},
+               404: {"description": "no such study"}},
+)
+def study_priors(user: CanRead, study_id: DbId, session: DbSession) -> Priors:
+    """The other studies of the study's patient (same PatientID) that the caller may open, newest first, with the
+    first image of each for a side-by-side comparison; the same refusals as the study page."""
+    return viewer_service.priors_for(session, study_id=study_id, user=user)
 
 
 @router.get("/instances/{instance_id}/image.png", responses=_PNG_RESPONSES, response_class=Response)

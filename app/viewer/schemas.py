@@ -65,6 +65,7 @@ class PredictionView(BaseModel):
 class InstanceView(BaseModel):
     id: int
     series_description: str
+    source_filename: str  # the uploaded file's own name; "" where identity is hidden (app/visibility.py)
     modality: str
     number: int | None
     frames: int
@@ -83,6 +84,38 @@ class JobView(BaseModel):
     error: str
 
 
+class ComparisonImage(BaseModel):
+    """What a viewport (app/static/viewer.js) needs to open an image."""
+
+    id: int
+    modality: str
+    rows: int
+    columns: int
+    frames: int
+    colour: bool
+
+
+class PriorStudy(BaseModel):
+    """Another study of the same patient, as the caller may see it."""
+
+    id: int
+    study_date: str | None  # YYYY-MM-DD
+    label: str  # what its viewport says: "Prior 2024-05-02", "Later 2027-01-03" (dated after), "Undated"
+    modality: str
+    description: str  # free text: "" where identity is hidden
+    instances: int
+    first_image: ComparisonImage | None  # what "Compare" opens; None for a study without images
+
+
+class Priors(BaseModel):
+    """A study's priors, newest first, with what the comparison's left viewport opens of the study itself."""
+
+    study_id: int
+    label: str  # "Current 2026-12-01"
+    first_image: ComparisonImage | None
+    priors: list[PriorStudy]
+
+
 class StudyView(BaseModel):
     """Everything the study page shows."""
 
@@ -92,3 +125,4 @@ class StudyView(BaseModel):
     study_instance_uid: str | None
     instances: list[InstanceView]
     jobs: list[JobView]
+    priors: Priors

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app import visibility
@@ -18,17 +18,24 @@ from app.predictions import service as predictions_service
 from app.studies import service as studies_service
 from app.tables import AiState, Instance, Job, JobState, Prediction, Series, Study, User
 from app.viewer.schemas import (
+    ComparisonImage,
     HeatmapView,
     InstanceView,
     JobView,
     LabelProbability,
     PredictionView,
+    Priors,
+    PriorStudy,
     StudyView,
     Worklist,
     WorklistRow,
 )
 
 _ACTIVE = {AiState.queued.value, AiState.running.value}
+WORKLIST_LIMIT = 200  # the newest studies the worklist shows (its page, its API and its event stream)
+MAX_PRIORS = 50  # of one patient's other studies, the newest listed
+# Shown from the colour route by viewer.js, as app/reading/room.py tells it (a layer above: not importable here).
+_COLOUR_PHOTOMETRICS = ("RGB", "YBR", "PALETTE")
 
 
 def _format_date(value: str | None) -> str | None:
@@ -84,12 +91,36 @@ def _queue_places(session: Session, *, studies: Sequence[Study]) -> dict[int, Qu
     return firsts
 
 
-def _unnamed_label(*, seen: visibility.IdentityView, images: int, uploaded: datetime | None) -> str | None:
-    """What tells apart studies without a patient name (image uploads): how many images, uploaded when. None
-    where the study has a name (or the caller's pseudonym), and inside a reader-study case (no upload time)."""
+def _unnamed_label(
+    *, seen: visibility.IdentityView, images: int, uploaded: datetime | None, file_names: Sequence[str] = ()
+) -> str | None:
+    """What tells apart studies without a patient name (image uploads): the first file's name where the caller
+    may see it ("fundus.png +2 · 3 images uploaded ..."), how many images, uploaded when. None where the study
+    has a name (or the caller's pseudonym), and inside a reader-study case (no upload time)."""
     if seen.patient or uploaded is None:
         return None
-    return f"{images} image{'' if images == 1 else 's'} uploaded {uploaded:%Y-%m-%d %H:%M:%S}"
+    named = [name for name in file_names if name]
+    more = f" +{len(named) - 1}" if len(named) > 1 else ""
+    prefix = f"{named[0]}{more} · " if named else ""
+    return f"{prefix}{images} image{'' if images == 1 else 's'} uploaded {uploaded:%Y-%m-%d %H:%M:%S}"
+
+
+def _file_names(
+    session: Session, *, study_ids: Sequence[int], identity: visibility.IdentityRule
+) -> defaultdict[int, list[str]]:
+    """The uploaded files' own names of each study, in upload order, where the identity rule shows them."""
+    names: defaultdict[int, list[str]] = defaultdict(list)
+    if not study_ids or not identity.shown:  # IdentityRule.file_name would hide every one: no query
+        return names
+    rows = session.execute(
+        select(Series.study_id, Instance.source_filename)
+        .join(Instance, Instance.series_id == Series.id)
+        .where(Series.study_id.in_(study_ids))
+        .order_by(Instance.id)
+    ).all()
+    for study_id, name in rows:
+        names[study_id].append(identity.file_name(name))
+    return names
 
 
 def _rows(
@@ -102,6 +133,8 @@ def _rows(
     labels = _predicted_labels(session, study_ids=ids)
     referrals = _referrals(session, study_ids=ids)
     places = _queue_places(session, studies=studies)
+    unnamed = [study.id for study in studies if not study.patient_name]
+    file_names = _file_names(session, study_ids=unnamed, identity=identity)
     rows = []
     for study in studies:
         summary = jobs_service.summarise(list(study.jobs))
@@ -126,7 +159,9 @@ def _rows(
                 if summary.state == AiState.done.value and not hide_ai else None,
                 ai_referral=study.id in referrals and not hide_ai,
                 uploaded_at=uploaded,
-                unnamed_label=_unnamed_label(seen=seen, images=counts.get(study.id, 0), uploaded=uploaded),
+                unnamed_label=_unnamed_label(
+                    seen=seen, images=counts.get(study.id, 0), uploaded=uploaded, file_names=file_names[study.id]
+                ),
                 queue_position=place.position if place else None,
                 queue_expected_start_s=place.expected_start_s if place else None,
             )
@@ -134,7 +169,7 @@ def _rows(
     return rows
 
 
-def worklist_for(session: Session, *, user: User, limit: int = 200) -> Worklist:
+def worklist_for(session: Session, *, user: User, limit: int = WORKLIST_LIMIT) -> Worklist:
     """The newest studies first as this user may see them: identity as their role shows it, and no model label
     or referral flag on the studies they still have to read in a reader study."""
     studies = studies_service.newest_studies(session, limit=limit)
@@ -222,14 +257,14 @@ def study_page(session: Session, *, study_id: int, user: User, ip: str) -> Study
     """The study page for this user (Blinded while they have reader-study reads of it pending; identity as
     their role shows it), its view audited once the request commits."""
     visibility.check_study_page(session, user_id=user.id, study_id=study_id)
-    view = _study_view(session, study_id=study_id, identity=visibility.identity_rule(user.role))
+    view = _study_view(session, study_id=study_id, identity=visibility.identity_rule(user.role), user_id=user.id)
     audit_service.record_when_read(
         session, action="view", user_id=user.id, object_type="study", object_id=study_id, ip=ip
     )
     return view
 
 
-def _study_view(session: Session, *, study_id: int, identity: visibility.IdentityRule) -> StudyView:
+def _study_view(session: Session, *, study_id: int, identity: visibility.IdentityRule, user_id: int) -> StudyView:
     """The study page: fields, instances with their latest prediction and heatmaps, and jobs."""
     study = _study_with_jobs(session, study_id=study_id)
     seen = identity.study(study)
@@ -251,6 +286,7 @@ def _study_view(session: Session, *, study_id: int, identity: visibility.Identit
             InstanceView(
                 id=instance.id,
                 series_description=identity.free_text(series.description),
+                source_filename=identity.file_name(instance.source_filename),
                 modality=instance.modality,
                 number=instance.number,
                 frames=instance.frames,
@@ -272,4 +308,88 @@ def _study_view(session: Session, *, study_id: int, identity: visibility.Identit
             )
             for job in sorted(study.jobs, key=lambda row: row.id)
         ],
+        priors=_priors(session, study=study, identity=identity, user_id=user_id),
+    )
+
+
+# Priors ------------------------------------------------------------------------------------------------------
+
+
+def priors_for(session: Session, *, study_id: int, user: User) -> Priors:
+    """The other studies of the study's patient that this user may open, newest first (refused as the study page
+    is: StudyNotFound, or Blinded while they have reader-study reads of it pending)."""
+    visibility.check_study_page(session, user_id=user.id, study_id=study_id)
+    study = session.get(Study, study_id)
+    if study is None:
+        raise studies_service.StudyNotFound(study_id)
+    return _priors(session, study=study, identity=visibility.identity_rule(user.role), user_id=user.id)
+
+
+def _priors(session: Session, *, study: Study, identity: visibility.IdentityRule, user_id: int) -> Priors:
+    """Studies with the same PatientID (none without one: an image upload is nobody's prior), less those the
+    user has reader-study reads pending on: opened here they would link a case back to its study."""
+    others: list[Study] = []
+    if study.patient_id:
+        others = list(
+            session.scalars(
+                select(Study)
+                .where(Study.patient_id == study.patient_id, Study.id != study.id)
+                .order_by(Study.study_date.desc(), Study.created_at.desc(), Study.id.desc())
+                .limit(MAX_PRIORS)
+            )
+        )
+    blinded = visibility.blinded_studies(session, user_id=user_id, study_ids=[other.id for other in others])
+    others = [other for other in others if other.id not in blinded]
+    ids = [other.id for other in others]
+    images = _first_images(session, study_ids=[study.id, *ids])
+    counts = studies_service.instance_counts(session, study_ids=ids)
+    return Priors(
+        study_id=study.id,
+        label=f"Current {_format_date(study.study_date) or 'undated'}",
+        first_image=images.get(study.id),
+        priors=[
+            PriorStudy(
+                id=other.id,
+                study_date=_format_date(other.study_date) or None,
+                label=_prior_label(other.study_date, current=study.study_date),
+                modality=other.modality,
+                description=identity.free_text(other.description),
+                instances=counts.get(other.id, 0),
+                first_image=images.get(other.id),
+            )
+            for other in others
+        ],
+    )
+
+
+def _prior_label(date: str, *, current: str) -> str:
+    # DICOM DA (YYYYMMDD) strings order as their dates do.
+    if not date:
+        return "Undated"
+    return f"{'Later' if current and date > current else 'Prior'} {_format_date(date)}"
+
+
+def _first_images(session: Session, *, study_ids: Sequence[int]) -> dict[int, ComparisonImage]:
+    """Each study's first image in the study page's order (series number, then instance number)."""
+    rank = func.row_number().over(
+        partition_by=Series.study_id,
+        order_by=(Series.number.nulls_last(), Series.id, Instance.number.nulls_last(), Instance.id),
+    )
+    ranked = (
+        select(Instance.id, Series.study_id, rank.label("rank"))
+        .join(Series, Instance.series_id == Series.id)
+        .where(Series.study_id.in_(study_ids))
+        .subquery()
+    )
+    rows = session.execute(
+        select(Instance, ranked.c.study_id).join(ranked, ranked.c.id == Instance.id).where(ranked.c.rank == 1)
+    ).all()
+    return {study_id: _comparison_image(instance) for instance, study_id in rows}
+
+
+def _comparison_image(instance: Instance) -> ComparisonImage:
+    colour = instance.samples_per_pixel > 1 or instance.photometric.upper().startswith(_COLOUR_PHOTOMETRICS)
+    return ComparisonImage(
+        id=instance.id, modality=instance.modality, rows=instance.rows, columns=instance.columns,
+        frames=instance.frames, colour=colour,
     )

@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 from app.tables import JobState
 from tests.app.viewer import factories
 
-FINDING = {"finding": "nodule", "confidence": 4}
+FINDING = {"finding": "present", "confidence": 4}
 BIRTH_DATE = "19230417"
 
 
@@ -106,7 +106,7 @@ def _open_study(client, coordinator, *, probe: Probe, reader_email: str) -> int:
     conditions = [{"key": "aided", "kind": "prediction_heatmap", "method": "gradcam"}]
     created = client.post("/api/reader-studies", headers=coordinator,
                           json={"name": f"probe-{secrets.token_hex(3)}", "conditions": conditions,
-                                "task": "binary_finding"})
+                                "task": "binary_finding", "finding": "effusion"})
     assert created.status_code == 201, created.text
     sid = created.json()["id"]
     for path, body in ((f"/api/reader-studies/{sid}/cases", {"study_ids": [probe.study_id]}),

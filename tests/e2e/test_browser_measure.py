@@ -269,6 +269,7 @@ def test_the_overlay_names_the_patient_in_a_clinical_read_and_only_the_case_in_a
         json={
             "name": f"measure overlay {token_hex}",
             "task": "binary_finding",
+            "finding": "effusion",
             "scheme": "counterbalanced",
             "conditions": [{"key": "unaided", "kind": "unassisted"}],
             "seed": 1,

@@ -1,15 +1,22 @@
 """A reader-study read in a real browser: the queue, an unaided read that shows no AI and cannot switch it
-on, then the aided read of the same case with its heatmap, a rating, and the coordinator's dashboard."""
+on, then the aided read of the same case with its heatmap, a rating, and the coordinator's dashboard; and the
+demo effusion study's design, whose reader is asked about effusion and shown the AI's probability of it."""
 
 from __future__ import annotations
+
+import json
+import secrets
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from app.db import session_scope
-from app.tables import ExplanationRating, Read, Study
+from app.reader_studies import demo
+from app.tables import AiModel, ExplanationRating, Read, Study
 from tests.app.auth.helpers import PASSWORD
+from tests.app.reader_studies.conftest import CHEST_LABELS, chest_case
+from tests.conftest import ROOT
 from tests.e2e.test_browser_reading import fundus_with_heatmaps
 
 pytestmark = pytest.mark.browser
@@ -159,3 +166,104 @@ def test_coordinator_designs_and_opens_a_study_in_the_browser(server, browser, m
     page.click("#reference-confirm-apply")
     page.wait_for_function("() => document.getElementById('case-table').innerText.includes('dr_grade=1')")
     assert errors == []
+
+
+def test_the_demo_effusion_study_asks_about_effusion_and_shows_its_probability(
+    server, browser, make_user, test_output
+):
+    """The demo chest study's design on three of its radiographs: the coordinator picks the finding in the
+    designer from the served model's labels; the reader is asked "Effusion present?" in every arm and sees, in
+    the AI arms, the prediction's probability of effusion."""
+    coordinator, token = make_user("coordinator")
+    api = {"Authorization": f"Bearer {token}"}
+    reader, _ = make_user("reader")
+    effusion = [0.73, 0.18, 0.46]  # the cases' predicted probabilities of effusion (emphysema below each)
+    with session_scope() as session:
+        served = AiModel(name=f"cxr-served-{secrets.token_hex(3)}", version="1", task="multilabel",
+                         labels=CHEST_LABELS, modalities=["CR", "DX"], input_spec={}, weights_sha256="0" * 64,
+                         card={"domain": {"body_parts": ["CHEST"]}}, is_active=True)
+        session.add(served)
+        files = sorted((ROOT / "data" / "nih_cxr14_demo").glob("*.png"))[:3]
+        cases = [chest_case(session, probabilities=[p, p / 3], data=path.read_bytes(), size=(512, 512))
+                 for p, path in zip(effusion, files, strict=True)]
+        served_name = served.name
+    probability_of = {case.instance_id: p for case, p in zip(cases, effusion, strict=True)}
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        _sign_in(page, server, coordinator.email)
+
+        # The designer: a binary-finding study names its finding, chosen from the served model's labels.
+        page.goto(f"{server}/reader-studies")
+        assert page.locator("#finding-field").is_hidden()
+        page.select_option("#study-task", "binary_finding")
+        assert page.locator("#finding-field").is_visible()
+        assert f"{served_name}'s probability of it" in page.inner_text("#finding-note")
+        page.select_option("#finding-choice", "")
+        page.fill("#finding-text", "pneumothorax")
+        assert "No model served on chest radiographs reports" in page.inner_text("#finding-note")
+        page.select_option("#finding-choice", "effusion")
+        assert page.locator("#finding-other").is_hidden()
+        page.locator("#finding-field").screenshot(path=str(test_output / "reader-study-designer-finding.png"))
+        page.fill('#new-study input[name="name"]', f"effusion designed {secrets.token_hex(3)}")
+        page.click("#new-study button[type=submit]")
+        page.wait_for_url(f"{server}/reader-studies/*")
+        said = page.inner_text("#study-finding")
+        assert "Effusion present?" in said and f"{served_name}'s probability of it" in said
+
+        # The demo's design, opened on the three cases.
+        design = {"name": f"effusion demo {secrets.token_hex(3)}", "task": "binary_finding",
+                  "finding": demo.FINDING, "seed": demo.SELECTION_SEED,
+                  "conditions": [condition.model_dump(mode="json") for condition in demo.CHEST_CONDITIONS]}
+        sid = httpx.post(f"{server}/api/reader-studies", headers=api, json=design, timeout=30).json()["id"]
+        reference = "study_instance_uid,finding\n" + "".join(f"{case.uid},present\n" for case in cases)
+        for url, kwargs in (
+            (f"/api/reader-studies/{sid}/reference",
+             {"content": reference, "headers": {**api, "Content-Type": "text/csv"}}),
+            (f"/api/reader-studies/{sid}/readers", {"json": {"emails": [reader.email]}, "headers": api}),
+            (f"/api/reader-studies/{sid}/open", {"json": {}, "headers": api}),
+        ):
+            response = httpx.post(server + url, timeout=30, **kwargs)
+            assert response.status_code == 200, response.text
+
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        _sign_in(page, server, reader.email)
+        page.goto(f"{server}/reader-studies/{sid}/queue?go=next")
+        kinds = set()
+        for number in range(3):
+            page.wait_for_url(f"{server}/assignments/*/read")
+            page.wait_for_function("() => performance.getEntriesByName('lumen:first-image').length > 0",
+                                   timeout=20_000)
+            data = json.loads(page.inner_text("#reading-data"))
+            kind, instance = data["assignment"]["kind"], data["instances"][0]["id"]
+            assert page.inner_text('[data-field="finding"] legend') == "Effusion present?"
+            assert page.locator('[data-field="finding"] label').all_inner_texts() == ["Present", "Absent"]
+            if kind == "unassisted":
+                assert page.locator(".finding-probability").count() == 0
+            else:
+                assert page.inner_text(".finding-line").startswith("Effusion:")
+                assert page.inner_text(".finding-probability") == f"{probability_of[instance] * 100:.0f}%"
+                assert page.locator(".histogram .hist-label").all_inner_texts() == ["effusion"]
+            kinds.add(kind)
+            if number == 1:
+                page.screenshot(path=str(test_output / "reader-study-effusion.png"))
+            for name, value in (("finding", "present"), ("confidence", "4")):
+                page.click(f'label:has(input[name="{name}"][value="{value}"])')
+            page.click("#submit-read")
+            page.wait_for_selector("#next-case:not([hidden])")
+            if number < 2:
+                page.click("#next-case")
+        assert kinds == {"unassisted", "prediction", "prediction_heatmap"}
+        assert errors == []
+        with session_scope() as session:
+            reads = session.scalars(select(Read).where(Read.reader_id == reader.id)).all()
+            assert sorted((r.form, r.finding) for r in reads) == [("presence", "present")] * 3
+            for read in reads:  # what the panel showed, recorded at submit
+                unassisted = read.ai_snapshot["condition_kind"] == "unassisted"
+                expected = None if unassisted else probability_of[read.instance_id]
+                assert read.ai_snapshot["finding_probability"] == expected
+    finally:
+        with session_scope() as session:
+            session.scalar(select(AiModel).where(AiModel.name == served_name)).is_active = False

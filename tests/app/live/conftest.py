@@ -3,16 +3,20 @@ queued, running with progress, the prediction, heatmaps family by family, their 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
+from app.main import create_app
 from app.tables import Heatmap, Job, JobState, Prediction
 from tests.app.reader_studies.conftest import coordinator, make_cases, readers  # noqa: F401 (fixtures)
 from tests.app.reading.conftest import add_heatmap
 from tests.app.viewer import factories
+from tests.e2e.helpers import running_server
 
 # A sequential design on one case: the reader's pending reads are unassisted first, so they see no AI at all.
 NO_AI_FIRST = {
@@ -82,3 +86,15 @@ def queued_study(session: Session) -> LiveJob:
 @pytest.fixture
 def live_job(db_session) -> LiveJob:
     return queued_study(db_session)
+
+
+@pytest.fixture(scope="module")
+def app() -> Any:
+    return create_app(run_sweeper=False)
+
+
+@pytest.fixture(scope="module")
+def server(app) -> Iterator[str]:
+    """The app under uvicorn, for the event streams read over real HTTP."""
+    with running_server(app) as base:
+        yield base

@@ -29,17 +29,6 @@ from tests.e2e.helpers import running_server
 END = object()
 
 
-@pytest.fixture(scope="module")
-def app() -> Any:
-    return create_app(run_sweeper=False)
-
-
-@pytest.fixture(scope="module")
-def server(app) -> Iterator[str]:
-    with running_server(app) as base:
-        yield base
-
-
 class Stream:
     """An open event stream, read in a thread into a queue of events (dicts: event, id, data)."""
 
@@ -86,7 +75,13 @@ class Stream:
 
 @contextmanager
 def stream(server: str, study_id: int, headers: dict[str, str]) -> Iterator[Stream]:
-    url = f"/api/studies/{study_id}/events"
+    with open_stream(server, f"/api/studies/{study_id}/events", headers) as events:
+        yield events
+
+
+@contextmanager
+def open_stream(server: str, url: str, headers: dict[str, str]) -> Iterator[Stream]:
+    """The event stream at `url`, read as a browser reads it, closed as a browser closing its tab closes it."""
     with (
         httpx.Client(base_url=server, timeout=httpx.Timeout(10, read=30)) as client,
         client.stream("GET", url, headers=headers) as response,

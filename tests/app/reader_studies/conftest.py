@@ -3,12 +3,15 @@ and a coordinator who designs studies through the real API."""
 
 from __future__ import annotations
 
+import io
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from PIL import Image
+from sqlalchemy import select
 
 from app.tables import JobState
 from tests.app.reading.conftest import add_heatmap, fundus_jpeg
@@ -48,6 +51,61 @@ def make_cases(db_session) -> Callable[[int], list[Case]]:
             study = db_session.get(Study, stored.study_id)
             cases.append(Case(stored.study_id, stored.instance_id, study.study_instance_uid, name, study.patient_id,
                               maps))
+        db_session.commit()
+        return cases
+
+    return _make
+
+
+CHEST_LABELS = ["effusion", "emphysema"]  # cxr-nih14's labels
+
+
+def chest_case(session, *, probabilities: list[float], data: bytes | None = None, size: tuple[int, int] = (32, 32),
+               heatmaps: bool = True) -> Case:
+    """A DX chest radiograph (a PNG, `data` or a grey square) with a multilabel prediction of a model reporting
+    CHEST_LABELS, as cxr-nih14 would store it (label: the most probable finding), and an integrated-gradients map
+    of that label. The model is inactive: no upload is routed to it."""
+    from app.tables import AiModel, Job, Prediction, Series, Study
+
+    rows, columns = size
+    if data is None:
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((rows, columns), 90, dtype=np.uint8)).save(buffer, "PNG")
+        data = buffer.getvalue()
+    name = f"Chest^{secrets.token_hex(4)}"
+    stored = factories.insert_study(session, data=data, source_format="png", rows=rows, columns=columns,
+                                    modality="DX", description="PA chest", patient_name=name)
+    session.scalar(select(Series).where(Series.study_id == stored.study_id)).body_part = "CHEST"
+    model = AiModel(name=f"chest-net-{secrets.token_hex(3)}", version="1.0.0", task="multilabel", labels=CHEST_LABELS,
+                    modalities=["ZZ"], input_spec={}, weights_sha256="0" * 64, card={}, is_active=False)
+    session.add(model)
+    session.flush()
+    job = Job(study_id=stored.study_id, instance_id=stored.instance_id, model_id=model.id,
+              methods=["integrated_gradients"], state=JobState.done, progress=100)
+    session.add(job)
+    session.flush()
+    top = int(np.argmax(probabilities))
+    prediction = Prediction(job_id=job.id, instance_id=stored.instance_id, model_id=model.id,
+                            probabilities=probabilities, label=CHEST_LABELS[top], label_index=top,
+                            predictive_entropy=0.5, referral=False)
+    session.add(prediction)
+    session.flush()
+    maps: dict[str, int] = {}
+    if heatmaps:
+        signed = np.linspace(-1, 2, 16 * 16, dtype=np.float32).reshape(16, 16)
+        maps["integrated_gradients"] = add_heatmap(
+            session, prediction.id, method="integrated_gradients", array=signed, target_class=top
+        ).id
+    study = session.get(Study, stored.study_id)
+    return Case(stored.study_id, stored.instance_id, study.study_instance_uid, name, study.patient_id, maps)
+
+
+@pytest.fixture
+def make_chest_cases(db_session) -> Callable[..., list[Case]]:
+    """A chest case (chest_case) per list of probabilities (effusion, emphysema), committed."""
+
+    def _make(*probabilities: list[float], heatmaps: bool = True) -> list[Case]:
+        cases = [chest_case(db_session, probabilities=list(p), heatmaps=heatmaps) for p in probabilities]
         db_session.commit()
         return cases
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.reader_studies.export import AI_COLUMNS, COLUMNS
+from app.reader_studies.export import AI_COLUMNS, COLUMNS, FINDING_COLUMNS
 from app.tables import AiModel, Prediction, Read
 from tests.app.reader_studies.conftest import open_study
 
@@ -103,8 +103,9 @@ def test_exports_carry_the_snapshot_and_later_prediction_changes_do_not_alter_it
 
     text, csv_rows, json_rows = exported()
     header = next(csv.reader(io.StringIO(text)))
-    assert header == list(COLUMNS) and header[-len(AI_COLUMNS) - 1 :] == ["ai_shown", *AI_COLUMNS]
-    assert header.index("submitted_at") == len(header) - len(AI_COLUMNS) - 2  # the new columns come after
+    added = ["ai_shown", *AI_COLUMNS, *FINDING_COLUMNS]  # after the columns before revision 0008, in this order
+    assert header == list(COLUMNS) and header[-len(added) :] == added
+    assert header.index("submitted_at") == len(header) - len(added) - 1
     for row, as_json in zip(csv_rows, json_rows, strict=True):
         entry = seen[row["case"]]
         snapshot = _stored(db_session, entry["read"]["id"]).ai_snapshot

@@ -1,5 +1,5 @@
-"""`lumen load-demo`'s reader studies: 24 NIH test radiographs at their shipped resolution with their NIH labels
-as reference, and the 28 px RetinaMNIST DR exercise, named as one."""
+"""`lumen load-demo`'s reader studies: "Is there a pleural effusion?" on 24 NIH test radiographs at their shipped
+resolution with their NIH labels as reference, and the 28 px RetinaMNIST DR exercise, named as one."""
 
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ def _counts(db_session) -> tuple[int, ...]:
 
 @pytest.fixture(scope="module")
 def loaded() -> tuple[str, list[str]]:
-    """The demo loaded once for this module (the test database lives for the whole session): the
-    coordinator's e-mail and what the first load said."""
+    """The demo loaded once for this module (the test database lives for the whole session) into a database
+    that holds the earlier nodule demo study, as one loaded before would: the coordinator's e-mail and what the
+    first load said."""
     from app.auth import service as auth_service
     from app.db import session_scope
     from app.tables import Role
@@ -61,12 +62,25 @@ def loaded() -> tuple[str, list[str]]:
     email = f"coordinator-{secrets.token_hex(4)}@example.org"
     with session_scope() as session:
         auth_service.create_user(session, email=email, password="correct horse battery", role=Role.coordinator)
+        # As the nodule demo was stored: a binary-finding study that names no finding (revision 0012's "").
+        session.add(ReaderStudy(
+            name=demo.EARLIER_CHEST_NAMES[0], task=StudyTask.binary_finding, scheme="counterbalanced", seed=1,
+            conditions=[{"key": "unassisted", "kind": "unassisted", "label": "Unassisted"}], questions=[],
+        ))
     return email, _load(email)
 
 
-def test_chest_cases_are_the_shipped_radiographs_at_their_resolution_with_their_labels(db_session, loaded):
+def test_the_effusion_study_reads_12_plus_12_test_radiographs_at_their_resolution_with_their_labels(
+    db_session, loaded
+):
     study = _study(db_session, demo.CHEST_STUDY_NAME)
     assert study.task == StudyTask.binary_finding and study.state.value == "draft" and len(study.readers) == 3
+    assert study.finding == "effusion" and "pleural effusion" in study.name and "nodule" not in study.description
+    assert [(c["key"], c["kind"], c.get("method")) for c in study.conditions] == [
+        ("unassisted", "unassisted", None),
+        ("ai_effusion", "prediction", None),
+        ("ai_effusion_heatmap", "prediction_heatmap", "integrated_gradients"),
+    ]
     shipped = _shipped()
     assert len(study.cases) == len(shipped) == 24
     for case in study.cases:
@@ -75,9 +89,19 @@ def test_chest_cases_are_the_shipped_radiographs_at_their_resolution_with_their_
         with Image.open(CHEST / name) as image:
             assert (instance.columns, instance.rows) == image.size == (512, 512)
         assert (instance.modality, instance.series.body_part) == ("DX", "CHEST")
-        assert case.reference == {"finding": "nodule" if row["Nodule"] == "1" else "no_nodule"}
-    assert Counter(case.reference["finding"] for case in study.cases) == {"nodule": 12, "no_nodule": 12}
+        assert row["split"] == "test", name
+        assert case.reference == {"finding": "present" if row["Effusion"] == "1" else "absent"}
+    assert Counter(case.reference["finding"] for case in study.cases) == {"present": 12, "absent": 12}
     assert sum("created as a draft" in line for line in loaded[1]) == 2, loaded
+    assert "(12 labelled Effusion)" in loaded[1][0]
+
+
+def test_a_database_with_the_earlier_nodule_demo_keeps_it_and_is_told_of_the_effusion_study(db_session, loaded):
+    earlier = _study(db_session, demo.EARLIER_CHEST_NAMES[0])
+    assert earlier is not None and earlier.finding == "" and earlier.cases == []  # left as it was
+    said = [line for line in loaded[1] if demo.EARLIER_CHEST_NAMES[0] in line]
+    assert len(said) == 1 and "is kept as it is; the effusion study is added beside it" in said[0]
+    assert _study(db_session, demo.CHEST_STUDY_NAME) is not None
 
 
 def test_chest_cases_are_test_split_images_and_labels_agree_with_the_models_test_sample():
@@ -92,7 +116,7 @@ def test_chest_cases_are_test_split_images_and_labels_agree_with_the_models_test
         labels = {column.lower(): value for column, value in row.items()}
         assert [int(labels[finding]) for finding in findings] == sample["labels"][files.index(name)].tolist(), name
     assert {row["split"] for row in rows} == {"test"}
-    assert not any(row["Mass"] == "1" and row["Nodule"] == "0" for row in rows)
+    assert Counter(row["Effusion"] for row in rows) == {"1": 12, "0": 12}
 
 
 def test_demo_jobs_run_at_demo_priority_with_the_model_of_each_image(db_session, loaded):

@@ -67,7 +67,7 @@ def test_a_case_of_the_wrong_kind_is_refused_when_added_with_the_reason(app_clie
     assert grey.status_code == 422 and "not a colour fundus photograph" in grey.json()["detail"]
     assert app_client.post(url, json={"study_ids": [fundus]}, headers=coordinator).json() == {"added": 1}
 
-    finding = create_study(app_client, coordinator, task="binary_finding")
+    finding = create_study(app_client, coordinator, task="binary_finding", finding="effusion")
     url = f"/api/reader-studies/{finding['id']}/cases"
     wrong = app_client.post(url, json={"study_ids": [fundus]}, headers=coordinator)
     assert wrong.status_code == 422
@@ -77,7 +77,7 @@ def test_a_case_of_the_wrong_kind_is_refused_when_added_with_the_reason(app_clie
     uid = app_client.get(f"/api/studies/{mr}", headers=coordinator).json()["study_instance_uid"]
     csv = app_client.post(
         f"/api/reader-studies/{finding['id']}/reference",
-        content=f"study_instance_uid,finding\n{uid},nodule\n",
+        content=f"study_instance_uid,finding\n{uid},present\n",
         headers={**coordinator, "Content-Type": "text/csv"},
     )
     assert csv.status_code == 422 and "MR SHOULDER" in csv.text
@@ -89,7 +89,7 @@ def test_the_picker_offers_only_what_the_task_reads(app_client, coordinator, db_
     fundus = _stored(db_session, modality="OP", body_part="EYE", colour=True, description="Fundus photographs")
     db_session.commit()
     for task, offered, not_offered in (("dr_grading", fundus, (mr, chest)), ("binary_finding", chest, (mr, fundus))):
-        study = create_study(app_client, coordinator, task=task)
+        study = create_study(app_client, coordinator, task=task, finding="effusion" if task == "binary_finding" else "")
         answer = app_client.get(f"/api/reader-studies/{study['id']}/candidates", headers=coordinator)
         assert answer.status_code == 200, answer.text
         listed = {item["study_id"]: item for item in answer.json()["candidates"]}

@@ -5,6 +5,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.app.reader_studies.conftest import coordinator, make_cases, readers  # noqa: F401 (fixtures)
+
 
 @pytest.fixture
 def client(app_client: TestClient) -> Iterator[TestClient]:
