@@ -292,6 +292,17 @@ def _decoded(paths: list[Path]) -> Iterator[tuple[Any, str, Any]]:
         yield image, str(header.get("PhotometricInterpretation", "")), voi
 
 
+def _cmd_dicom_listener(args: argparse.Namespace) -> int:
+    from app.dimse import listener
+
+    try:
+        listener.serve(port=args.port, host=args.host)
+    except listener.ListenerNotConfigured as exc:
+        print(f"lumen dicom-listener: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_sweep(_args: argparse.Namespace) -> int:
     from app.jobs.sweeper import sweep_once
 
@@ -518,6 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, default=None, help="dataset file (default: the recipe's)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_cmd_train)
+
+    listen = sub.add_parser("dicom-listener", help="take studies by DICOM C-STORE from the allowed AE titles "
+                            "(LUMEN_DICOM_ALLOWED_AES) and store them as uploads")
+    listen.add_argument("--port", type=int, default=None, help="default LUMEN_DICOM_PORT (11112)")
+    listen.add_argument("--host", default="0.0.0.0")
+    listen.set_defaults(func=_cmd_dicom_listener)
 
     models = sub.add_parser(
         "models", help="list, validate or sync model folders; add (onboard) a model of your own",

@@ -16,6 +16,8 @@ DEV_SECRET_KEY = "lumen-development-secret-change-me"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # One folder of a blob key or of LUMEN_S3_PREFIX: no empty, hidden, "." or ".." parts (app.storage.base).
 _KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A C-STORE destination: the called AE title (printable ASCII but the backslash), "@", host, ":", port.
+_PUSH_AE = re.compile(r"[ -\[\]-~]{1,16}@[^\s@:]+:[0-9]{1,5}")
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,19 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, alias="LUMEN_MAX_UPLOAD_BYTES")
     # A model file brought through the onboarding pages (a DenseNet-121 is 30 MB, a ViT-L 1.2 GB).
     max_model_bytes: int = Field(2 * 1024 * 1024 * 1024, alias="LUMEN_MAX_MODEL_BYTES")
+    # DICOM networking (docs/interoperability.md): Lumen's own AE title, the port `lumen dicom-listener` takes
+    # C-STORE on, and the calling AE titles it accepts (comma-separated; empty: it refuses every association).
+    dicom_ae_title: str = Field("LUMEN", alias="LUMEN_DICOM_AE_TITLE", pattern=r"^[ -~]{1,16}$")
+    dicom_port: int = Field(11112, alias="LUMEN_DICOM_PORT", ge=1, le=65535)
+    dicom_allowed_aes: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="LUMEN_DICOM_ALLOWED_AES")
+    # Where a finished job's results go as DICOM objects (app/dicom_results/push.py): a DICOMweb STOW-RS base URL,
+    # or a C-STORE SCP as AE@host:port (called with LUMEN_DICOM_AE_TITLE). Neither: results stay in Lumen.
+    # The archive coordinators search and import reader-study cases from (app/archive): its DICOMweb base URL, and
+    # the Authorization header value it wants ("Bearer ...", "Basic ..."), if any.
+    archive_dicomweb_url: str | None = Field(None, alias="LUMEN_ARCHIVE_DICOMWEB_URL")
+    archive_authorization: str | None = Field(None, alias="LUMEN_ARCHIVE_AUTHORIZATION", repr=False)
+    dicom_push_url: str | None = Field(None, alias="LUMEN_DICOM_PUSH_URL")
+    dicom_push_ae: str | None = Field(None, alias="LUMEN_DICOM_PUSH_AE")
     max_job_attempts: int = Field(3, alias="LUMEN_MAX_JOB_ATTEMPTS")
     stale_job_seconds: int = Field(120, alias="LUMEN_STALE_JOB_SECONDS")
     # Expensive explanation jobs (app.jobs.limits) one coordinator or admin may have queued or running at once
@@ -133,6 +148,29 @@ class Settings(BaseSettings):
             "LUMEN_S3_SECRET_ACCESS_KEY": self.s3_secret_access_key,
             "LUMEN_S3_PREFIX": self.s3_prefix,
         }
+
+    @field_validator("dicom_push_url", "dicom_push_ae", mode="before")
+    @classmethod
+    def _empty_push_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_dicom_push(self) -> Settings:
+        if self.dicom_push_url is not None and self.dicom_push_ae is not None:
+            raise ValueError("set LUMEN_DICOM_PUSH_URL or LUMEN_DICOM_PUSH_AE, not both: results go to one destination")
+        if self.dicom_push_url is not None and not self.dicom_push_url.startswith(("http://", "https://")):
+            raise ValueError(f"LUMEN_DICOM_PUSH_URL {self.dicom_push_url!r} must start with http:// or https://")
+        if self.dicom_push_ae is not None and not _PUSH_AE.fullmatch(self.dicom_push_ae):
+            raise ValueError(f"LUMEN_DICOM_PUSH_AE {self.dicom_push_ae!r} is not AE@host:port (an AE title of 1-16 "
+                             "characters, e.g. ORTHANC@pacs.example.org:4242)")
+        return self
+
+    @field_validator("dicom_allowed_aes", mode="before")
+    @classmethod
+    def _ae_titles(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [title.strip() for title in value.split(",") if title.strip()]
+        return value
 
     @field_validator("default_methods", mode="before")
     @classmethod

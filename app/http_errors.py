@@ -1,5 +1,5 @@
 """The one place where a refusal becomes an HTTP answer: `{"detail": message}` with the error's status for the
-JSON API (/api/...), the error's page for a browser's page. Routes and pages raise, they do not catch.
+JSON API (/api/... and /dicomweb/...), the error's page for a browser's page. Routes and pages raise, they do not catch.
 
 The kinds and their status codes are in app/errors.py. Outages of the database or the file store are answered
 by app/unavailable.py (503); an anonymous visitor of a page is sent to the login page from here.
@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    # DICOMweb (/dicomweb) is an API too: its clients read {"detail": ...}, never a page.
+    return request.url.path.startswith(("/api/", "/dicomweb/"))
 
 
 def _page(request: Request, exc: AppError) -> Response:

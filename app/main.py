@@ -13,9 +13,12 @@ from app import api_docs, http_errors, unavailable
 from app.admin import pages as admin_pages
 from app.admin import router as admin_router
 from app.admission import AdmissionControl
+from app.archive import router as archive_router
 from app.auth import pages as auth_pages
 from app.auth import router as auth_router
 from app.config import get_settings
+from app.dicom_results import router as dicom_results_router
+from app.dicomweb import router as dicomweb_router
 from app.health import monitor
 from app.health import router as health_router
 from app.jobs import router as jobs_router
@@ -55,8 +58,10 @@ def create_app(*, run_sweeper: bool = True) -> FastAPI:
     app.state.outage = None
     app.state.live_streams = LiveStreams()  # open event streams: bounded, ended on SIGTERM (app/live/streams.py)
     app.include_router(health_router.router)  # /healthz and /readyz, outside /api: probes need no sign-in
-    api = (auth_router, studies_router, jobs_router, predictions_router, viewer_router, reading_router,
-           reader_study_router, admin_router, onboarding_router, live_router)
+    app.include_router(dicomweb_router.router)  # /dicomweb, where DICOMweb clients expect it (PS3.18)
+    # live before viewer: /api/worklist/events is not a study id of /api/worklist/{study_id}.
+    api = (auth_router, studies_router, jobs_router, predictions_router, live_router, viewer_router, reading_router,
+           reader_study_router, admin_router, onboarding_router, dicom_results_router, archive_router)
     for module in api:
         app.include_router(module.router, prefix="/api")
     for module in (auth_pages, viewer_pages, reading_pages, reader_study_pages, onboarding_pages, admin_pages):

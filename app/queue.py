@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 RUN_JOB_TASK = "lumen.run_job"
 # A user's model on its way in (workers/onboarding.py): inspected, then checked, on the gpu queue like jobs.
 ONBOARD_MODEL_TASK = "lumen.onboard_model"
+# A finished job's results sent to the PACS as DICOM (app/dicom_results/push.py), by prediction id: network work,
+# on the cpu queue.
+PUSH_RESULTS_TASK = "lumen.push_results"
+PUSH_RESULTS_QUEUE = "cpu"
 QUEUES = ("gpu", "cpu")
 _PENDING_KEY = "lumen_jobs_to_send"
 _BROKER_FOLDERS = ("queue", "processed", "control")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from celery import Task, shared_task
 from celery.signals import worker_process_init
 
-from app.queue import ONBOARD_MODEL_TASK, RUN_JOB_TASK
+from app.db import session_scope
+from app.dicom_results import push
+from app.queue import ONBOARD_MODEL_TASK, PUSH_RESULTS_TASK, RUN_JOB_TASK
 from workers import onboarding, pipeline, warmup
 
 
@@ -28,6 +30,14 @@ def onboard_model(self: Task, onboarding_id: int) -> str:
     """Inspect a model brought by a user, or check it once its target layer is confirmed (workers/onboarding.py);
     a failure is written into the onboarding's row, never raised."""
     return onboarding.run(onboarding_id, worker=self.request.hostname or "worker").value
+
+
+@shared_task(name=PUSH_RESULTS_TASK)
+def push_results(prediction_id: int) -> int:
+    """Send a finished prediction's DICOM results to the configured PACS (app/dicom_results/push.py): retried there
+    with backoff; a final failure, naming the destination, fails the task. Sending again stores the same objects."""
+    with session_scope(writes=False) as session:
+        return push.push_results(session, prediction_id)
 
 
 @worker_process_init.connect

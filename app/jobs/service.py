@@ -17,7 +17,7 @@ from app.ai_models import routing
 from app.config import get_settings
 from app.errors import Invalid, NotFound
 from app.jobs import limits
-from app.tables import AiModel, Instance, Job, JobPriority, JobState, Role
+from app.tables import AiModel, Instance, Job, JobPriority, JobState, Prediction, Role
 from models.explain.names import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
@@ -282,7 +282,29 @@ def finish(session: Session, *, claim: Claim, timings: dict[str, float]) -> bool
         .values(state=JobState.done, progress=100, error="", timings=timings, finished_at=datetime.now(UTC))
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(result) == 1
+    finished = _rowcount(result) == 1
+    if finished and timings.get("out_of_domain") != 1.0:
+        _push_results_after_commit(session, job_id=claim.job_id)
+    return finished
+
+
+def _push_results_after_commit(session: Session, *, job_id: int) -> None:
+    """When a DICOM destination is configured and the job's image came in as DICOM, send its model's prediction of
+    the image (new, or the one this job added maps to) to the PACS once the job's results commit
+    (app/dicom_results/push.py). A job the input-domain gate refused has no prediction to send."""
+    settings = get_settings()
+    if settings.dicom_push_url is None and settings.dicom_push_ae is None:
+        return
+    prediction_id = session.scalar(
+        select(Prediction.id)
+        .join(Job, (Job.instance_id == Prediction.instance_id) & (Job.model_id == Prediction.model_id))
+        .join(Instance, Instance.id == Prediction.instance_id)
+        .where(Job.id == job_id, Instance.source_format == "dicom")
+        .order_by(Prediction.id.desc())
+        .limit(1)
+    )
+    if prediction_id is not None:
+        queue.send_after_commit(session, prediction_id, queue.PUSH_RESULTS_QUEUE, task=queue.PUSH_RESULTS_TASK)
 
 
 def mark_failed(session: Session, *, claim: Claim, error: str, retry: bool) -> bool:

@@ -11,6 +11,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.auth.dependencies import PageCaller
 from app.bounds import DbId
+from app.config import get_settings
 from app.db import WRITES, DbSession
 from app.reader_studies import assignments, results
 from app.reader_studies import service as study_service
@@ -57,6 +58,7 @@ def list_page(request: Request, caller: PageCaller, session: DbSession) -> Respo
         "kinds": CONDITION_KINDS,
         "methods": [(name, vocabulary.method_label(name)) for name in METHOD_NAMES],
         "tasks": [(task.value, vocabulary.TASK_WORDS[task.value], _task_reads(task)) for task in StudyTask],
+        "findings": study_service.finding_choices(session, task=StudyTask.binary_finding) if coordinator else [],
     }
     return templates.TemplateResponse(request, "reader_studies/list.html", context)
 
@@ -87,6 +89,10 @@ def dashboard_page(request: Request, reader_study_id: DbId, caller: PageCaller, 
         "numbers": numbers,
         "charts": charts,
         "questions": dict(vocabulary.RATING_QUESTIONS),
+        "finding_question": vocabulary.finding_question(study.finding) if study.finding else "",
+        "finding_models": study_service.models_reporting(session, finding=study.finding),
+        # Cases may come from the hospital's archive (app/archive) when one is configured.
+        "archive_configured": bool(get_settings().archive_dicomweb_url),
     }
     return templates.TemplateResponse(request, "reader_studies/dashboard.html", context)
 

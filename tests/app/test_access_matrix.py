@@ -65,8 +65,12 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/jobs/{job_id}"): SIGNED_IN,
     ("POST", "/api/jobs"): SIGNED_IN,  # readers may ask for cheap methods (app.jobs.costs)
     ("GET", "/api/instances/{instance_id}/prediction"): SIGNED_IN,
+    # A prediction as DICOM objects (app/dicom_results): they carry the patient module, so the roles that see identity.
+    ("GET", "/api/predictions/{prediction_id}/dicom"): COORDINATORS,
     ("GET", "/api/worklist"): SIGNED_IN,
     ("GET", "/api/worklist/{study_id}"): SIGNED_IN,
+    ("GET", "/api/worklist/events"): SIGNED_IN,  # never ends by itself: its answer's start is read (STREAMS)
+    ("GET", "/api/studies/{study_id}/priors"): SIGNED_IN,  # 403 only for a reader's pending reader-study case
     ("GET", "/api/studies/{study_id}/events"): SIGNED_IN,  # ends at once: no job of the world's study runs
     ("GET", "/api/studies/{study_id}/ai"): SIGNED_IN,
     ("GET", "/api/instances/{instance_id}/image.png"): SIGNED_IN,
@@ -87,6 +91,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     # Reader studies: coordinators design and run them; a reader reads their own assignments.
     ("GET", "/api/reader-studies"): COORDINATORS,
     ("POST", "/api/reader-studies"): COORDINATORS,
+    ("GET", "/api/reader-studies/finding-choices"): COORDINATORS,
     ("GET", "/api/reader-studies/{reader_study_id}"): COORDINATORS,
     ("GET", "/api/reader-studies/{reader_study_id}/candidates"): COORDINATORS,
     ("POST", "/api/reader-studies/{reader_study_id}/cases"): COORDINATORS,
@@ -112,6 +117,26 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/admin"): ADMINS,
     ("GET", "/admin/models"): COORDINATORS,
     ("GET", "/admin/models/{model_id}"): COORDINATORS,
+    # The hospital's archive, searched and imported from for reader studies (docs/interoperability.md).
+    ("GET", "/api/archive/studies"): COORDINATORS,
+    ("POST", "/api/archive/import"): COORDINATORS,
+    # DICOMweb (docs/interoperability.md): DICOM objects hold identity, so the roles that see it.
+    ("GET", "/dicomweb/studies"): COORDINATORS,
+    ("GET", "/dicomweb/series"): COORDINATORS,
+    ("GET", "/dicomweb/instances"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/series"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/instances"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/series/{series}"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/metadata"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/metadata"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"): COORDINATORS,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered"): COORDINATORS,
+    ("POST", "/dicomweb/studies"): COORDINATORS,
+    ("POST", "/dicomweb/studies/{study}"): COORDINATORS,
     # Bringing a model in (docs/onboarding.md): coordinators and admins.
     ("POST", "/api/onboardings"): COORDINATORS,
     ("GET", "/api/onboardings"): COORDINATORS,
@@ -128,6 +153,9 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/admin/users/{user_id}/active"): ADMINS,
     ("GET", "/admin/audit"): ADMINS,
 }
+
+# Event streams that go on while the caller listens: the status and the first chunk are all that is read.
+STREAMS = {("GET", "/api/worklist/events")}
 
 # A file under each mount, to call it with.
 MOUNT_FILES = {"/static": "/static/lumen.css", "/static/api-docs": "/static/api-docs/swagger-ui.css"}
@@ -223,6 +251,9 @@ def _call(client: TestClient, world: world_module.World, method: str, path: str,
     kwargs = BODIES.get((method, path), lambda ids: {})(world.ids)
     headers |= kwargs.pop("headers", {})
     url = MOUNT_FILES.get(path) or path.format(**world.ids)
+    if (method, path) in STREAMS:
+        with client.stream(method, url, headers=headers, follow_redirects=False) as response:
+            return Response(response.status_code, headers=response.headers, content=next(response.iter_bytes(), b""))
     return client.request(method, url, headers=headers, follow_redirects=False, **kwargs)
 
 

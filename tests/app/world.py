@@ -18,14 +18,14 @@ from PIL import Image
 from app.auth import service as auth_service
 from app.config import get_settings
 from app.db import session_scope
-from app.tables import Job, JobState, ModelOnboarding, OnboardingState, Role, Study, User
+from app.tables import Instance, Job, JobState, ModelOnboarding, OnboardingState, Role, Study, User
 from tests.app.reader_studies.conftest import Case, next_assignment, open_study
 from tests.app.reading.conftest import add_heatmap, fundus_jpeg
 from tests.app.viewer import factories
 
 # The path parameters the routes take, each with a real value in World.ids.
 ID_NAMES = ("study_id", "instance_id", "job_id", "heatmap_id", "model_id", "client_id", "reader_study_id",
-            "assignment_id", "user_id", "onboarding_id")
+            "assignment_id", "user_id", "onboarding_id", "study", "series", "instance", "frames", "prediction_id")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,15 @@ def proposed_onboarding() -> int:
         return row.id
 
 
+def dicom_uids(instance_id: int) -> dict[str, str]:
+    """The DICOMweb path parameters of a stored DICOM instance: its study, series and SOP instance UIDs, frame 1."""
+    with session_scope() as session:
+        instance = session.get(Instance, instance_id)
+        assert instance is not None and instance.source_format == "dicom"
+        return {"study": instance.series.study.study_instance_uid, "series": instance.series.series_instance_uid,
+                "instance": instance.sop_instance_uid, "frames": "1"}
+
+
 def build(client: TestClient, make_user) -> World:  # type: ignore[no-untyped-def]
     users = {role.value: make_user(role.value)[0] for role in Role}
     spare, _ = make_user(Role.reader.value)
@@ -103,6 +112,8 @@ def build(client: TestClient, make_user) -> World:  # type: ignore[no-untyped-de
         "assignment_id": assignment["id"],
         "user_id": spare.id,
         "onboarding_id": proposed_onboarding(),
+        **dicom_uids(clinical.instance_id),
+        "prediction_id": clinical.prediction_id,
     }
     assert set(ids) == set(ID_NAMES)
     return World(users=users, ids=ids)
