@@ -23,17 +23,6 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 Text = Annotated[str, Query(max_length=200)]
 
 
-class ArchiveStudyOut(BaseModel):
-    study_instance_uid: str
-    patient_name: str
-    patient_id: str
-    study_date: str
-    description: str
-    modalities: list[str]
-    instances: int | None
-    stored_study_id: int | None
-
-
 class ImportIn(BaseModel):
     study_uids: list[Annotated[str, Field(pattern=r"^[0-9.]{1,64}$")]] = Field(min_length=1, max_length=200)
     reader_study_id: int | None = Field(None, ge=1, le=2**31 - 1)
@@ -45,18 +34,17 @@ class ImportOut(BaseModel):
     refused: dict[str, str]
 
 
-@router.get("/studies", response_model=list[ArchiveStudyOut], responses=_ERRORS)
+@router.get("/studies", response_model=list[archive.ArchiveStudy], responses=_ERRORS)
 def search_archive(
     session: DbSession, _user: CanUpload, PatientID: Text = "", PatientName: Text = "",  # noqa: N803 (DICOM keys)
     StudyDate: Text = "", ModalitiesInStudy: Text = "", AccessionNumber: Text = "",  # noqa: N803
     StudyDescription: Text = "", limit: Annotated[int, Query(ge=1, le=archive.MAX_STUDIES)] = 50,
-) -> list[ArchiveStudyOut]:
+) -> list[archive.ArchiveStudy]:
     """The archive's studies matching the keys (DICOM wildcards and date ranges as the archive takes them)."""
     filters = {"PatientID": PatientID, "PatientName": PatientName, "StudyDate": StudyDate,
                "ModalitiesInStudy": ModalitiesInStudy, "AccessionNumber": AccessionNumber,
                "StudyDescription": StudyDescription}
-    found = archive.search(session, filters={k: v for k, v in filters.items() if v}, limit=limit)
-    return [ArchiveStudyOut(**vars(study)) for study in found]
+    return archive.search(session, filters={k: v for k, v in filters.items() if v}, limit=limit)
 
 
 @router.post("/import", response_model=ImportOut, responses={**_ERRORS, 404: {"description": "no such reader study"}})
