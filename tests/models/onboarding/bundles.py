@@ -3,6 +3,8 @@ skeleton and the net's state dict, then the metadata and inference config are ed
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,13 @@ def make_bundle(path: Path, net: torch.nn.Module, network_def: dict[str, Any] | 
 
 def trained_retina_net(epochs: int = 6, seed: int = 0) -> DenseNet:
     """The bundle's small MONAI DenseNet trained briefly on the RetinaMNIST train split (1,080 photographs, pixels
-    scaled to [0, 1], no other preprocessing): a real classifier, better than chance on the held-out splits."""
+    scaled to [0, 1], no other preprocessing): a real classifier, better than chance on the held-out splits.
+    A fresh copy of one training per session (the tests that bundle it may change it)."""
+    return copy.deepcopy(_trained(epochs, seed))
+
+
+@functools.lru_cache(maxsize=2)
+def _trained(epochs: int, seed: int) -> DenseNet:
     torch.manual_seed(seed)
     train = load_medmnist(RETINAMNIST, num_classes=5)["train"]
     x = torch.from_numpy(np.asarray(train.images, dtype=np.float32) / 255).permute(0, 3, 1, 2)
