@@ -263,10 +263,10 @@ def _format_words(detected: formats.Detected) -> str:
     return {"monai_bundle": "MONAI bundle", "timm": "timm state dict"}.get(name, "state dict")
 
 
-def _labelled(base: Path, card: ModelCard, kind: str) -> checks.LabelledSet | None:
+def _labelled(base: Path, card: ModelCard, kind: str, *, limit: int | None = None) -> checks.LabelledSet | None:
     """The labelled set stored as `base/` (a folder) or `base.zip`: labels.csv (image,label) and its images, or
     (study_instance_uid,label) naming studies stored in Lumen; decoded as the worker decodes studies. None when
-    none was given."""
+    none was given. `limit`: only the first rows (a sample; the labels are still checked for those)."""
     if base.with_suffix(".zip").is_file() and not base.is_dir():
         _unzip(base.with_suffix(".zip"), base)
     if not base.is_dir():
@@ -284,7 +284,7 @@ def _labelled(base: Path, card: ModelCard, kind: str) -> checks.LabelledSet | No
                                "study_instance_uid,label (studies stored in Lumen)")
     images: list[ImageLike] = []
     labels: list[Any] = []
-    for number, row in enumerate(rows, start=2):
+    for number, row in enumerate(rows[:limit], start=2):
         if row.get("image"):
             path = (table.parent / row["image"]).resolve()
             if table.parent.resolve() not in path.parents or not path.is_file():
@@ -344,9 +344,9 @@ def _stored_study(uid: str, kind: str, line: int) -> Image:
 
 def _samples(folder: Path, card: ModelCard, *, limit: int) -> list[ImageLike]:
     """Images of the model's domain: the validation set's first ones, else Lumen's own of that colour."""
-    stored = _labelled(folder / "validation", card, "validation")
+    stored = _labelled(folder / "validation", card, "validation", limit=limit)
     if stored is not None:
-        return list(stored.images[:limit])
+        return list(stored.images)
     paths = [path for path in _DOMAIN_SAMPLES[card.input.colour] if path.is_file()][:limit]
     if not paths:
         raise OnboardingFailed("no sample images of the model's domain on this worker: give a validation set")

@@ -206,8 +206,8 @@ def metadata(instance: Instance, base_url: str) -> dict[str, Any]:
         f"{instance.series.series_instance_uid}/instances/{instance.sop_instance_uid}/frames/1"
     document: dict[str, Any] = dataset.to_json_dict(bulk_data_threshold=1 << 16,
                                                    bulk_data_element_handler=lambda _element: frames_url)
-    if instance.samples_per_pixel:  # pixel data was left unread: say where it is
-        document["7FE00010"] = {"vr": "OB" if instance.bits_stored <= 8 else "OW", "BulkDataURI": frames_url}
+    # Pixel data was left unread (every stored DICOM instance has an image: ingest refuses others): say where it is.
+    document["7FE00010"] = {"vr": "OB" if instance.bits_stored <= 8 else "OW", "BulkDataURI": frames_url}
     return document
 
 
@@ -239,8 +239,8 @@ def store(session: Session, parts: Sequence[bytes], *, user_id: int, study_uid: 
     stored: list[tuple[str, str, str]] = []
     failed: list[tuple[str, str, str]] = []
     for number, body in enumerate(parts, start=1):
-        sop_class, sop_uid = _uids_of(body)
-        if study_uid is not None and _study_uid_of(body) != study_uid:
+        sop_class, sop_uid, its_study = _uids_of(body)
+        if study_uid is not None and its_study != study_uid:
             failed.append((sop_class, sop_uid, f"part {number}: its Study Instance UID is not {study_uid}"))
             continue
         try:
@@ -277,19 +277,15 @@ def stow_response(outcome: Stored, base_url: str) -> dict[str, Any]:
     return document
 
 
-def _uids_of(body: bytes) -> tuple[str, str]:
+def _uids_of(body: bytes) -> tuple[str, str, str]:
+    """SOP Class, SOP Instance and Study Instance UIDs of a part ("" each when it is not DICOM: ingest says why)."""
     try:
         dataset = pixels.read_dicom(body, stop_before_pixels=True)
-        return str(dataset.get("SOPClassUID", "")), str(dataset.get("SOPInstanceUID", ""))
-    except Exception:  # not DICOM at all: the ingest says why
-        return "", ""
-
-
-def _study_uid_of(body: bytes) -> str:
-    try:
-        return str(pixels.read_dicom(body, stop_before_pixels=True).get("StudyInstanceUID", ""))
     except Exception:
-        return ""
+        return "", "", ""
+    sop_class, sop_uid, study_uid = (str(dataset.get(k, "")) for k in ("SOPClassUID", "SOPInstanceUID",
+                                                                      "StudyInstanceUID"))
+    return sop_class, sop_uid, study_uid
 
 
 def _attr(vr: str, *values: Any) -> dict[str, Any]:

@@ -545,10 +545,3 @@ def _summary(data: dict[str, Any], report: CheckReport) -> str:
     intended_use = str(data.get("intended_use", ""))
     return "; ".join(parts) + ". " + intended_use[:1].upper() + intended_use[1:] + "."
 
-
-def default_methods_of(card: ModelCard | dict[str, Any]) -> list[str] | None:
-    """The explanation methods the card offers by default (`evaluation.explanations.default`, written at
-    onboarding), or None when it names none (the worker then uses the global default list)."""
-    evaluation_block = card.evaluation if isinstance(card, ModelCard) else card.get("evaluation") or {}
-    default = (evaluation_block.get("explanations") or {}).get("default")
-    return [str(name) for name in default] if isinstance(default, list) else None

@@ -26,7 +26,6 @@ from models.onboarding.checks import (
     CheckReport,
     LabelledSet,
     apply_report,
-    default_methods_of,
     run_checks,
 )
 from models.recipes.common import deterministic_cpu, normalise, to_tensor
@@ -124,10 +123,11 @@ def test_apply_report_writes_a_card_that_loads(shipped, tmp_path):
     assert onboarded.uncertainty_threshold == report.calibration["referral"]["threshold"]
     assert onboarded.metrics["split"] == "test upload (400 images)" and onboarded.serve_automatically
     assert ood.load_gate(onboarded).threshold == report.gate["threshold"]  # the sha256 in the card matches
-    assert default_methods_of(onboarded) == ["gradient", "gradcam", "guided_backprop"] == default_methods_of(data)
+    assert onboarded.evaluation["explanations"]["default"] == ["gradient", "gradcam", "guided_backprop"]
     assert "accuracy 0.53" in onboarded.summary and "mahalanobis gate" in onboarded.summary
     load_model(onboarded)
-    assert default_methods_of(card) is None  # the shipped card names no default methods: the global list applies
+    # The shipped card names no default methods: the global list applies (app.jobs.service.served_methods).
+    assert "default" not in (card.evaluation.get("explanations") or {})
 
 
 # ---- small nets trained here -------------------------------------------------------------------------------------
