@@ -41,7 +41,18 @@ from app.tables import (
 )
 
 T = TypeVar("T")
-_RANK = {ConditionKind.unassisted: 0, ConditionKind.prediction: 1, ConditionKind.prediction_heatmap: 2}
+
+# What each kind of condition shows beside the image: "prediction" (grades/probabilities, uncertainty, referral),
+# "heatmap" (the one chosen method's map), "similar_cases" (the nearest confirmed reference cases), "concepts"
+# (the concept evidence, told in words) and "justification" (the written sentences, which draw on all of these).
+_SHOWS: dict[ConditionKind, frozenset[str]] = {
+    ConditionKind.unassisted: frozenset(),
+    ConditionKind.prediction: frozenset({"prediction"}),
+    ConditionKind.prediction_heatmap: frozenset({"prediction", "heatmap"}),
+    ConditionKind.prediction_similar: frozenset({"prediction", "similar_cases"}),
+    ConditionKind.prediction_concepts: frozenset({"prediction", "concepts"}),
+    ConditionKind.prediction_justification: frozenset({"prediction", "justification"}),
+}
 
 
 class Blinded(Forbidden):
@@ -52,18 +63,50 @@ class Blinded(Forbidden):
 
 @dataclass(frozen=True)
 class Allowance:
-    """The most a reader may see of one case while its reads are pending."""
+    """The most a reader may see of one case while its reads are pending: `kind`, the condition's kind (or, where
+    several pending conditions meet on one case, the kind of what all of them allow); `shows`, the pieces of
+    assistance that reach the browser."""
 
     kind: ConditionKind
-    method: str | None  # the one heatmap method shown, for prediction_heatmap
+    method: str | None  # the one heatmap method shown, where a heatmap is
     study_name: str
+    shows: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, kind: ConditionKind, method: str | None, study_name: str) -> Allowance:
+        return cls(kind=kind, method=method, study_name=study_name, shows=_SHOWS[kind])
 
     @property
     def prediction(self) -> bool:
-        return self.kind != ConditionKind.unassisted
+        return "prediction" in self.shows
 
     def heatmap(self, method: str) -> bool:
-        return self.kind == ConditionKind.prediction_heatmap and method == self.method
+        return "heatmap" in self.shows and method == self.method
+
+    @property
+    def similar_cases(self) -> bool:
+        return "similar_cases" in self.shows
+
+    @property
+    def concepts(self) -> bool:
+        return "concepts" in self.shows
+
+    @property
+    def justification(self) -> bool:
+        return "justification" in self.shows
+
+    def meet(self, other: Allowance) -> Allowance:
+        """What both allow: an unaided read is never spoiled by an aided one of the same case. Two heatmap
+        conditions with different methods show neither map until both are read."""
+        shows = self.shows & other.shows
+        method = self.method if self.method == other.method else None
+        if method is None:
+            shows -= {"heatmap"}
+        kinds = [kind for kind, pieces in _SHOWS.items() if pieces == shows]
+        # A meet that is no condition's own kind (similar cases met with concepts) is named by the narrower kind.
+        kind = kinds[0] if kinds else ConditionKind.prediction
+        return Allowance(kind=kind, method=method if "heatmap" in shows else None, study_name=self.study_name,
+                         shows=shows)
 
 
 def condition_of(reader_study: ReaderStudy, key: str) -> dict:
@@ -96,23 +139,16 @@ def _pending_rows(session: Session, *, user_id: int, study_ids: list[int] | None
 def condition_allowance(reader_study: ReaderStudy, key: str) -> Allowance:
     """What the condition `key` of this study shows of the AI (an assignment's case is shown under it)."""
     condition = condition_of(reader_study, key)
-    kind = ConditionKind(condition["kind"])
-    return Allowance(kind=kind, method=condition.get("method"), study_name=reader_study.name)
+    return Allowance.of(ConditionKind(condition["kind"]), condition.get("method"), reader_study.name)
 
 
 def _strictest(rows) -> dict[int, Allowance]:
-    """Per key (study or instance id): the strictest condition among the reader's pending assignments."""
+    """Per key (study or instance id): what all of the reader's pending assignments on it allow."""
     allowed: dict[int, Allowance] = {}
     for key, condition_key, reader_study in rows:
         candidate = condition_allowance(reader_study, condition_key)
         current = allowed.get(key)
-        if current is None or _RANK[candidate.kind] < _RANK[current.kind] or (
-            candidate.kind == current.kind and candidate.method != current.method
-        ):
-            # Two heatmap conditions with different methods on one case: show neither method until both are read.
-            if current is not None and candidate.kind == current.kind == ConditionKind.prediction_heatmap:
-                candidate = Allowance(kind=ConditionKind.prediction, method=None, study_name=candidate.study_name)
-            allowed[key] = candidate
+        allowed[key] = candidate if current is None else current.meet(candidate)
     return allowed
 
 

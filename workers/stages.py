@@ -1,7 +1,8 @@
 """A claimed job's compute in stages, each stored as soon as it is done, so that a reader sees the first
 answer in seconds and the rest as it comes (progressive results):
 
-1. prediction: the uncertainty estimate and the class, stored as the job's Prediction;
+1. prediction: the uncertainty estimate and the class, with the similar confirmed cases and the concept
+   evidence where the model ships them (workers/evidence.py), stored as the job's Prediction;
 2. fast maps: the single-pass methods of the job (`models.explain.bundle.SINGLE_PASS`: gradients, CAMs,
    guided backprop...), stored as Heatmaps without faithfulness scores;
 3. slow maps: the others (integrated gradients, perturbation and sampling methods), stored the same way;
@@ -25,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from sqlalchemy import select, update
@@ -35,13 +37,13 @@ from app.jobs import service as jobs_service
 from app.tables import Heatmap
 from models.card import ModelCard
 from models.explain.bundle import SINGLE_PASS
-from workers import batch, storing
+from workers import batch, evidence, storing
 from workers.storing import JobWork, Outcome
 
 logger = logging.getLogger(__name__)
 
 # Seconds in a job's timings that are the network's work; the rest of `total_s` (but `urgent_s`) is overhead.
-COMPUTE_TIMINGS = ("ood_s", "predict_s", "explain_s", "resample_s", "scores_s")
+COMPUTE_TIMINGS = ("ood_s", "predict_s", "evidence_s", "explain_s", "resample_s", "scores_s")
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Running:
     prepared: batch.Prepared
     timings: dict[str, float]
     predicted: batch.Predicted | None = None
+    # Similar cases and concept evidence (workers/evidence.py), stored with the prediction.
+    evidence: dict[str, Any] | None = None
     explained: list[batch.Explained] = field(default_factory=list)
     # The Prediction row the maps go to (this job's, or the model's earlier one for the image), and the class
     # it explains: known once the prediction stage is stored, so later stores need not look it up again.
@@ -69,9 +73,12 @@ def fast_and_slow(methods: list[str]) -> tuple[list[str], list[str]]:
 
 def _predict(model: torch.nn.Module, card: ModelCard, jobs: list[Running]) -> None:
     predicted, seconds = batch.predict(model, card, [job.prepared for job in jobs])
-    for job, result in zip(jobs, predicted, strict=True):
+    x = torch.cat([job.prepared.x for job in jobs])
+    found, evidence_seconds = evidence.compute(model, card, x, [result.target for result in predicted])
+    for job, result, extra in zip(jobs, predicted, found, strict=True):
         job.predicted = result
-        _add(job.timings, {"batch_size": len(jobs), "predict_s": seconds})
+        job.evidence = extra
+        _add(job.timings, {"batch_size": len(jobs), "predict_s": seconds, "evidence_s": evidence_seconds})
 
 
 def _explain(model: torch.nn.Module, card: ModelCard, jobs: list[Running], methods: list[str]) -> None:
@@ -135,7 +142,7 @@ def _prediction(session: Session, job: Running) -> tuple[int, int]:
     """The id of the Prediction row the job's maps go to, and the class they explain."""
     if job.prediction is None:
         assert job.predicted is not None
-        prediction = storing.prediction_for(session, job.work, job.predicted)
+        prediction = storing.prediction_for(session, job.work, job.predicted, evidence=job.evidence)
         session.flush()
         job.prediction = (prediction.id, prediction.label_index)
     return job.prediction

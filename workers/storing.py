@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy.exc import OperationalError
@@ -102,10 +102,19 @@ def earlier_prediction(session: Session, *, instance_id: int, model_id: int) -> 
     )
 
 
-def prediction_for(session: Session, work: JobWork, result: batch.Predicted) -> Prediction:
-    """The model's earlier prediction for this image (a request for more methods adds to it), else a new one."""
+def prediction_for(
+    session: Session, work: JobWork, result: batch.Predicted, *, evidence: dict[str, Any] | None = None
+) -> Prediction:
+    """The model's earlier prediction for this image (a request for more methods adds to it, and gives it the
+    similar cases and concepts it lacks), else a new one."""
+    extra = evidence or {}
     earlier = earlier_prediction(session, instance_id=work.instance_id, model_id=work.model_id)
     if earlier is not None:
+        if earlier.similar_cases is None:
+            earlier.similar_cases = extra.get("similar_cases")
+            earlier.similar_thumbnails = extra.get("similar_thumbnails")
+        if earlier.concepts is None and earlier.label_index == result.target:
+            earlier.concepts = extra.get("concepts")
         return earlier
     estimate = result.estimate
     prediction = Prediction(
@@ -119,6 +128,9 @@ def prediction_for(session: Session, work: JobWork, result: batch.Predicted) -> 
         mutual_information=estimate.mutual_information,
         mc_spread=estimate.mc_spread,
         referral=estimate.referral,
+        similar_cases=extra.get("similar_cases"),
+        similar_thumbnails=extra.get("similar_thumbnails"),
+        concepts=extra.get("concepts"),
     )
     session.add(prediction)
     return prediction

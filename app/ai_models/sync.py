@@ -53,6 +53,14 @@ def sync_models(session: Session) -> list[AiModel]:
     return list(session.scalars(select(AiModel).where(AiModel.is_active.is_(True)).order_by(AiModel.id)))
 
 
+def model_folder(name: str, version: str) -> Path | None:
+    """The folder this host holds the model in (card, weights, reference library...), if it holds it."""
+    for card in scan_cards(get_settings().model_dirs).cards:
+        if card.name == name and card.version == version:
+            return Path(card.folder)
+    return None
+
+
 def describe_models() -> list[str]:
     """One line per installed model with its measured test metrics, then the invalid folders."""
     scan = scan_cards(get_settings().model_dirs)

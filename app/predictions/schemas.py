@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,3 +36,8 @@ class PredictionOut(BaseModel):
     referral: bool
     created_at: datetime
     heatmaps: list[HeatmapRef]
+    # Explanations beyond heatmaps, as stored (workers/evidence.py); None where the model has none or a reader
+    # study's condition hides them. similar_cases: {rank, index, case_id, label_indices, similarity} nearest first;
+    # concepts: {concept, sensitivity, strength, accuracy} strongest first.
+    similar_cases: list[dict[str, Any]] | None = None
+    concepts: list[dict[str, Any]] | None = None

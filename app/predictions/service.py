@@ -3,6 +3,7 @@ and what of it a caller may see."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import func, select
@@ -96,7 +97,27 @@ def visible_prediction(session: Session, *, instance: Instance, user_id: int, ip
         referral=prediction.referral,
         created_at=prediction.created_at,
         heatmaps=[HeatmapRef.model_validate(heatmap) for heatmap in heatmaps],
+        similar_cases=prediction.similar_cases if allowance is None or allowance.similar_cases else None,
+        concepts=prediction.concepts if allowance is None or allowance.concepts else None,
     )
+
+
+def similar_thumbnail(session: Session, *, prediction_id: int, rank: int, user_id: int) -> bytes:
+    """The PNG thumbnail of the prediction's similar case at `rank` (1: the nearest): NotFound if there is none,
+    Blinded while a reader study hides the similar cases of this image from the user."""
+    prediction = session.get(Prediction, prediction_id)
+    if prediction is None:
+        raise NotFound(f"prediction {prediction_id} does not exist")
+    allowance = visibility.instance_allowance(session, user_id=user_id, instance_id=prediction.instance_id)
+    if allowance is not None and not allowance.similar_cases:
+        raise visibility.Blinded(
+            f"this image is a case of reader study {allowance.study_name!r} that you have not read yet; "
+            "its similar cases are not part of its condition"
+        )
+    thumbnails = prediction.similar_thumbnails or []
+    if not 1 <= rank <= min(len(prediction.similar_cases or []), len(thumbnails)):
+        raise NotFound(f"prediction {prediction_id} has no similar case ranked {rank}")
+    return base64.b64decode(thumbnails[rank - 1])
 
 
 def visible_heatmap(session: Session, *, heatmap_id: int, user_id: int) -> Heatmap:

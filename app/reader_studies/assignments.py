@@ -14,11 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from app import visibility
-from app.reader_studies.schemas import AssignmentOut, QueueOut, StudyAssignmentContext
+from app.reader_studies.schemas import RATEABLE_KINDS, AssignmentOut, QueueOut, StudyAssignmentContext
 from app.reader_studies.service import Conflict, Invalid, NotFound
-from app.reading import room, vocabulary
+from app.reading import beyond, room, vocabulary
 from app.reading import service as reading_service
 from app.reading.schemas import (
+    BEYOND_HEATMAPS,
     Assistance,
     AssistanceEventIn,
     FindingProbability,
@@ -210,7 +211,11 @@ def _blind(
         if assistance is not None:
             shown = [item for item in assistance.heatmaps if allowance.heatmap(item.method)]
             assistance = assistance.model_copy(
-                update={"heatmaps": shown[:1], "study_finding": _finding_probability(assistance, finding)}
+                update={
+                    "heatmaps": shown[:1],
+                    "study_finding": _finding_probability(assistance, finding),
+                    **beyond.restrict(assistance, allowance),
+                }
             )
         refusal = instance.refusal if allowance.prediction else None  # the gate's verdict is AI output too
         instances.append(instance.model_copy(update={"assistance": assistance, "refusal": refusal}))
@@ -245,8 +250,9 @@ def assignment_view(session: Session, *, assignment: StudyAssignment, user_id: i
     allowance = visibility.condition_allowance(study, assignment.condition)
     view = _blind(view, assignment=assignment, allowance=allowance, finding=study.finding)
     form = room.form_config(form_of(study), finding=study.finding)
-    # An arm that shows no heatmap asks nothing about one: its page carries no rating questions at all.
-    rated = visibility.condition_of(study, assignment.condition)["kind"] == ConditionKind.prediction_heatmap
+    # An arm that shows no explanation (a heatmap, similar cases, concepts, a justification) asks nothing about
+    # one: its page carries no rating questions at all.
+    rated = visibility.condition_of(study, assignment.condition)["kind"] in RATEABLE_KINDS
     form = form.model_copy(update={"questions": [q for q in form.questions if rated and q.value in study.questions]})
     context = _context(session, assignment=assignment, study=study)
     return view.model_copy(
@@ -318,13 +324,32 @@ def submit(
     return read, created
 
 
-def _shown_heatmap_ids(session: Session, *, assignment: StudyAssignment) -> set[int]:
+def _shown_explanations(session: Session, *, assignment: StudyAssignment) -> set[tuple[str, int]]:
+    """What this assignment's page shows that a reader may rate: ("heatmap", id) and (explanation, prediction id)
+    for the explanations beyond maps."""
     view = assignment_view(session, assignment=assignment, user_id=assignment.reader.user_id)
-    return {heatmap.id for item in view.instances if item.assistance for heatmap in item.assistance.heatmaps}
+    shown: set[tuple[str, int]] = set()
+    for item in view.instances:
+        assistance = item.assistance
+        if assistance is None:
+            continue
+        shown |= {("heatmap", heatmap.id) for heatmap in assistance.heatmaps}
+        for explanation in BEYOND_HEATMAPS:
+            if getattr(assistance, explanation) is not None:
+                shown.add((explanation, assistance.prediction_id))
+    return shown
+
+
+def _rated(data: RatingIn) -> tuple[str, int]:
+    if data.heatmap_id is not None:
+        return "heatmap", data.heatmap_id
+    assert data.explanation is not None and data.prediction_id is not None  # RatingIn's validator
+    return data.explanation, data.prediction_id
 
 
 def rate(session: Session, *, assignment: StudyAssignment, data: RatingIn) -> tuple[RatingOut, bool]:
-    """Rate the heatmap this assignment shows; in an explanation-rating study this completes the read."""
+    """Rate the explanation this assignment shows (its heatmap, similar cases, concepts or justification); in an
+    explanation-rating study this completes the read."""
     study = assignment.reader.reader_study
     existing = session.scalar(
         select(ExplanationRating).where(
@@ -333,8 +358,10 @@ def rate(session: Session, *, assignment: StudyAssignment, data: RatingIn) -> tu
         )
     )
     if existing is None:
-        if data.heatmap_id not in _shown_heatmap_ids(session, assignment=assignment):
-            raise Invalid(f"heatmap {data.heatmap_id} is not shown in this assignment")
+        what, number = _rated(data)
+        if (what, number) not in _shown_explanations(session, assignment=assignment):
+            named = f"heatmap {number}" if what == "heatmap" else f"the {what} of prediction {number}"
+            raise Invalid(f"{named} is not shown in this assignment")
         missing = sorted(set(study.questions) - set(data.answers))
         if study.task == StudyTask.explanation_rating and missing:
             raise Invalid(f"answer every question of this study: {', '.join(missing)} missing")

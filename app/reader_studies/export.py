@@ -40,6 +40,10 @@ AI_COLUMNS = tuple(_AI_FIELDS)
 # Added after the AI columns (columns are only ever added at the end): the finding a binary-finding study reads,
 # and the AI's probability of it as the panel showed it at submit.
 FINDING_COLUMNS = ("study_finding", "ai_finding_probability")
+# Added after those: the kind of the condition (what it shows: app.tables.ConditionKind), and the explanations
+# beyond heatmaps the page carried at submit (the similar cases by their reference ids, how many of them carried
+# the predicted label, the concept evidence and the justification in the words shown).
+BEYOND_COLUMNS = ("condition_kind", "ai_similar_cases", "ai_similar_agreeing", "ai_concepts", "ai_justification")
 COLUMNS = (
     "study",
     "reader",
@@ -68,6 +72,9 @@ COLUMNS = (
     "ai_shown",
     *AI_COLUMNS,
     *FINDING_COLUMNS,
+    *BEYOND_COLUMNS,
+    # The number of evidence marks the reader drew (Read.evidence_marks); their statistics: evidence.csv.
+    "evidence_marks",
 )
 
 
@@ -87,6 +94,20 @@ def _finding_of(study: ReaderStudy, read: Read | None) -> dict[str, Any]:
     """The study's finding (empty where it names none) and the AI's probability of it recorded at submit."""
     snapshot = (read.ai_snapshot if read else None) or {}
     return {"study_finding": study.finding or None, "ai_finding_probability": snapshot.get("finding_probability")}
+
+
+def _beyond_of(study: ReaderStudy, condition: str, read: Read | None) -> dict[str, Any]:
+    snapshot = (read.ai_snapshot if read else None) or {}
+    kinds = {item["key"]: item["kind"] for item in study.conditions}
+    similar = snapshot.get("similar_case_ids")
+    sentences = snapshot.get("justification")
+    return {
+        "condition_kind": kinds.get(condition),
+        "ai_similar_cases": " ".join(similar) if similar else None,
+        "ai_similar_agreeing": snapshot.get("similar_agreeing"),
+        "ai_concepts": snapshot.get("concepts"),
+        "ai_justification": " ".join(sentences) if sentences else None,
+    }
 
 
 def _reads(session: Session, *, assignment_ids: list[int]) -> dict[int, Read]:
@@ -166,6 +187,8 @@ def long_rows(session: Session, *, study: ReaderStudy) -> list[dict[str, Any]]:
                 "submitted_at": _iso(read.submitted_at if read else assignment.completed_at),
                 **_ai_of(read),
                 **_finding_of(study, read),
+                **_beyond_of(study, assignment.condition, read),
+                "evidence_marks": len(read.evidence_marks or []) if read else None,
             }
         )
     return rows
@@ -199,10 +222,10 @@ def csv_cell(value: Any) -> Any:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
     """CSV with a header, each cell as csv_cell writes it (text neutralised against formula injection)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: csv_cell(value) for key, value in row.items()})

@@ -31,6 +31,9 @@ CONDITION_KINDS = (
     (ConditionKind.unassisted.value, "Unassisted (no AI)"),
     (ConditionKind.prediction.value, "Prediction only"),
     (ConditionKind.prediction_heatmap.value, "Prediction + heatmap"),
+    (ConditionKind.prediction_similar.value, "Prediction + similar confirmed cases"),
+    (ConditionKind.prediction_concepts.value, "Prediction + concept evidence"),
+    (ConditionKind.prediction_justification.value, "Prediction + written justification"),
 )
 
 

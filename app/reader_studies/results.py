@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.reader_studies import export
+from app.reader_studies import evidence, export
 from app.reading import vocabulary
 from app.statistics import results as study_results
 from app.tables import ReaderStudy
@@ -32,4 +32,5 @@ def dashboard(session: Session, *, study: ReaderStudy) -> dict[str, Any]:
     rows = export.long_rows(session, study=study)
     about = {"id": study.id, "name": study.name, "task": study.task.value, "finding": study.finding,
              "scheme": study.scheme, "seed": study.seed, "state": study.state.value}
-    return {"study": about, **study_results.summarise(rows, design=design_of(study))}
+    return {"study": about, **study_results.summarise(rows, design=design_of(study)),
+            "evidence": evidence.summary(session, study=study)}

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app.audit.dependencies import ClientIp
 from app.auth.dependencies import CanRead
 from app.db import WRITES, DbSession
-from app.reader_studies import assignments, export, reference, results
+from app.reader_studies import assignments, evidence, export, reference, results
 from app.reader_studies import service as study_service
 from app.reader_studies.dependencies import CanCoordinate, MyAssignmentOr404, ReaderStudyOr404
 from app.reader_studies.schemas import (
@@ -182,6 +182,21 @@ def export_json(request: Request, study: ReaderStudyOr404, user: CanCoordinate, 
             "statistics": results.dashboard(session, study=study)}
     filename = f"reader-study-{study.id}.json"
     return JSONResponse(body, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/reader-studies/{reader_study_id}/evidence.csv", responses=_ERRORS)
+def export_evidence_csv(
+    request: Request, study: ReaderStudyOr404, user: CanCoordinate, session: DbSession,
+    table: Annotated[evidence.Table, Query(description="heatmaps: one row per read and heatmap method, the read's "
+                                           "marks against the map; pairs: one row per two readers' reads of a case, "
+                                           "their Dice")] = "heatmaps",
+) -> Response:
+    """Readers' evidence marks against the heatmaps (relevance mass, pointing game, IoU at equal area) or between
+    readers (Dice), in long format for analysis; pseudonymous like export.csv."""
+    columns, rows = evidence.exported_rows(session, study=study, table=table, user_id=user.id, ip=_ip(request))
+    filename = f"reader-study-{study.id}-evidence-{table}.csv"
+    return PlainTextResponse(export.to_csv(rows, columns), media_type="text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get(

@@ -18,6 +18,15 @@ _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _QUESTION_KEYS = tuple(key for key, _ in vocabulary.RATING_QUESTIONS)
 
 
+# The conditions that show an explanation a reader can rate on the study's Likert questions.
+RATEABLE_KINDS = frozenset({
+    ConditionKind.prediction_heatmap,
+    ConditionKind.prediction_similar,
+    ConditionKind.prediction_concepts,
+    ConditionKind.prediction_justification,
+})
+
+
 class ConditionIn(BaseModel):
     """One assistance condition: what the reader sees beside the image."""
 
@@ -114,8 +123,11 @@ class ReaderStudyIn(BaseModel):
         if len(set(keys)) != len(keys):
             raise ValueError("condition keys must be unique")
         if self.task == StudyTask.explanation_rating:
-            if any(condition.kind != ConditionKind.prediction_heatmap for condition in self.conditions):
-                raise ValueError("an explanation-rating study shows a heatmap in every condition")
+            if any(condition.kind not in RATEABLE_KINDS for condition in self.conditions):
+                raise ValueError(
+                    "an explanation-rating study shows an explanation in every condition (a heatmap, similar cases, "
+                    "concepts or a justification)"
+                )
             if not self.questions:
                 raise ValueError("an explanation-rating study asks at least one question")
         if self.scheme == Scheme.sequential:

@@ -12,7 +12,9 @@ from app.audit.dependencies import ClientIp
 from app.auth.dependencies import PageCaller
 from app.bounds import DbId
 from app.db import DbSession
-from app.reading import room
+from app.errors import NotFound
+from app.reading import beyond, room
+from app.tables import AiModel
 
 router = APIRouter(tags=["pages"])
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -24,3 +26,15 @@ def reading_page(request: Request, study_id: DbId, caller: PageCaller, session: 
     view = room.reading_page(session, study_id=study_id, user=caller.user, ip=ip)
     context = {"caller": caller, "csrf_token": caller.auth_session.csrf_token, "view": view}
     return templates.TemplateResponse(request, "reading/read.html", context)
+
+
+@router.get("/models/{model_id}/concepts", include_in_schema=False)
+def concept_page(request: Request, model_id: DbId, caller: PageCaller, session: DbSession) -> Response:
+    """A model's concepts: what each concept vector was learnt from, how well it tells held-out examples from
+    random ones, and which classes it drives (TCAV with its significance test)."""
+    model = session.get(AiModel, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} does not exist")
+    context = {"caller": caller, "csrf_token": caller.auth_session.csrf_token, "page": beyond.concept_page(model),
+               "model": model}
+    return templates.TemplateResponse(request, "reading/concepts.html", context)

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 from app import visibility
 from app.audit import service as audit_service
 from app.predictions import service as predictions_service
+from app.reading import beyond, vocabulary
 from app.reading import service as reading_service
-from app.reading import vocabulary
 from app.reading.schemas import (
     Assistance,
     Choice,
@@ -100,14 +100,6 @@ def form_config(kind: str, *, finding: str = "") -> FormConfig:
     )
 
 
-def _top_probability(prediction: Prediction) -> float | None:
-    """The calibrated probability of the predicted class (of a single-label model: its probabilities sum to 1)."""
-    values = list(prediction.probabilities)
-    if not values or abs(sum(values) - 1) > 1e-3 or not 0 <= prediction.label_index < len(values):
-        return None
-    return float(values[prediction.label_index])
-
-
 def _referral_rule(card: dict) -> str:
     """What the card measured of its referral threshold, in one sentence, if it did (metrics.referral: the
     threshold is fitted on validation images; `referred_fraction` is the share of test images it refers)."""
@@ -131,7 +123,7 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
         return labels[index] if 0 <= index < len(labels) else str(index)
 
     ranks = method_ranking(prediction.model.card)
-    top_probability = _top_probability(prediction)
+    top_probability = beyond.top_probability(prediction)
     # The best-ranked method first, so the reading room opens on it; unranked methods after, by name.
     heatmaps = sorted(
         prediction.heatmaps, key=lambda row: (ranks.get(row.method, len(ranks) + 1), row.method, row.target_class)
@@ -174,6 +166,9 @@ def _assistance(prediction: Prediction, *, rated: set[int]) -> Assistance:
             )
             for heatmap in heatmaps
         ],
+        similar_cases=beyond.similar_cases(prediction),
+        concepts=beyond.concepts(prediction),
+        justification=beyond.justification_of(prediction, top_probability=top_probability),
     )
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.bounds import DbId, FreeText, JsonDetail
 from app.reading import vocabulary
@@ -50,6 +50,59 @@ class AssistanceState(BaseModel):
     grid: bool = False
 
 
+# Readers' own evidence (app/statistics/evidence.py): where on the image the grade came from, as boxes and brush
+# strokes in normalised image coordinates (x = column / width, y = row / height, 0..1 from the top left), so that
+# a mark means the same place at any display size. Bounded so that a draft stays a small request.
+MAX_EVIDENCE_MARKS = 200
+MAX_STROKE_POINTS = 2000
+MAX_EVIDENCE_POINTS = 20_000
+Normalised = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+BrushRadius = Annotated[float, Field(gt=0, le=0.5, allow_inf_nan=False)]
+
+
+class BoxMark(BaseModel):
+    """A rectangle the reader drew: [x0, y0, x1, y1], its left, top, right and bottom edges (x0 < x1, y0 < y1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["box"]
+    instance_id: DbId = Field(description="the image of the read the mark is on")
+    frame: int = Field(0, ge=0, le=100_000, description="the frame of a multi-frame image (0 otherwise)")
+    box: tuple[Normalised, Normalised, Normalised, Normalised]
+
+    @field_validator("box")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x0, y0, x1, y1 = value
+        if not (x0 < x1 and y0 < y1):
+            raise ValueError("a box is [x0, y0, x1, y1] with x0 < x1 and y0 < y1 (left, top, right, bottom)")
+        return value
+
+
+class StrokeMark(BaseModel):
+    """A brush stroke (`brush` marks, `erase` unmarks what was marked before it): the polyline of its points, and
+    the brush's half width along x and along y, each in its axis's normalised units (a round brush of r pixels on a
+    W x H image: [r / W, r / H])."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["brush", "erase"]
+    instance_id: DbId = Field(description="the image of the read the mark is on")
+    frame: int = Field(0, ge=0, le=100_000, description="the frame of a multi-frame image (0 otherwise)")
+    radius: tuple[BrushRadius, BrushRadius]
+    points: list[tuple[Normalised, Normalised]] = Field(min_length=1, max_length=MAX_STROKE_POINTS)
+
+
+EvidenceMark = Annotated[BoxMark | StrokeMark, Field(discriminator="kind")]
+
+
+def _bounded_marks(marks: list[BoxMark | StrokeMark] | None) -> list[BoxMark | StrokeMark] | None:
+    points = sum(len(mark.points) for mark in marks or () if isinstance(mark, StrokeMark))
+    if points > MAX_EVIDENCE_POINTS:
+        raise ValueError(f"the marks hold {points} points; a read holds at most {MAX_EVIDENCE_POINTS}")
+    return marks
+
+
 class ReadIn(BaseModel):
     """A draft to save or a read to submit."""
 
@@ -64,6 +117,11 @@ class ReadIn(BaseModel):
     # The page numbers its drafts (milliseconds since the epoch, raised past the last one sent): a draft that
     # arrives after a newer one of the same read is not stored. None: stored whatever came before.
     client_seq: int | None = Field(None, ge=0, le=2**53)
+    # The reader's evidence marks, in drawing order (an erase applies to what came before it); None leaves the
+    # stored marks as they are (a page that does not mark), [] clears them.
+    evidence_marks: list[EvidenceMark] | None = Field(None, max_length=MAX_EVIDENCE_MARKS)
+
+    _marks_bounded = field_validator("evidence_marks")(_bounded_marks)
 
 
 class AiSnapshot(BaseModel):
@@ -72,7 +130,7 @@ class AiSnapshot(BaseModel):
     that the reader picked, outside a study). All None where the page carried no AI. Stored as a copy on the read."""
 
     condition: str | None = None  # the assignment's condition key; None for a clinical read
-    condition_kind: str | None = None  # unassisted | prediction | prediction_heatmap; None for a clinical read
+    condition_kind: str | None = None  # app.tables.ConditionKind; None for a clinical read
     prediction_id: int | None = None
     model: str | None = None
     model_version: str | None = None
@@ -88,6 +146,12 @@ class AiSnapshot(BaseModel):
     finding: str | None = None
     finding_label_index: int | None = None
     finding_probability: float | None = None
+    # The explanations beyond heatmaps the page carried (None where it carried none): the reference cases shown,
+    # how many of them carried the predicted label, the concept evidence in words and the justification's sentences.
+    similar_case_ids: list[str] | None = None
+    similar_agreeing: int | None = None
+    concepts: str | None = None
+    justification: list[str] | None = None
 
 
 class ReadOut(BaseModel):
@@ -110,20 +174,39 @@ class ReadOut(BaseModel):
     assistance: dict[str, Any]
     ai_shown: bool | None = None  # the AI on screen at submit, as the server recorded it; None on a draft
     client_seq: int | None = None  # the page's number of the newest draft stored
+    evidence_marks: list[EvidenceMark] = []  # the reader's own evidence, as stored (ReadIn.evidence_marks)
     created_at: datetime
     updated_at: datetime
     submitted_at: datetime | None
 
 
+# The explanations of a prediction that are not maps, as a rating names them.
+BEYOND_HEATMAPS = ("similar_cases", "concepts", "justification")
+
+
 class RatingIn(BaseModel):
-    """Likert answers (1-5) about one heatmap; `client_id` makes a resend harmless."""
+    """Likert answers (1-5) about one explanation: a heatmap (`heatmap_id`), or a prediction's explanation that is
+    not a map (`prediction_id` and `explanation`); `client_id` makes a resend harmless."""
 
     model_config = ConfigDict(extra="forbid")
 
     client_id: UUID
-    heatmap_id: DbId
+    heatmap_id: DbId | None = None
+    prediction_id: DbId | None = None
+    explanation: Literal["similar_cases", "concepts", "justification"] | None = None
     answers: dict[str, Likert] = Field(min_length=1)
     comment: FreeText = Field("", max_length=4000)
+
+    @model_validator(mode="after")
+    def _one_explanation(self) -> RatingIn:
+        if self.heatmap_id is not None and (self.prediction_id is not None or self.explanation is not None):
+            raise ValueError("rate either a heatmap (heatmap_id) or a prediction's explanation, not both")
+        if self.heatmap_id is None and (self.prediction_id is None or self.explanation is None):
+            raise ValueError(
+                "name the explanation rated: heatmap_id, or prediction_id with explanation "
+                f"({', '.join(BEYOND_HEATMAPS)})"
+            )
+        return self
 
     @field_validator("answers")
     @classmethod
@@ -139,7 +222,8 @@ class RatingOut(BaseModel):
 
     id: int
     client_id: str
-    heatmap_id: int
+    heatmap_id: int | None
+    prediction_id: int | None = None
     method: str
     answers: dict[str, int]
     comment: str
@@ -202,6 +286,45 @@ class HeatmapInfo(BaseModel):
     scores: dict[str, float] = {}
 
 
+class SimilarCase(BaseModel):
+    """One confirmed reference case near this image in the model's embedding (models/similar.py)."""
+
+    rank: int  # 1: the most similar
+    case_id: str  # the reference dataset's own id of the case ("retinamnist/train/0042"), never a stored study
+    labels: list[str]  # its confirmed grade, or its confirmed findings
+    similarity: float  # cosine similarity of the two embeddings, -1..1
+    agrees: bool  # it carries the label the model predicts for this image
+    thumbnail_url: str
+
+
+class SimilarCases(BaseModel):
+    """The k nearest confirmed cases of the model's reference library, and what the card measured of them."""
+
+    cases: list[SimilarCase]
+    agreeing: int  # how many carry the predicted label
+    library: str  # the library's size and source, in words
+    precision: float | None = None  # the card's precision@k of the label on the test split
+    prior: float | None = None  # the precision a random reference case would have
+
+
+class ConceptEvidence(BaseModel):
+    """How much one learnt concept drives this prediction (TCAV's directional derivative, models/concepts.py)."""
+
+    concept: str
+    sensitivity: float
+    strength: str  # strong | moderate | weak | none: against the training images of the predicted class
+    accuracy: float | None = None  # how well the concept vector told held-out concept examples from random ones
+    tcav_score: float | None = None  # share of the class's training images whose logit rises along the concept
+    tcav_p: float | None = None  # its two-sided t-test against random concepts, Bonferroni-corrected
+    validated: bool = True  # held-out accuracy above chance (p < 0.05); an unvalidated concept is never told
+
+
+class ConceptsShown(BaseModel):
+    items: list[ConceptEvidence]
+    headline: str  # "haemorrhages (strong) and hard exudates (weak)"; "" when no concept stands out
+    page_url: str  # the model's global concept page
+
+
 class Uncertainty(BaseModel):
     level: str  # uncertain (referred) | not_referred | unknown
     text: str
@@ -236,6 +359,10 @@ class Assistance(BaseModel):
     # In a binary-finding study, its finding's probability (the panel's answer to the study's question); None
     # outside one, or where the model does not report the finding.
     study_finding: FindingProbability | None = None
+    # Explanations beyond heatmaps (None: the model has none, or the reader-study condition does not show them).
+    similar_cases: SimilarCases | None = None
+    concepts: ConceptsShown | None = None
+    justification: list[str] | None = None  # the sentences of app/reading/justification.py
 
 
 class ReadingInstance(BaseModel):

@@ -16,7 +16,7 @@ from app.audit import service as audit_service
 from app.db import Base
 from app.errors import Conflict, Invalid, NotFound
 from app.predictions import service as predictions_service
-from app.reading import vocabulary
+from app.reading import beyond, vocabulary
 from app.reading.schemas import AiSnapshot, AssistanceEventIn, RatingIn, RatingOut, ReadIn, ReadOut
 from app.tables import (
     AssistanceEvent,
@@ -112,6 +112,23 @@ def _check_answers(data: ReadIn, *, form: str, complete: bool) -> None:
         raise Invalid(f"a submitted read must answer {', '.join(missing)}")
 
 
+def _check_marks(session: Session, data: ReadIn) -> None:
+    """Each evidence mark is on an image of the read's study (the message names no study: a reader-study read's
+    reader knows the case by its pseudonym only)."""
+    wanted = {mark.instance_id for mark in data.evidence_marks or ()}
+    if not wanted:
+        return
+    found = set(
+        session.scalars(
+            select(Instance.id)
+            .join(Series, Instance.series_id == Series.id)
+            .where(Instance.id.in_(wanted), Series.study_id == _study_of(data))
+        )
+    )
+    if wanted - found:
+        raise Invalid(f"an evidence mark is on image {min(wanted - found)}, which is not an image of this read")
+
+
 def _apply(read: Read, data: ReadIn) -> None:
     answers = data.answers
     read.study_id, read.instance_id = _study_of(data), data.instance_id
@@ -127,6 +144,8 @@ def _apply(read: Read, data: ReadIn) -> None:
     if data.assistance is not None:
         read.assistance = data.assistance.model_dump()
         read.assisted = data.assistance.visible
+    if data.evidence_marks is not None:
+        read.evidence_marks = [mark.model_dump(mode="json") for mark in data.evidence_marks]
 
 
 def _new_read(reader_id: int, key: str, data: ReadIn, *, form: str, assignment_id: int | None) -> Read:
@@ -166,6 +185,24 @@ def _finding_snapshot(prediction: Prediction, finding: str) -> dict[str, Any]:
     return {"finding": finding, "finding_label_index": index, "finding_probability": float(values[index])}
 
 
+def _beyond_snapshot(prediction: Prediction, allowance: visibility.Allowance | None) -> dict[str, Any]:
+    """The explanations beyond heatmaps the page carried: all of them outside a study, else the condition's."""
+    fields: dict[str, Any] = {}
+    probability = beyond.top_probability(prediction)
+    if allowance is None or allowance.similar_cases:
+        similar = beyond.similar_cases(prediction)
+        if similar is not None:
+            fields["similar_case_ids"] = [case.case_id for case in similar.cases]
+            fields["similar_agreeing"] = similar.agreeing
+    if allowance is None or allowance.concepts:
+        concepts = beyond.concepts(prediction)
+        if concepts is not None:
+            fields["concepts"] = concepts.headline
+    if allowance is None or allowance.justification:
+        fields["justification"] = beyond.justification_of(prediction, top_probability=probability)
+    return fields
+
+
 def _snapshot(
     prediction: Prediction | None,
     heatmap: Heatmap | None,
@@ -173,12 +210,14 @@ def _snapshot(
     condition: str | None,
     kind: str | None,
     finding: str = "",
+    allowance: visibility.Allowance | None = None,
 ) -> AiSnapshot:
     if prediction is None:
         return AiSnapshot(condition=condition, condition_kind=kind)
     values, index = list(prediction.probabilities), prediction.label_index
     return AiSnapshot(
         **_finding_snapshot(prediction, finding),
+        **_beyond_snapshot(prediction, allowance),
         condition=condition,
         condition_kind=kind,
         prediction_id=prediction.id,
@@ -207,6 +246,7 @@ def _study_read_ai(session: Session, *, read: Read, assignment_id: int) -> tuple
         condition=assignment.condition,
         kind=allowance.kind.value,
         finding=study.finding,
+        allowance=allowance,
     )
     # Where readers may not hide the assistance, the page kept it on screen whatever the client says.
     on_screen = read.assisted if study.allow_toggle else True
@@ -250,6 +290,7 @@ def save_draft(
     """
     form = form or _form_of(session, study_id=_study_of(data), instance_id=data.instance_id)
     _check_answers(data, form=form, complete=False)
+    _check_marks(session, data)
     key = str(client_id)
     read = _find_read(session, reader_id=reader_id, client_id=key, lock=True)
     created = read is None
@@ -291,6 +332,7 @@ def submit_read(
         return _read_out(read), False
     form = form or _form_of(session, study_id=_study_of(data), instance_id=data.instance_id)
     _check_answers(data, form=form, complete=True)
+    _check_marks(session, data)
     if read is None:
         read, inserted = _insert_once(
             session,
@@ -341,10 +383,22 @@ def _rating_out(rating: ExplanationRating) -> RatingOut:
     return RatingOut.model_validate(rating)
 
 
+def _require_beyond(session: Session, *, prediction_id: int | None, explanation: str) -> None:
+    """The prediction exists and has this explanation to rate (a justification, every prediction has)."""
+    prediction = session.get(Prediction, prediction_id) if prediction_id is not None else None
+    if prediction is None:
+        raise Invalid(f"prediction {prediction_id} does not exist")
+    if explanation == "similar_cases" and not prediction.similar_cases:
+        raise Invalid(f"prediction {prediction_id} has no similar cases: its model ships no reference library")
+    if explanation == "concepts" and prediction.concepts is None:
+        raise Invalid(f"prediction {prediction_id} has no concept evidence: its model ships no concept bank")
+
+
 def rate_explanation(
     session: Session, *, reader_id: int, data: RatingIn, assignment_id: int | None = None
 ) -> tuple[RatingOut, bool]:
-    """Store a rating of a heatmap; returns (rating, created). The same client id returns the stored one."""
+    """Store a rating of a heatmap or of a prediction's explanation beyond maps; returns (rating, created). The
+    same client id returns the stored one."""
     key = str(data.client_id)
 
     def find() -> ExplanationRating | None:
@@ -357,12 +411,17 @@ def rate_explanation(
     existing = find()
     if existing is not None:
         return _rating_out(existing), False
-    method = session.scalar(select(Heatmap.method).where(Heatmap.id == data.heatmap_id))
-    if method is None:
-        raise Invalid(f"heatmap {data.heatmap_id} does not exist")
+    if data.heatmap_id is not None:
+        method = session.scalar(select(Heatmap.method).where(Heatmap.id == data.heatmap_id))
+        if method is None:
+            raise Invalid(f"heatmap {data.heatmap_id} does not exist")
+    else:
+        method = str(data.explanation)
+        _require_beyond(session, prediction_id=data.prediction_id, explanation=method)
     row = ExplanationRating(
         reader_id=reader_id,
         heatmap_id=data.heatmap_id,
+        prediction_id=data.prediction_id,
         method=method,
         answers=dict(data.answers),
         comment=data.comment.strip(),

@@ -54,6 +54,8 @@ export class ReadForm {
     const pending = this.resumable(read);
     const draft = pending ?? (read?.state === "draft" ? read : null);
     this.clientId = draft?.client_id ?? uuid4();
+    // The reader's evidence marks (evidence.js sets them as they change); null: this page sends none.
+    this.evidenceMarks = pending?.evidence_marks ?? read?.evidence_marks ?? null;
     this.baseSeconds = draft?.time_spent_seconds ?? 0;
     this.seq = Math.max(read?.client_seq ?? 0, pending?.client_seq ?? 0);
     this.dirty = false;
@@ -118,6 +120,7 @@ export class ReadForm {
       time_spent_seconds: Math.round((this.baseSeconds + elapsed) * 10) / 10,
       assistance,
       client_seq: this.seq,
+      ...(this.evidenceMarks ? { evidence_marks: this.evidenceMarks } : {}),
     };
   }
 
@@ -224,6 +227,7 @@ export class ReadForm {
     const when = read.submitted_at ? clock(new Date(read.submitted_at)) : clock();
     this.say(`Submitted ${when} · ${Math.round(read.time_spent_seconds ?? 0)} s on case`, "ok");
     this.form.dataset.state = "submitted";
+    this.form.dispatchEvent(new CustomEvent("readlocked", { detail: read })); // evidence.js freezes its marks
     this.onSubmitted(read);
   }
 
@@ -242,27 +246,29 @@ export class RatingForm {
     this.title = title;
     this.badge = badge;
     this.heatmap = null;
-    this.clientIds = new Map(); // heatmap id -> client id of the rating being written, reused on retry
+    this.clientIds = new Map(); // what is rated -> client id of the rating being written, reused on retry
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
     });
   }
 
-  show(heatmap) {
-    this.heatmap = heatmap;
+  // `target`: a heatmap ({id, method_label, target_label, rated}) or an explanation beyond maps
+  // ({explanation, prediction_id, method_label, target_label, rated}: beyond.js); null hides the form.
+  show(target) {
+    this.heatmap = target;
     this.form.reset();
-    this.title.textContent = heatmap ? `${heatmap.method_label} (${heatmap.target_label})` : "";
-    this.badge.hidden = !heatmap?.rated;
+    this.title.textContent = target ? `${target.method_label} (${target.target_label})` : "";
+    this.badge.hidden = !target?.rated;
     this.say("");
-    for (const element of this.form.elements) element.disabled = !heatmap;
-    // No heatmap on this image (no AI result, outside the model's domain, a condition without maps): no form.
-    this.form.hidden = !heatmap;
+    for (const element of this.form.elements) element.disabled = !target;
+    // Nothing to rate on this image (no AI result, outside the model's domain, a condition without one): no form.
+    this.form.hidden = !target;
   }
 
   async submit() {
-    const heatmap = this.heatmap;
-    if (!heatmap) return;
+    const target = this.heatmap;
+    if (!target) return;
     const answers = {};
     for (const set of this.form.querySelectorAll("fieldset[data-question]")) {
       const checked = set.querySelector("input:checked");
@@ -272,20 +278,24 @@ export class RatingForm {
       this.say("Answer at least one question.", "error");
       return;
     }
-    if (!this.clientIds.has(heatmap.id)) this.clientIds.set(heatmap.id, uuid4());
+    const key = target.explanation ? `${target.explanation}:${target.prediction_id}` : `heatmap:${target.id}`;
+    if (!this.clientIds.has(key)) this.clientIds.set(key, uuid4());
+    const rated = target.explanation
+      ? { prediction_id: target.prediction_id, explanation: target.explanation }
+      : { heatmap_id: target.id };
     const body = {
-      client_id: this.clientIds.get(heatmap.id),
-      heatmap_id: heatmap.id,
+      client_id: this.clientIds.get(key),
+      ...rated,
       answers,
       comment: this.form.querySelector("textarea").value,
     };
     try {
       await send("POST", this.url, body);
-      this.clientIds.delete(heatmap.id); // the next rating of this heatmap is a new one
-      heatmap.rated = true;
+      this.clientIds.delete(key); // the next rating of this explanation is a new one
+      target.rated = true;
       this.badge.hidden = false;
       this.say(`Rating saved ${clock()}`, "ok");
-      this.onSaved(heatmap);
+      this.onSaved(target);
     } catch (error) {
       this.say(`Rating not saved: ${error.message}`, "error");
     }

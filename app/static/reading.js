@@ -5,6 +5,8 @@
 // The viewport is the first cell of the layout (layout.js: 1x1, 1x2, 2x2, linked or not).
 import { el } from "./ai_state.js";
 import { assistanceOn, followAssistance, setAssistanceOn } from "./assistance.js";
+import { beyondNodes, beyondTargets } from "./beyond.js";
+import { bindEvidence } from "./evidence.js";
 import { EventLog, RatingForm, ReadForm } from "./forms.js";
 import { colourise, drawColourbar, formatValue, loadHeatmap } from "./heatmap.js";
 import { LAYOUTS, Layout } from "./layout.js";
@@ -30,6 +32,7 @@ const state = {
   grid: false,
   firstPaintAt: null,
   overlayShown: false,
+  rateBeyond: null, // the explanation beyond maps the rating form rates (beyond.js), if the reader picked one
 };
 const heatmapCache = new Map();
 const overlaySource = document.createElement("canvas");
@@ -73,6 +76,18 @@ const layout = new Layout({
 const instance = () => data.instances[state.index];
 const heatmaps = () => instance()?.assistance?.heatmaps ?? [];
 const currentHeatmap = () => heatmaps().find((item) => item.id === state.method.get(instance()?.id)) ?? null;
+// What the rating form rates: an explanation beyond maps the reader picked (its panel's Rate button), else the
+// map on screen, else (a condition that shows no map) the first explanation beyond maps the panel shows.
+function ratingTarget() {
+  const beyond = beyondTargets(instance()?.assistance);
+  return beyond.find((item) => item.explanation === state.rateBeyond) ?? currentHeatmap() ?? beyond[0] ?? null;
+}
+
+function rateBeyond(explanation) {
+  state.rateBeyond = explanation;
+  ratingForm.show(ratingTarget());
+  $("rating-form").scrollIntoView({ block: "nearest" });
+}
 
 function assistanceState() {
   return {
@@ -181,7 +196,7 @@ async function drawCellOverlay(inst, canvas) {
 async function showOverlay() {
   layout.refresh(state.opacity);
   const info = currentHeatmap();
-  ratingForm.show(info);
+  ratingForm.show(ratingTarget());
   showScores();
   if (!info) {
     viewport.setHeatmap(null);
@@ -240,6 +255,7 @@ function setOpacity(value) {
 
 function setMethod(id, { log = true } = {}) {
   state.method.set(instance().id, id);
+  state.rateBeyond = null; // the rating form follows the map the reader turned to
   $("method").value = String(id);
   showOverlay();
   if (log) logEvent("method_changed");
@@ -552,6 +568,7 @@ function assistanceNodes(inst) {
     const note = `The map explains the model's ${map.target_label} output, not ${finding.words.toLowerCase()}.`;
     nodes.push(el("p", "muted small map-target-note", note));
   }
+  nodes.push(...beyondNodes(a, { onRate: rateBeyond }));
   return nodes;
 }
 
@@ -611,8 +628,14 @@ if (!assignment && data.study.id != null && ACTIVE.has(data.study.ai_state)) {
   });
 }
 
+// The template draws the prediction; the explanations beyond maps are drawn here, as live updates draw them.
+for (const inst of data.instances) {
+  const block = document.querySelector(`.assist-instance[data-instance-id="${inst.id}"]`);
+  if (block && inst.assistance) block.append(...beyondNodes(inst.assistance, { onRate: rateBeyond }));
+}
 bindControls();
 bindViewerTools(viewport);
+bindEvidence(viewport, readForm);
 setAssistance(state.assist, { log: false });
 followAssistance(followSessionAssistance);
 setOpacity(state.opacity);

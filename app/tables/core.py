@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -265,6 +266,15 @@ class Prediction(Base):
     mutual_information: Mapped[float | None] = mapped_column(Float)
     mc_spread: Mapped[float | None] = mapped_column(Float)
     referral: Mapped[bool] = mapped_column(default=False)
+    # Explanations beyond heatmaps, computed with the prediction (workers/evidence.py); None where the model
+    # ships no reference library / concept bank. similar_cases: the k nearest confirmed reference cases, each
+    # {rank, index, case_id, labels, similarity}; concepts: per concept {concept, sensitivity, strength,
+    # accuracy}, strongest first.
+    similar_cases: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # Their thumbnails (base64 PNG, in rank order), copied from the model's reference library so that the API
+    # serves them without the model's files; loaded only when one is asked for.
+    similar_thumbnails: Mapped[list[str] | None] = mapped_column(JSON, deferred=True)
+    concepts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     instance: Mapped[Instance] = relationship(back_populates="predictions")
@@ -339,6 +349,10 @@ class Read(Base):
     # submitted before revision 0008.
     ai_shown: Mapped[bool | None] = mapped_column()
     ai_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The regions the reader marked as what drove their grade (app.reading.schemas.EvidenceMark, in normalised
+    # image coordinates), kept with the draft and frozen at submit; compared with the heatmaps by
+    # app/reader_studies/evidence.py.
+    evidence_marks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -364,14 +378,19 @@ class AssistanceEvent(Base):
 
 
 class ExplanationRating(Base):
-    """A reader's Likert answers (1-5) about one heatmap, with a comment."""
+    """A reader's Likert answers (1-5) about one explanation, with a comment: a heatmap (`heatmap_id`, `method`
+    its method), or an explanation of a prediction that is not a map (`prediction_id`, `method` one of
+    "similar_cases", "concepts", "justification")."""
 
     __tablename__ = "explanation_ratings"
     __table_args__ = (UniqueConstraint("reader_id", "client_id", name="uq_explanation_ratings_reader_client"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     reader_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    heatmap_id: Mapped[int] = mapped_column(ForeignKey("heatmaps.id", ondelete="CASCADE"), index=True)
+    heatmap_id: Mapped[int | None] = mapped_column(ForeignKey("heatmaps.id", ondelete="CASCADE"), index=True)
+    prediction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("predictions.id", ondelete="CASCADE", name="fk_explanation_ratings_prediction_id"), index=True
+    )
     method: Mapped[str] = mapped_column(String(64))
     answers: Mapped[dict[str, int]] = mapped_column(JSON)
     comment: Mapped[str] = mapped_column(Text, default="")

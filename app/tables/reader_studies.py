@@ -35,6 +35,9 @@ class ConditionKind(StrEnum):
     unassisted = "unassisted"  # no prediction, no heatmap reach the browser
     prediction = "prediction"  # the model's grades / probabilities and uncertainty
     prediction_heatmap = "prediction_heatmap"  # the above plus the heatmap of one chosen method
+    prediction_similar = "prediction_similar"  # the prediction plus the most similar confirmed reference cases
+    prediction_concepts = "prediction_concepts"  # the prediction plus its concept evidence, told in words
+    prediction_justification = "prediction_justification"  # the prediction plus its written justification only
 
 
 class ReaderStudyState(StrEnum):

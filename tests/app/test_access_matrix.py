@@ -67,6 +67,8 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/instances/{instance_id}/prediction"): SIGNED_IN,
     # A prediction as DICOM objects (app/dicom_results): they carry the patient module, so the roles that see identity.
     ("GET", "/api/predictions/{prediction_id}/dicom"): COORDINATORS,
+    # A similar case's thumbnail: a public training image; 403 only for a reader's case whose condition hides it.
+    ("GET", "/api/predictions/{prediction_id}/similar/{rank}.png"): SIGNED_IN,
     ("GET", "/api/worklist"): SIGNED_IN,
     ("GET", "/api/worklist/{study_id}"): SIGNED_IN,
     ("GET", "/api/worklist/events"): SIGNED_IN,  # never ends by itself: its answer's start is read (STREAMS)
@@ -81,6 +83,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/"): SIGNED_IN,
     ("GET", "/studies/{study_id}"): SIGNED_IN,
     ("GET", "/studies/{study_id}/read"): SIGNED_IN,
+    ("GET", "/models/{model_id}/concepts"): SIGNED_IN,  # what a model's concepts are: no case, no identity
     # Clinical reads: everyone reads; a read is seen by its reader only.
     ("PUT", "/api/reads/{client_id}"): SIGNED_IN,  # another user's client id makes their own read
     ("POST", "/api/reads/{client_id}/submit"): SIGNED_IN,
@@ -103,6 +106,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/reader-studies/{reader_study_id}/statistics"): COORDINATORS,
     ("GET", "/api/reader-studies/{reader_study_id}/export.csv"): COORDINATORS,
     ("GET", "/api/reader-studies/{reader_study_id}/export.json"): COORDINATORS,
+    ("GET", "/api/reader-studies/{reader_study_id}/evidence.csv"): COORDINATORS,
     ("GET", "/api/assignments/{assignment_id}"): OWNER,
     ("PUT", "/api/assignments/{assignment_id}/reads/{client_id}"): OWNER,
     ("POST", "/api/assignments/{assignment_id}/reads/{client_id}/submit"): OWNER,

@@ -102,3 +102,34 @@ def test_every_route_that_shows_a_study_asks_the_rule(role, app_client, make_use
         for text in (page, reading):
             assert [value for value in identity if value in text] == []
             assert visibility.patient_pseudonym(study) in text
+
+
+# What a condition shows, and what several pending conditions on one case allow together ----------------------
+
+K = visibility.ConditionKind
+
+
+def _allow(kind: K, method: str | None = None) -> visibility.Allowance:
+    return visibility.Allowance.of(kind, method, "study")
+
+
+def test_each_condition_kind_shows_only_its_pieces():
+    similar, concepts, text = _allow(K.prediction_similar), _allow(K.prediction_concepts), _allow(
+        K.prediction_justification
+    )
+    assert (similar.prediction, similar.similar_cases, similar.concepts, similar.justification) == (
+        True, True, False, False)
+    assert (concepts.similar_cases, concepts.concepts, concepts.justification) == (False, True, False)
+    assert (text.similar_cases, text.concepts, text.justification) == (False, False, True)
+    assert not any(piece.heatmap("gradcam") for piece in (similar, concepts, text))
+    assert not _allow(K.unassisted).prediction
+
+
+def test_the_meet_of_pending_conditions_shows_what_all_of_them_allow():
+    gradcam = _allow(K.prediction_heatmap, "gradcam")
+    assert gradcam.meet(_allow(K.unassisted)).kind == K.unassisted
+    assert gradcam.meet(_allow(K.prediction_heatmap, "saliency")).kind == K.prediction  # neither map
+    assert gradcam.meet(gradcam) == gradcam
+    both = _allow(K.prediction_similar).meet(_allow(K.prediction_concepts))
+    assert both.kind == K.prediction and not both.similar_cases and not both.concepts
+    assert _allow(K.prediction_similar).meet(_allow(K.prediction)).kind == K.prediction

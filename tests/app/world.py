@@ -6,6 +6,7 @@ The access matrix and the CSP browser test use it.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -18,14 +19,15 @@ from PIL import Image
 from app.auth import service as auth_service
 from app.config import get_settings
 from app.db import session_scope
-from app.tables import Instance, Job, JobState, ModelOnboarding, OnboardingState, Role, Study, User
+from app.tables import Instance, Job, JobState, ModelOnboarding, OnboardingState, Prediction, Role, Study, User
 from tests.app.reader_studies.conftest import Case, next_assignment, open_study
 from tests.app.reading.conftest import add_heatmap, fundus_jpeg
 from tests.app.viewer import factories
 
 # The path parameters the routes take, each with a real value in World.ids.
 ID_NAMES = ("study_id", "instance_id", "job_id", "heatmap_id", "model_id", "client_id", "reader_study_id",
-            "assignment_id", "user_id", "onboarding_id", "study", "series", "instance", "frames", "prediction_id")
+            "assignment_id", "user_id", "onboarding_id", "study", "series", "instance", "frames", "prediction_id",
+            "rank")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ def build(client: TestClient, make_user) -> World:  # type: ignore[no-untyped-de
     spare, _ = make_user(Role.reader.value)
     with session_scope() as session:
         clinical = factories.done_study(session)
+        # Its two nearest reference cases, with their thumbnails (what workers/evidence.py stores).
+        prediction = session.get(Prediction, clinical.prediction_id)
+        prediction.similar_cases = [{"rank": 1, "index": 0, "case_id": "reference/0", "label_indices": [1],
+                                     "similarity": 0.9}]
+        prediction.similar_thumbnails = [base64.b64encode(factories.png_bytes(width=8, height=8)).decode()]
         job = session.get(Job, clinical.job_id)
         assert job is not None
         model_id = job.model_id
@@ -114,6 +121,7 @@ def build(client: TestClient, make_user) -> World:  # type: ignore[no-untyped-de
         "onboarding_id": proposed_onboarding(),
         **dicom_uids(clinical.instance_id),
         "prediction_id": clinical.prediction_id,
+        "rank": 1,  # of a similar case
     }
     assert set(ids) == set(ID_NAMES)
     return World(users=users, ids=ids)

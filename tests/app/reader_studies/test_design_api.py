@@ -23,7 +23,7 @@ def test_bad_designs_get_a_reason(app_client, coordinator, auth_headers):
         ({"conditions": [{"key": "a", "kind": "prediction_heatmap", "method": "magic"}]}, "unknown method"),
         ({"conditions": [{"key": "a", "kind": "unassisted"}, {"key": "a", "kind": "prediction"}]}, "unique"),
         ({"scheme": "sequential"}, "two conditions"),
-        ({"task": "explanation_rating"}, "heatmap in every condition"),
+        ({"task": "explanation_rating"}, "explanation in every condition"),
         ({"questions": ["nonsense"]}, "unknown question"),
     ]
     for fields, reason in bad:
