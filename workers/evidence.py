@@ -92,17 +92,27 @@ def compute(
     results: list[dict[str, Any]] = [
         {"similar_cases": None, "similar_thumbnails": None, "concepts": None} for _ in targets
     ]
+    # Explanations beside the prediction, not the prediction: one that cannot be computed (a network without the
+    # layer its bank names, say) is logged and left out, and the job goes on.
     if found.library is not None:
-        neighbours = similar.nearest(found.library, similar.embed(model, x), k=SIMILAR_K)
-        for result, row in zip(results, neighbours, strict=True):
-            result["similar_cases"] = _similar_rows(row)
-            result["similar_thumbnails"] = [
-                base64.b64encode(found.library.thumbnails[neighbour.index]).decode("ascii") for neighbour in row
-            ]
+        try:
+            neighbours = similar.nearest(found.library, similar.embed(model, x), k=SIMILAR_K)
+        except (RuntimeError, ValueError):
+            logger.exception("model %s %s: similar cases not computed", card.name, card.version)
+        else:
+            for result, row in zip(results, neighbours, strict=True):
+                result["similar_cases"] = _similar_rows(row)
+                result["similar_thumbnails"] = [
+                    base64.b64encode(found.library.thumbnails[neighbour.index]).decode("ascii") for neighbour in row
+                ]
     if found.bank is not None:
-        evidence = concept_vectors.concept_evidence(model, found.bank, x, targets)
-        for result, items in zip(results, evidence, strict=True):
-            result["concepts"] = [_concept_row(item) for item in items]
+        try:
+            evidence = concept_vectors.concept_evidence(model, found.bank, x, targets)
+        except (RuntimeError, ValueError):
+            logger.exception("model %s %s: concept evidence not computed", card.name, card.version)
+        else:
+            for result, items in zip(results, evidence, strict=True):
+                result["concepts"] = [_concept_row(item) for item in items]
     return results, time.perf_counter() - mark
 
 

@@ -85,3 +85,25 @@ def test_a_changed_reference_library_is_not_used(tmp_path):
     (folder / "reference.npz").write_bytes((card.folder / "reference.npz").read_bytes() + b"\0")
     assert evidence._library(dataclasses.replace(card, folder=folder)) is None
     assert evidence._library(card) is not None  # the file the card measured
+
+
+def test_evidence_that_cannot_be_computed_leaves_the_prediction_alone(caplog):
+    """A concept bank naming a layer the network lacks: logged, no concepts, the similar cases still there."""
+    import torch
+
+    from app.config import get_settings
+    from models.card import scan_cards
+    from models.registry import load_model
+
+    card = next(card for card in scan_cards(get_settings().model_dirs).cards if card.name == "dr-grading-retinamnist")
+    model = load_model(card)
+    sources = evidence.sources_of(card)
+    broken = dataclasses.replace(sources.bank, layer="features.no_such_layer")
+    key = (card.name, card.version, str(card.folder))
+    evidence._loaded[key] = evidence.Sources(sources.library, broken)
+    try:
+        [result], _ = evidence.compute(model, card, torch.zeros(1, 3, 28, 28), [0])
+    finally:
+        evidence._loaded[key] = sources
+    assert result["concepts"] is None and len(result["similar_cases"]) == 5
+    assert "concept evidence not computed" in caplog.text

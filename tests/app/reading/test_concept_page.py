@@ -38,3 +38,9 @@ def test_a_model_without_a_bank_says_so_and_an_unknown_one_is_404(app_client, au
     page = app_client.get(f"/models/{_model_id('cxr-demo')}/concepts", headers=auth_headers("reader"))
     assert page.status_code == 200 and 'id="no-concepts"' in page.text
     assert app_client.get("/models/999999999/concepts", headers=auth_headers("reader")).status_code == 404
+
+
+def test_the_admin_model_page_links_to_it(app_client, auth_headers):
+    model_id = _model_id("dr-grading-retinamnist")
+    page = app_client.get(f"/admin/models/{model_id}", headers=auth_headers("admin"))
+    assert page.status_code == 200 and f'href="/models/{model_id}/concepts"' in page.text
