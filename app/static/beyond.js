@@ -1,6 +1,8 @@
 // Explanations beyond heatmaps in the assistance panel (app/reading/beyond.py): the written justification,
-// the concept evidence and the similar confirmed cases of one prediction, each rateable on the same Likert
-// questions as a heatmap. The server leaves out (null) what a reader-study condition does not show.
+// the concept evidence and the similar confirmed cases of one prediction. They are listed with the heatmap
+// methods in the panel's explanation list; the one picked shows in the map controls' place (so the panel keeps
+// its size) and is what the rating form rates, on the same Likert questions as a map. The server leaves out
+// (null) what a reader-study condition does not show.
 import { el } from "./ai_state.js";
 
 const NAMES = {
@@ -30,35 +32,24 @@ export function beyondTargets(a) {
     }));
 }
 
-function rateButton(explanation, onRate) {
-  const button = el("button", "rate-beyond", "Rate");
-  button.type = "button";
-  button.dataset.explanation = explanation;
-  button.title = `Rate the ${NAMES[explanation].toLowerCase()} on the questions below`;
-  button.addEventListener("click", () => onRate(explanation));
-  return button;
+function heading(explanation) {
+  return el("h3", "beyond-heading", NAMES[explanation]);
 }
 
-function heading(explanation, onRate) {
-  const h = el("h3", "beyond-heading", NAMES[explanation]);
-  if (onRate) h.append(" ", rateButton(explanation, onRate));
-  return h;
-}
-
-function justificationNodes(a, onRate) {
+function justificationNodes(a) {
   const box = el("section", "beyond beyond-justification");
   box.setAttribute("aria-label", NAMES.justification);
-  box.append(heading("justification", onRate));
+  box.append(heading("justification"));
   for (const sentence of a.justification) box.append(el("p", "justification-sentence", sentence));
   box.append(el("p", "muted small", "Composed by fixed rules from the numbers the model stored; no language model."));
   return box;
 }
 
-function conceptNodes(a, onRate) {
+function conceptNodes(a) {
   const c = a.concepts;
   const box = el("section", "beyond beyond-concepts");
   box.setAttribute("aria-label", NAMES.concepts);
-  box.append(heading("concepts", onRate));
+  box.append(heading("concepts"));
   const headline = c.headline ? `Evidence resembles: ${c.headline}.` : "No learnt concept stands out in this prediction's evidence.";
   box.append(el("p", "concept-headline", headline));
   const list = el("ul", "concept-list");
@@ -81,11 +72,11 @@ function conceptNodes(a, onRate) {
   return box;
 }
 
-function similarNodes(a, onRate) {
+function similarNodes(a) {
   const s = a.similar_cases;
   const box = el("section", "beyond beyond-similar");
   box.setAttribute("aria-label", NAMES.similar_cases);
-  box.append(heading("similar_cases", onRate));
+  box.append(heading("similar_cases"));
   const k = s.cases.length;
   const what = a.multilabel ? `have ${a.label}` : `were graded ${a.label}`;
   box.append(el("p", "similar-summary", `${s.agreeing} of the ${k} most similar confirmed cases ${what}.`));
@@ -112,12 +103,13 @@ function similarNodes(a, onRate) {
   return box;
 }
 
-// The panel's nodes for these explanations; `onRate(explanation)` points the rating form at one.
-export function beyondNodes(a, { onRate } = {}) {
-  if (!a) return [];
-  const nodes = [];
-  if (a.justification) nodes.push(justificationNodes(a, onRate));
-  if (a.concepts) nodes.push(conceptNodes(a, onRate));
-  if (a.similar_cases) nodes.push(similarNodes(a, onRate));
-  return nodes;
+// The view of one explanation beyond maps (`explanation`: similar_cases, concepts or justification) of `a`,
+// shown in the map controls' place when the reader picks it from the explanation list.
+export function beyondView(a, explanation) {
+  if (!a?.[explanation]) return null;
+  if (explanation === "justification") return justificationNodes(a);
+  if (explanation === "concepts") return conceptNodes(a);
+  return similarNodes(a);
 }
+
+export const BEYOND_NAMES = NAMES;

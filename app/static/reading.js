@@ -5,7 +5,7 @@
 // The viewport is the first cell of the layout (layout.js: 1x1, 1x2, 2x2, linked or not).
 import { el } from "./ai_state.js";
 import { assistanceOn, followAssistance, setAssistanceOn } from "./assistance.js";
-import { beyondNodes, beyondTargets } from "./beyond.js";
+import { beyondTargets, beyondView } from "./beyond.js";
 import { bindEvidence } from "./evidence.js";
 import { EventLog, RatingForm, ReadForm } from "./forms.js";
 import { colourise, drawColourbar, formatValue, loadHeatmap } from "./heatmap.js";
@@ -32,7 +32,7 @@ const state = {
   grid: false,
   firstPaintAt: null,
   overlayShown: false,
-  rateBeyond: null, // the explanation beyond maps the rating form rates (beyond.js), if the reader picked one
+  beyond: null, // the explanation beyond maps picked in the explanation list (beyond.js); null: a heatmap
 };
 const heatmapCache = new Map();
 const overlaySource = document.createElement("canvas");
@@ -76,23 +76,33 @@ const layout = new Layout({
 const instance = () => data.instances[state.index];
 const heatmaps = () => instance()?.assistance?.heatmaps ?? [];
 const currentHeatmap = () => heatmaps().find((item) => item.id === state.method.get(instance()?.id)) ?? null;
-// What the rating form rates: an explanation beyond maps the reader picked (its panel's Rate button), else the
-// map on screen, else (a condition that shows no map) the first explanation beyond maps the panel shows.
+// What the rating form rates: the explanation picked in the list, a map or an explanation beyond maps.
 function ratingTarget() {
-  const beyond = beyondTargets(instance()?.assistance);
-  return beyond.find((item) => item.explanation === state.rateBeyond) ?? currentHeatmap() ?? beyond[0] ?? null;
+  if (state.beyond) return beyondTargets(instance()?.assistance).find((item) => item.explanation === state.beyond) ?? null;
+  return currentHeatmap();
 }
 
-function rateBeyond(explanation) {
-  state.rateBeyond = explanation;
+// The explanation beyond maps picked in the list, in the map controls' place; the map controls otherwise.
+function showBeyond() {
+  const view = state.beyond ? beyondView(instance()?.assistance, state.beyond) : null;
+  $("beyond-view").replaceChildren(...(view ? [view] : []));
+  $("beyond-view").hidden = !view;
+  for (const row of document.querySelectorAll("#heatmap-controls .map-only")) row.hidden = Boolean(view);
+}
+
+function setBeyond(explanation, { log = true } = {}) {
+  state.beyond = explanation;
+  $("method").value = `beyond:${explanation}`;
+  showBeyond();
+  showScores();
   ratingForm.show(ratingTarget());
-  $("rating-form").scrollIntoView({ block: "nearest" });
+  if (log) logEvent("method_changed");
 }
 
 function assistanceState() {
   return {
     visible: state.assist,
-    method: currentHeatmap()?.method ?? null,
+    method: state.beyond ?? currentHeatmap()?.method ?? null,
     opacity: state.opacity,
     colormap: state.colormap,
     threshold: state.threshold,
@@ -161,22 +171,33 @@ function fillPresets() {
 function fillMethods() {
   const select = $("method");
   const list = heatmaps();
+  const beyond = beyondTargets(instance()?.assistance);
   // The model's best-ranked method comes first (the server orders them); its rank says why.
   const label = (item) => `${item.rank ? `#${item.rank} ` : ""}${item.method_label} · ${item.target_label}`;
-  select.replaceChildren(...list.map((item) => new Option(label(item), String(item.id))));
+  const options = list.map((item) => new Option(label(item), String(item.id)));
+  if (beyond.length) {
+    const group = document.createElement("optgroup");
+    group.label = "Beyond heatmaps";
+    group.append(...beyond.map((item) => new Option(item.method_label, `beyond:${item.explanation}`)));
+    options.push(group);
+  }
+  select.replaceChildren(...options);
   select.title = list.some((item) => item.rank)
     ? "#N: the method's place in this model's faithfulness ranking (lumen evaluate-explanations), #1 best"
     : "";
-  select.disabled = list.length === 0;
+  select.disabled = list.length + beyond.length === 0;
   $("grid-button").disabled = list.length < 2;
   for (const id of ["opacity", "threshold", "colormap"]) $(id).disabled = list.length === 0;
-  $("heatmap-controls").hidden = list.length === 0;  // an empty method list says nothing: leave it out
+  // An empty list says nothing: leave it out.
+  $("heatmap-controls").hidden = list.length + beyond.length === 0;
   const kept = state.method.get(instance()?.id);
   const chosen = list.some((item) => item.id === kept) ? kept : list[0]?.id;
-  if (chosen !== undefined) {
-    state.method.set(instance().id, chosen);
-    select.value = String(chosen);
-  }
+  if (chosen !== undefined) state.method.set(instance().id, chosen);
+  // The explanation beyond maps picked stays picked while this image has it; without maps, the first one shows.
+  if (!beyond.some((item) => item.explanation === state.beyond)) state.beyond = list.length ? null : beyond[0]?.explanation ?? null;
+  if (state.beyond) select.value = `beyond:${state.beyond}`;
+  else if (chosen !== undefined) select.value = String(chosen);
+  showBeyond();
 }
 
 function getHeatmap(id) {
@@ -229,7 +250,7 @@ const SCORE_NAMES = {
 };
 
 function showScores() {
-  const info = currentHeatmap();
+  const info = state.beyond ? null : currentHeatmap(); // the scores are a map's: none beside other explanations
   const line = $("method-scores");
   if (assignment) {
     line.hidden = true; // a reader-study condition shows the map, not its scores
@@ -255,7 +276,8 @@ function setOpacity(value) {
 
 function setMethod(id, { log = true } = {}) {
   state.method.set(instance().id, id);
-  state.rateBeyond = null; // the rating form follows the map the reader turned to
+  state.beyond = null; // a map picked: the map controls come back, the rating form rates the map
+  showBeyond();
   $("method").value = String(id);
   showOverlay();
   if (log) logEvent("method_changed");
@@ -382,7 +404,11 @@ async function openInstance(index) {
 
 function bindControls() {
   $("assist-toggle").addEventListener("change", (event) => setAssistance(event.target.checked));
-  $("method").addEventListener("change", (event) => setMethod(Number(event.target.value)));
+  $("method").addEventListener("change", (event) => {
+    const value = event.target.value;
+    if (value.startsWith("beyond:")) setBeyond(value.slice("beyond:".length));
+    else setMethod(Number(value));
+  });
   $("opacity").addEventListener("input", (event) => setOpacity(Number(event.target.value) / 100));
   $("opacity").addEventListener("change", () => logEvent("opacity_changed"));
   $("threshold").addEventListener("input", (event) => {
@@ -568,7 +594,6 @@ function assistanceNodes(inst) {
     const note = `The map explains the model's ${map.target_label} output, not ${finding.words.toLowerCase()}.`;
     nodes.push(el("p", "muted small map-target-note", note));
   }
-  nodes.push(...beyondNodes(a, { onRate: rateBeyond }));
   return nodes;
 }
 
@@ -628,11 +653,6 @@ if (!assignment && data.study.id != null && ACTIVE.has(data.study.ai_state)) {
   });
 }
 
-// The template draws the prediction; the explanations beyond maps are drawn here, as live updates draw them.
-for (const inst of data.instances) {
-  const block = document.querySelector(`.assist-instance[data-instance-id="${inst.id}"]`);
-  if (block && inst.assistance) block.append(...beyondNodes(inst.assistance, { onRate: rateBeyond }));
-}
 bindControls();
 bindViewerTools(viewport);
 bindEvidence(viewport, readForm);

@@ -68,7 +68,7 @@ def _signed_in(browser, server: str, user):
 
 def _thumbnails_loaded(page) -> int:
     return page.evaluate(
-        "() => [...document.querySelectorAll('.beyond-similar img')].filter(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('#beyond-view img')].filter(i => i.complete && i.naturalWidth > 0)"
         ".length"
     )
 
@@ -78,31 +78,42 @@ def test_the_reading_room_shows_and_rates_each_explanation(server, browser, make
     reader, _ = make_user("reader")
     context, page, errors = _signed_in(browser, server, reader)
     page.goto(f"{server}/studies/{study_id}/read")
-    page.wait_for_selector(".beyond-similar .similar-case", timeout=20_000)
+    page.wait_for_function("() => performance.getEntriesByName('lumen:overlay').length > 0", timeout=20_000)
     with session_scope() as session:
         prediction = session.get(Prediction, prediction_id)
         label, similar, concepts = prediction.label, prediction.similar_cases, prediction.concepts
         composed = beyond.justification_of(prediction, top_probability=beyond.top_probability(prediction))
+    # Listed with the heatmap methods; the map is what opens, with its controls.
+    beyond_options = page.eval_on_selector_all('#method optgroup[label="Beyond heatmaps"] option',
+                                               "options => options.map(o => o.value)")
+    assert beyond_options == ["beyond:justification", "beyond:concepts", "beyond:similar_cases"]
+    assert page.locator("#beyond-view").is_hidden() and page.locator("#opacity").is_visible()
+    panel = page.locator("#ai-panel").bounding_box()
 
-    sentences = page.locator(".justification-sentence").all_inner_texts()
+    page.select_option("#method", "beyond:justification")
+    sentences = page.locator("#beyond-view .justification-sentence").all_inner_texts()
     assert sentences == composed and sentences[0].startswith(f"The model grades this image {label}")
-    agreeing = sum(label_index == prediction_label for case in similar for label_index in case["label_indices"]
-                   for prediction_label in [_label_index(page)])
-    summary = page.inner_text(".similar-summary")
+    assert page.locator("#opacity").is_hidden()  # in the map controls' place: the panel keeps its size
+    assert page.locator("#ai-panel").bounding_box() == panel
+
+    page.select_option("#method", "beyond:concepts")
+    assert page.locator("#beyond-view .concept").count() == len(concepts)
+    assert page.locator("#beyond-view .concept-name").first.inner_text() == concepts[0]["concept"]
+    page.locator("#ai-panel").screenshot(path=str(test_output / "beyond-panel-concepts.png"))
+
+    page.select_option("#method", "beyond:similar_cases")
+    assert page.locator("#beyond-view .similar-case").count() == 5
+    agreeing = sum(_label_index(page) in case["label_indices"] for case in similar)
+    summary = page.inner_text("#beyond-view .similar-summary")
     assert summary == f"{agreeing} of the 5 most similar confirmed cases were graded {label}."
-    assert page.locator(".beyond-similar .similar-case").count() == 5
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.beyond-similar img')].every(i => i.complete && i.naturalWidth > 0)",
+        "() => [...document.querySelectorAll('#beyond-view img')].every(i => i.complete && i.naturalWidth > 0)",
         timeout=10_000,
     )
     assert _thumbnails_loaded(page) == 5
-    assert concepts, "the served DR model ships a concept bank"
-    assert page.locator(".beyond-concepts .concept").count() == len(concepts)
-    assert page.locator(".beyond-concepts .concept-name").first.inner_text() == concepts[0]["concept"]
-    page.locator("#ai-panel").screenshot(path=str(test_output / "beyond-panel.png"))
+    page.locator("#ai-panel").screenshot(path=str(test_output / "beyond-panel-similar.png"))
 
-    # Rate the similar cases: the rating form follows the panel's Rate button.
-    page.click('.beyond-similar .rate-beyond')
+    # The rating form rates the explanation picked.
     assert page.inner_text("#rating-method").startswith("Similar confirmed cases")
     page.click('#rating-form fieldset[data-question="trust"] label:has(input[value="4"])')
     page.click('#rating-form button[type="submit"]')
@@ -111,8 +122,9 @@ def test_the_reading_room_shows_and_rates_each_explanation(server, browser, make
         rating = session.scalar(select(ExplanationRating).where(ExplanationRating.reader_id == reader.id))
         assert (rating.method, rating.prediction_id, rating.heatmap_id) == ("similar_cases", prediction_id, None)
         assert rating.answers == {"trust": 4}
-    # Turning to a heatmap method puts the form back on the map.
+    # Turning to a heatmap method brings the map controls back and puts the form on the map.
     page.select_option("#method", index=0)
+    assert page.locator("#beyond-view").is_hidden() and page.locator("#opacity").is_visible()
     assert not page.inner_text("#rating-method").startswith("Similar")
     assert errors == []
     context.close()
@@ -159,8 +171,9 @@ def test_each_assistance_condition_shows_only_its_explanation(server, browser, m
         shown = {name for name, selector in PANELS.items() if page.locator(selector).count()}
         seen[kind] = shown
         page.locator("#ai-panel").screenshot(path=str(test_output / f"beyond-{kind}.png"))
-        # The one explanation shown is what the rating form rates; no heatmap is on the page.
-        assert page.locator("#method option").count() == 0
+        # The one explanation shown is the list's only entry, open at once, and what the rating form rates.
+        [only] = page.eval_on_selector_all("#method option", "os => os.map(o => o.value)")
+        assert only == f"beyond:{next(iter(shown))}" and page.locator("#beyond-view").is_visible()
         assert page.inner_text("#rating-method").split(" (")[0] in {
             "Similar confirmed cases", "Concept evidence", "Written justification"}
         for name, value in (("dr_grade", "2"), ("dme", "false"), ("confidence", "4")):
