@@ -3,7 +3,8 @@ model read (a real job, run in this process) shows its written justification, it
 nearest confirmed cases with their thumbnails, each rateable; in a reader study each assistance condition shows
 its own explanation and nothing of the others.
 
-Same harness as test_browser_reading.py: the app under uvicorn in a thread, Debian's Chromium via Playwright.
+Same harness as test_browser_live.py (whose sign-in it uses): the app under uvicorn in a thread, Debian's Chromium
+via Playwright, at 1280 x 800.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from app.db import session_scope
 from app.jobs import service as jobs_service
 from app.reading import beyond
 from app.tables import ExplanationRating, Job, Prediction
-from tests.app.auth.helpers import PASSWORD
 from tests.app.viewer import factories
 from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg
+from tests.e2e.test_browser_live import _signed_in
 from workers import pipeline
 
 pytestmark = pytest.mark.browser
-VIEWPORT = {"width": 1440, "height": 960}
 PANELS = {"justification": ".beyond-justification", "concepts": ".beyond-concepts", "similar_cases": ".beyond-similar"}
 
 
@@ -51,19 +51,6 @@ def _read_fundus(max_side: int = 512) -> tuple[int, int]:
     with session_scope() as session:
         prediction_id = session.scalar(select(Prediction.id).where(Prediction.job_id == job_id))
         return stored.study_id, prediction_id
-
-
-def _signed_in(browser, server: str, user):
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', user.email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_url(f"{server}/")
-    return context, page, errors
 
 
 def _thumbnails_loaded(page) -> int:
