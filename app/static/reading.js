@@ -33,6 +33,7 @@ const state = {
   firstPaintAt: null,
   overlayShown: false,
   beyond: null, // the explanation beyond maps picked in the explanation list (beyond.js); null: a heatmap
+  beyondShownAlone: false, // `beyond` shows because the image has no map (yet), not because the reader picked it
 };
 const heatmapCache = new Map();
 const overlaySource = document.createElement("canvas");
@@ -92,6 +93,7 @@ function showBeyond() {
 
 function setBeyond(explanation, { log = true } = {}) {
   state.beyond = explanation;
+  state.beyondShownAlone = false;
   $("method").value = `beyond:${explanation}`;
   showBeyond();
   showScores();
@@ -193,8 +195,13 @@ function fillMethods() {
   const kept = state.method.get(instance()?.id);
   const chosen = list.some((item) => item.id === kept) ? kept : list[0]?.id;
   if (chosen !== undefined) state.method.set(instance().id, chosen);
-  // The explanation beyond maps picked stays picked while this image has it; without maps, the first one shows.
-  if (!beyond.some((item) => item.explanation === state.beyond)) state.beyond = list.length ? null : beyond[0]?.explanation ?? null;
+  // The explanation beyond maps the reader picked stays picked while this image has it. Without maps the first
+  // one shows by itself, until a map arrives (the live stream brings maps after the prediction).
+  if (state.beyondShownAlone && list.length) state.beyond = null;
+  if (!beyond.some((item) => item.explanation === state.beyond)) {
+    state.beyond = list.length ? null : beyond[0]?.explanation ?? null;
+    state.beyondShownAlone = state.beyond !== null;
+  }
   if (state.beyond) select.value = `beyond:${state.beyond}`;
   else if (chosen !== undefined) select.value = String(chosen);
   showBeyond();

@@ -70,14 +70,19 @@ def test_the_reading_room_follows_the_job(server, browser, make_user, test_outpu
     prediction_id = live.prediction()
     _text_has(page, f"{block} .prediction-label", "abnormal")
     _text_has(page, f"{block} .uncertainty", "Entropy 0.46")
-    assert page.locator("#heatmap-controls").is_hidden()  # no map yet: no controls
+    # No map yet: the list holds the prediction's written justification alone, shown in the map controls' place.
+    page.wait_for_selector("#beyond-view .justification-sentence")
+    assert page.eval_on_selector_all("#method option", "options => options.map(o => o.value)") == [
+        "beyond:justification"]
+    assert page.locator("#opacity").is_hidden()
     gradcam = live.heatmap(prediction_id, "gradcam")
-    page.wait_for_function("() => document.querySelectorAll('#method option').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#method > option').length === 1")  # the maps
+    assert page.locator("#beyond-view").is_hidden() and page.locator("#opacity").is_visible()  # the map takes over
     assert page.locator("#method-scores").is_hidden()  # no scores yet: none shown
 
     page.wait_for_function("() => performance.getEntriesByName('lumen:overlay').length > 0", timeout=10_000)
     live.heatmap(prediction_id, "integrated_gradients")
-    page.wait_for_function("() => document.querySelectorAll('#method option').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#method > option').length === 2")
     live.score(gradcam)
     _text_has(page, "#method-scores", "del ")
     assert "deletion AUC" in page.get_attribute("#method-scores", "title")
