@@ -111,5 +111,3 @@ export function beyondView(a, explanation) {
   if (explanation === "concepts") return conceptNodes(a);
   return similarNodes(a);
 }
-
-export const BEYOND_NAMES = NAMES;

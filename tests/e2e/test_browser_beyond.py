@@ -18,14 +18,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from app.ai_models import sync as models_sync
 from app.db import session_scope
-from app.jobs import service as jobs_service
 from app.reading import beyond
 from app.tables import ExplanationRating, Job, Prediction
 from tests.app.viewer import factories
 from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg
 from tests.e2e.test_browser_live import _signed_in
+from tests.workers.jobs import fundus_model_id
 from workers import pipeline
 
 pytestmark = pytest.mark.browser
@@ -36,13 +35,12 @@ def _read_fundus(max_side: int = 512) -> tuple[int, int]:
     """A fundus photograph stored as a study and read by the served DR model; (study id, prediction id)."""
     photo = fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=max_side)
     width, height = Image.open(io.BytesIO(photo)).size
-    models_sync.sync_now()
+    model_id = fundus_model_id()
     with session_scope() as session:
-        model = jobs_service.model_for_modality(session, modality="OP")
         stored = factories.insert_study(session, data=photo, source_format="jpeg", rows=height, columns=width,
                                         modality="OP", photometric="RGB", description="Fundus",
                                         patient_name=f"Beyond^{secrets.token_hex(3)}")
-        job = Job(study_id=stored.study_id, instance_id=stored.instance_id, model_id=model.id, methods=["gradcam"],
+        job = Job(study_id=stored.study_id, instance_id=stored.instance_id, model_id=model_id, methods=["gradcam"],
                   queue="gpu", sent_at=datetime.now(UTC))
         session.add(job)
         session.flush()

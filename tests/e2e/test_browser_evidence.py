@@ -18,17 +18,12 @@ from sqlalchemy import select
 from app.db import session_scope
 from app.tables import Read, ReadState, Study
 from tests.e2e.helpers import wait_for
+from tests.e2e.test_browser_measure import PLACEMENT  # the stage's box and the image's size
 from tests.e2e.test_browser_reader_study import _sign_in
 from tests.e2e.test_browser_reading import fundus_with_heatmaps
 
 pytestmark = pytest.mark.browser
 
-# The stage's box in the page and the image's size, as the viewport fits it.
-PLACEMENT = """() => {
-    const v = window.lumen.viewport;
-    const box = v.stage.getBoundingClientRect();
-    return { left: box.left, top: box.top, width: box.width, height: box.height, columns: v.width, rows: v.height };
-}"""
 # Alpha of the evidence layer at a normalised image point (3 x 3 device pixels there).
 LAYER_ALPHA = """([x, y]) => {
     const v = window.lumen.viewport;

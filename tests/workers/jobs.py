@@ -9,9 +9,20 @@ from datetime import UTC, datetime
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session
 
+from app.ai_models import sync as models_sync
 from app.db import session_scope
+from app.jobs import service as jobs_service
 from app.storage import get_blob_store
-from app.tables import Instance, Job, Series, Study
+from app.tables import AiModel, Instance, Job, Series, Study
+
+
+def fundus_model_id() -> int:
+    """The id of the model that serves fundus photographs (the shipped DR grader), its folder synced first."""
+    models_sync.sync_now()
+    with session_scope() as session:
+        model = jobs_service.model_for_modality(session, modality="OP")
+        assert isinstance(model, AiModel)
+        return model.id
 
 
 def queued_photo_job(data: bytes, *, model_id: int, methods: list[str], attempts: int = 0) -> int:

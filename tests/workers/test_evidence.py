@@ -12,23 +12,18 @@ from PIL import Image
 
 from app.ai_models import sync as models_sync
 from app.db import session_scope
-from app.jobs import service as jobs_service
-from app.tables import AiModel, Job, Prediction
+from app.tables import Job, Prediction
 from models.concepts import load_bank
 from models.reference import ReferenceLibrary
 from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg
-from tests.workers.jobs import queued_photo_job
+from tests.workers.jobs import fundus_model_id, queued_photo_job
 from workers import evidence, pipeline
 
 STRENGTHS = {"strong", "moderate", "weak", "none"}
 
 
 def _run_fundus_job() -> tuple[int, int]:
-    models_sync.sync_now()
-    with session_scope() as session:
-        model = jobs_service.model_for_modality(session, modality="OP")
-        assert isinstance(model, AiModel)
-        model_id = model.id
+    model_id = fundus_model_id()
     job_id = queued_photo_job(fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=384), model_id=model_id, methods=["gradcam"])
     assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
     with session_scope() as session:

@@ -9,22 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.ai_models import sync as models_sync
 from app.db import session_scope
 from app.jobs import service as jobs_service
-from app.tables import AiModel, Job, JobState, Prediction, Role
+from app.tables import Job, JobState, Prediction, Role
 from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg
-from tests.workers.jobs import queued_photo_job
+from tests.workers.jobs import fundus_model_id, queued_photo_job
 from workers import pipeline
 
 
 def _job_for_blob(data: bytes, methods: list[str] | None = None) -> int:
     """A stored fundus photograph and a job for the DR model (not sent: the test runs it directly)."""
-    models_sync.sync_now()
-    with session_scope() as session:
-        model = jobs_service.model_for_modality(session, modality="OP")
-        assert isinstance(model, AiModel)
-        model_id = model.id
+    model_id = fundus_model_id()
     return queued_photo_job(data, model_id=model_id, methods=methods or ["gradcam"])
 
 

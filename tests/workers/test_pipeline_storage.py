@@ -3,24 +3,18 @@ is a failure worth another try, not the image's fault."""
 
 from __future__ import annotations
 
-from app.ai_models import sync as models_sync
 from app.db import session_scope
-from app.jobs import service as jobs_service
 from app.storage import get_blob_store
-from app.tables import AiModel, Instance, Job, JobState
+from app.tables import Instance, Job, JobState
 from tests.e2e.helpers import FUNDUS_IN_DOMAIN, free_port, fresh_jpeg
 from tests.settings import settings_env
-from tests.workers.jobs import queued_photo_job
+from tests.workers.jobs import fundus_model_id, queued_photo_job
 from workers import pipeline
 
 
 def _photo_job() -> tuple[int, str]:
     """A queued DR-model job for a stored photograph; (job id, the photograph's storage key)."""
-    models_sync.sync_now()
-    with session_scope() as session:
-        model = jobs_service.model_for_modality(session, modality="OP")
-        assert isinstance(model, AiModel)
-        model_id = model.id
+    model_id = fundus_model_id()
     job_id = queued_photo_job(fresh_jpeg(FUNDUS_IN_DOMAIN, max_side=128), model_id=model_id, methods=["gradcam"])
     with session_scope() as session:
         job = session.get(Job, job_id)
