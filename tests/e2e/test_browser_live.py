@@ -60,10 +60,11 @@ def test_the_reading_room_follows_the_job(server, browser, make_user, test_outpu
     page.keyboard.press("+")
     page.keyboard.press("+")
     window = page.inner_text("#hud-window")
-    page.keyboard.press("2")  # Auto (1-99th percentile)
-    page.wait_for_function("(before) => document.getElementById('hud-window').textContent !== before", arg=window)
+    page.keyboard.press("2")  # the second preset: Lung on CT (the first is Auto, 1-99th percentile)
+    # innerText, as inner_text reads it (textContent keeps the HUD's double space, so it would differ at once).
+    page.wait_for_function("(before) => document.getElementById('hud-window').innerText !== before", arg=window)
     view = page.inner_text("#hud-view"), page.inner_text("#hud-window")
-    assert view[0] != "Zoom 100%"
+    assert view[0] != "Zoom 100%" and view[1] == "W 1500 L -600"
 
     live.progress(40)
     _text_has(page, block, "the model is running (40%)")
