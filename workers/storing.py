@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -137,7 +138,7 @@ def prediction_for(
 
 
 def heatmap_row(stored_map: batch.StoredMap, target: int) -> Heatmap:
-    array = stored_map.array.astype(np.float16)
+    array = to_float16(stored_map.array)
     return Heatmap(
         method=stored_map.method,
         target_class=target,
@@ -150,6 +151,13 @@ def heatmap_row(stored_map: batch.StoredMap, target: int) -> Heatmap:
         scores=stored_map.scores,
         seconds=stored_map.seconds,
     )
+
+
+def to_float16(array: np.ndarray) -> np.ndarray:
+    """The map as float16, bit for bit what numpy's astype gives (round to nearest even; inf, nan and overflow
+    alike), through torch: numpy converts values below float16's normal range in software, and attribution maps
+    are mostly such values near zero (16 ms a 512 px map in numpy, 0.4 ms here)."""
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).half().numpy()
 
 
 def record_failure(work: JobWork, exc: Exception) -> str:
