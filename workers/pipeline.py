@@ -30,7 +30,7 @@ from app.jobs import service as jobs_service
 from app.storage import BlobNotFound, get_blob_store
 from models import ood
 from models.card import ModelCard
-from models.preprocessing import prepare_with_region
+from models.preprocessing import decode_min_side, prepare_with_region
 from workers import batch, model_cache, stages, storing
 from workers.storing import JobWork, Outcome, PermanentJobError
 
@@ -261,12 +261,13 @@ def _prepare(work: JobWork, model: torch.nn.Module, card: ModelCard) -> tuple[ba
         raise PermanentJobError(f"cannot read the image: {exc}") from exc
     # Other errors of the store (S3 unreachable, a timeout) are not permanent: they go up, the job is tried again.
     try:
-        image, voi = pixels.load_frame_and_voi(data, work.source_format, 0)
+        frame = pixels.load_model_frame(data, work.source_format, min_side=decode_min_side(card))
     except Exception as exc:
         raise PermanentJobError(f"cannot read the image: {exc}") from exc
     decoded = time.perf_counter()
     device = next(model.parameters()).device
-    x, region = prepare_with_region(image, card, device=device, photometric=work.photometric, voi=voi)
+    x, region = prepare_with_region(frame.array, card, device=device, photometric=work.photometric, voi=frame.voi)
+    region = region.on_image_of_shape(frame.full_shape)  # the maps go onto the image itself
     timings = {"decode_s": decoded - mark, "prepare_s": time.perf_counter() - decoded}
     return batch.Prepared(x, region, work.earlier_target), timings
 

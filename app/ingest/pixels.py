@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -93,15 +94,47 @@ def frame_voi(ds: Dataset, *, frame: int = 0) -> grayscale.Voi | None:
         return None
 
 
+@dataclass(frozen=True)
+class ModelFrame:
+    """Frame 0 as a model takes it (`load_model_frame`): the pixels, maybe at a reduced scale, their VOI LUT
+    Module, and the shape (rows, columns) of the image itself, the frame the model's maps are stored in."""
+
+    array: np.ndarray
+    voi: grayscale.Voi | None
+    full_shape: tuple[int, int]
+
+
+def load_model_frame(data: bytes, source_format: str, *, min_side: int) -> ModelFrame:
+    """Frame 0 for a model whose input needs `min_side` pixels along the image's shorter side: a JPEG is decoded
+    at the coarsest DCT scale (1/2, 1/4 or 1/8: libjpeg's scaled inverse DCT, a fraction of the work of a full
+    decode) that keeps at least that many; other files in full (see load_frame_and_voi)."""
+    if source_format != "jpeg":
+        array, voi = load_frame_and_voi(data, source_format, 0)
+        return ModelFrame(array, voi, (int(array.shape[0]), int(array.shape[1])))
+    array, full_shape = _decode_image(data, min_side=min_side)
+    return ModelFrame(array, None, full_shape)
+
+
 def load_image(data: bytes) -> np.ndarray:
     """Decode a PNG or JPEG: grayscale (H, W) float32, colour (H, W, 3) uint8 RGB."""
+    return _decode_image(data, min_side=None)[0]
+
+
+def _decode_image(data: bytes, *, min_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """`load_image`, a JPEG at the coarsest DCT scale keeping `min_side` pixels on its shorter side unless None;
+    and the image's own (rows, columns)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            columns, rows = image.size
+            if min_side is not None and image.format == "JPEG" and min(rows, columns) > min_side:
+                # draft() picks the smallest scale whose size is at least the one asked for.
+                ratio = min_side / min(rows, columns)
+                image.draft(image.mode, (math.ceil(columns * ratio), math.ceil(rows * ratio)))
             image.load()
             if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
                 gray = image.convert("L") if image.mode in ("1", "LA") else image
-                return np.asarray(gray).astype(np.float32)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+                return np.asarray(gray).astype(np.float32), (rows, columns)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8), (rows, columns)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise PixelDecodeError(f"undecodable image: {reason_of(exc)}") from exc
 

@@ -141,3 +141,25 @@ def test_a_photograph_is_prepared_the_short_way_to_the_same_values(model: str) -
         x, region = prepare_with_region(image, card)
         assert region == expected_region
         assert torch.equal(x, expected)
+
+
+def test_a_region_found_at_a_reduced_scale_lies_where_it_is_on_the_full_image() -> None:
+    from models.preprocessing import InputRegion
+
+    region = InputRegion((356, 536), -36, 36, 428, 428)  # the fundus square of IDRiD_01 decoded at 1/8
+    assert region.on_image_of_shape((2848, 4288)) == InputRegion((2848, 4288), -288, 288, 3424, 3424)
+    assert region.on_image_of_shape((356, 536)) is region
+    # Each axis by its own ratio (libjpeg rounds a reduced side up).
+    assert InputRegion((107, 128), 0, 10, 107, 107).on_image_of_shape((855, 1024)) == InputRegion(
+        (855, 1024), 0, 80, 855, 856
+    )
+
+
+def test_decode_min_side_gives_the_input_its_oversampling() -> None:
+    from pathlib import Path
+
+    from models.preprocessing import DECODE_OVERSAMPLING, decode_min_side
+
+    root = Path(__file__).resolve().parents[2] / "models" / "zoo"
+    assert decode_min_side(load_card(root / "dr-grading-retinamnist")) == DECODE_OVERSAMPLING * 28
+    assert decode_min_side(load_card(root / "fundus-lesions-idrid")) == DECODE_OVERSAMPLING * 512

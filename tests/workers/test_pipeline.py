@@ -102,3 +102,29 @@ def test_unknown_methods_are_refused_with_the_list_of_known_ones(app_client, aut
         "/api/jobs", json={"instance_id": instance_id, "methods": ["occlusion"]}, headers=auth_headers("coordinator")
     )
     assert response.status_code == 201 and response.json()["methods"] == ["occlusion"]
+
+
+def test_a_large_photograph_is_decoded_reduced_and_its_maps_lie_on_the_whole_image() -> None:
+    from pathlib import Path
+
+    from app.ingest import pixels
+    from models import uncertainty
+    from models.card import load_card
+    from models.preprocessing import prepare_with_region
+    from models.registry import load_model
+
+    root = Path(__file__).resolve().parents[2]
+    photo = (root / "data" / "idrid" / "IDRiD_01.jpg").read_bytes()  # 1024 x 855: decoded at 1/2 for 28 px
+    card = load_card(root / "models" / "zoo" / "dr-grading-retinamnist")
+    x, full_region = prepare_with_region(pixels.load_image(photo), card)
+    expected = uncertainty.estimate(load_model(card), x, card).probabilities
+    job_id = _job_for_blob(photo)
+    assert pipeline.run_job(job_id, worker="test") == pipeline.Outcome.done
+    with session_scope() as session:
+        [prediction] = session.query(Prediction).filter_by(job_id=job_id).all()
+        [heatmap] = prediction.heatmaps
+        assert heatmap.shape == [428, 512]  # the photograph's frame, not the reduced decode's
+        top, left, height, width = heatmap.parameters["region"]
+        wanted = (full_region.top, full_region.left, full_region.height, full_region.width)
+        assert max(abs(a - b) for a, b in zip((top, left, height, width), wanted, strict=True)) <= 2
+        np.testing.assert_allclose(prediction.probabilities, expected.tolist(), atol=0.02)

@@ -170,3 +170,38 @@ def test_a_modality_lut_sequence_is_decoded_as_pydicom_applies_it() -> None:
     frame, voi = pixels.load_frame_and_voi(data, "dicom")
     np.testing.assert_array_equal(frame, apply_modality_lut(ds.pixel_array, ds))
     assert voi is None  # no window, no VOI LUT: the automatic window
+
+
+PHOTOGRAPH = Path(__file__).resolve().parents[3] / "data" / "idrid" / "IDRiD_01.jpg"  # 1024 x 855 JPEG
+
+
+@pytest.mark.parametrize(
+    ("min_side", "shape"),
+    [(100, (107, 128)), (200, (214, 256)), (400, (428, 512)), (500, (855, 1024)), (5000, (855, 1024))],
+)
+def test_a_model_frame_of_a_jpeg_is_its_coarsest_dct_scale_that_keeps_min_side(min_side, shape) -> None:
+    data = PHOTOGRAPH.read_bytes()
+    frame = pixels.load_model_frame(data, "jpeg", min_side=min_side)
+    assert frame.array.shape == (*shape, 3) and frame.array.dtype == np.uint8
+    assert frame.full_shape == (855, 1024) and frame.voi is None
+    # At a scale of its own the image is the same picture: close to the full decode shrunk to that size.
+    full = Image.open(io.BytesIO(data)).convert("RGB").resize(shape[::-1], Image.Resampling.BOX)
+    assert np.abs(frame.array.astype(np.float32) - np.asarray(full, dtype=np.float32)).mean() < 3
+
+
+def test_a_model_frame_of_other_files_is_their_full_decode() -> None:
+    png = io.BytesIO()
+    Image.open(PHOTOGRAPH).convert("L").save(png, format="PNG")
+    frame = pixels.load_model_frame(png.getvalue(), "png", min_side=100)
+    np.testing.assert_array_equal(frame.array, pixels.load_image(png.getvalue()))
+    assert frame.full_shape == (855, 1024)
+    dicom = _dicom("RG1_J2KI.dcm")
+    frame = pixels.load_model_frame(dicom, "dicom", min_side=100)
+    array, voi = pixels.load_frame_and_voi(dicom, "dicom")
+    np.testing.assert_array_equal(frame.array, array)
+    assert frame.full_shape == (1955, 1841) and frame.voi == voi
+
+
+def test_a_model_frame_of_a_broken_jpeg_says_why() -> None:
+    with pytest.raises(pixels.PixelDecodeError, match="undecodable image"):
+        pixels.load_model_frame(PHOTOGRAPH.read_bytes()[:2000], "jpeg", min_side=100)
