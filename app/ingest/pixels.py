@@ -18,8 +18,10 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, pixel_array
+from pydicom.encaps import generate_frames
+from pydicom.pixels import apply_color_lut, convert_color_space, pixel_array
 from pydicom.pixels.utils import get_expected_length, get_nr_frames
+from pydicom.uid import JPEGBaseline8Bit
 
 from models import grayscale
 
@@ -29,6 +31,8 @@ PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 IMAGE_FORMATS = ("png", "jpeg")
 # Percentiles of the automatic window when the header has none: robust to a few hot or dead pixels.
 AUTO_WINDOW_PERCENTILES = (1.0, 99.0)
+# JPEG Baseline DICOM decoded at a reduced DCT scale for a model (load_model_frame): samples, photometric.
+_REDUCIBLE_JPEG = {(1, "MONOCHROME2"), (3, "YBR_FULL_422"), (3, "YBR_FULL"), (3, "RGB")}
 
 
 class PixelDecodeError(ValueError):
@@ -108,11 +112,51 @@ def load_model_frame(data: bytes, source_format: str, *, min_side: int) -> Model
     """Frame 0 for a model whose input needs `min_side` pixels along the image's shorter side: a JPEG is decoded
     at the coarsest DCT scale (1/2, 1/4 or 1/8: libjpeg's scaled inverse DCT, a fraction of the work of a full
     decode) that keeps at least that many; other files in full (see load_frame_and_voi)."""
-    if source_format != "jpeg":
-        array, voi = load_frame_and_voi(data, source_format, 0)
-        return ModelFrame(array, voi, (int(array.shape[0]), int(array.shape[1])))
-    array, full_shape = _decode_image(data, min_side=min_side)
-    return ModelFrame(array, None, full_shape)
+    if source_format == "jpeg":
+        array, full_shape = _decode_image(data, min_side=min_side)
+        return ModelFrame(array, None, full_shape)
+    if source_format in IMAGE_FORMATS:
+        array = load_image(data)
+        return ModelFrame(array, None, (int(array.shape[0]), int(array.shape[1])))
+    ds = read_dicom(data)
+    reduced = _reduced_jpeg_baseline(ds, min_side=min_side)
+    array = reduced if reduced is not None else decode_frame(ds, frame=0)
+    voi = frame_voi(ds, frame=0) if array.ndim == 2 else None
+    return ModelFrame(array, voi, (int(ds.Rows), int(ds.Columns)))
+
+
+def _reduced_jpeg_baseline(ds: Dataset, *, min_side: int) -> np.ndarray | None:
+    """Frame 0 of a single-frame 8-bit JPEG Baseline dataset (fundus cameras' DICOM) at the coarsest DCT scale
+    keeping `min_side`, decoded as pydicom's Pillow decoder does (the YCbCr samples as stored, then pydicom's
+    colour conversion); None where that does not apply or fails (the caller decodes in full)."""
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if (
+        ds.file_meta.get("TransferSyntaxUID") != JPEGBaseline8Bit
+        or "PixelData" not in ds
+        or dataset_frame_count(ds) != 1
+        or int(ds.get("BitsAllocated") or 0) != 8
+        or (samples, photometric) not in _REDUCIBLE_JPEG
+        or min(int(ds.Rows), int(ds.Columns)) <= min_side
+    ):
+        return None
+    try:
+        stream = next(generate_frames(ds.PixelData, number_of_frames=1))
+        with Image.open(io.BytesIO(stream), formats=("JPEG",)) as image:
+            ratio = min_side / min(image.size)
+            size = (math.ceil(image.size[0] * ratio), math.ceil(image.size[1] * ratio))
+            # pydicom keeps a colour stream's samples as stored unless an Adobe marker says how they are held.
+            image.draft("YCbCr" if samples == 3 and "adobe_transform" not in image.info else image.mode, size)
+            image.load()
+            array = np.asarray(image)
+        if samples == 1:
+            return grayscale.modality_values(array, ds, frame=0)
+        if photometric != "RGB":
+            array = convert_color_space(array, "YBR_FULL", "RGB")
+        return _rgb_to_uint8(array, bits=8)
+    except Exception as exc:  # a stream Pillow cannot scale: the full decode says what is wrong, if anything
+        logger.info("JPEG Baseline frame not decoded at a reduced scale: %s", reason_of(exc))
+        return None
 
 
 def load_image(data: bytes) -> np.ndarray:

@@ -205,3 +205,37 @@ def test_a_model_frame_of_other_files_is_their_full_decode() -> None:
 def test_a_model_frame_of_a_broken_jpeg_says_why() -> None:
     with pytest.raises(pixels.PixelDecodeError, match="undecodable image"):
         pixels.load_model_frame(PHOTOGRAPH.read_bytes()[:2000], "jpeg", min_side=100)
+
+
+def _jpeg_baseline_files() -> list[Path]:
+    found = []
+    for path in sorted(PYDICOM_FILES.glob("*.dcm")):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # pydicom's corpus holds deliberately broken files
+            continue
+        if header.file_meta.get("TransferSyntaxUID") == pydicom.uid.JPEGBaseline8Bit and "NumberOfFrames" not in header:
+            found.append(path)
+    return found
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_jpeg_baseline_dicom_at_full_scale_is_pydicoms_decode_bit_for_bit() -> None:
+    paths = _jpeg_baseline_files()
+    assert len(paths) >= 10  # YBR_FULL, YBR_FULL_422, RGB, with and without an Adobe marker
+    for path in paths:
+        ds = pixels.read_dicom(path.read_bytes())
+        at_full_scale = pixels._reduced_jpeg_baseline(ds, min_side=min(ds.Rows, ds.Columns) - 1)
+        assert at_full_scale is not None, path.name
+        np.testing.assert_array_equal(at_full_scale, pixels.decode_frame(ds), err_msg=path.name)
+
+
+def test_a_fundus_cameras_jpeg_baseline_dicom_is_decoded_reduced_for_a_model() -> None:
+    data = (Path(__file__).resolve().parents[3] / "demo" / "IDRiD_01_OP_jpegbaseline.dcm").read_bytes()
+    frame = pixels.load_model_frame(data, "dicom", min_side=224)
+    assert frame.array.shape == (356, 536, 3) and frame.full_shape == (2848, 4288)  # 1/8
+    full = pixels.load_frame(data, "dicom")
+    shrunk = np.asarray(Image.fromarray(full).resize((536, 356), Image.Resampling.BOX), dtype=np.float32)
+    assert np.abs(frame.array.astype(np.float32) - shrunk).mean() < 3
+    # Multi-frame, other encodings and a min_side above the image: the full decode.
+    assert pixels.load_model_frame(data, "dicom", min_side=4000).array.shape == (2848, 4288, 3)
