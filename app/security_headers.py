@@ -16,9 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = "content-security-policy"
 # img-src: data: for the icons inside Swagger UI's CSS; blob: for images a page makes from fetched bytes.
+# script-src: 'wasm-unsafe-eval' lets the viewer's JPEG 2000 worker compile OpenJPEG's WebAssembly (a file of
+# Lumen's own, app/static/vendor/openjpeg); it allows no eval() of JavaScript.
 _DIRECTIVES = {
     "default-src": "'self'",
-    "script-src": "'self'",
+    "script-src": "'self' 'wasm-unsafe-eval'",
     "style-src": "'self'",
     "img-src": "'self' data: blob:",
     "object-src": "'none'",

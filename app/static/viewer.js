@@ -13,7 +13,9 @@
 // does not move the others, and "viewportopened" on the stage says when it is in.
 
 const META_HEADER = "X-Lumen-Meta";
-export const PIXEL_ENCODING = "up-zigzag-shuffle-deflate";
+// The stored JPEG 2000 codestream where the server can send it so (decoded here in a worker), else the values
+// deflated (app/viewer/encodings.py): the response's meta says which.
+export const PIXEL_ENCODING = "jpeg2000";
 // The meta's shape (app/viewer/raw.py META_VERSION) in the URL: a browser keeps a frame for a year at its URL, so
 // a frame kept before the meta gained spacing and orientation is asked for again, not shown without them.
 const META_VERSION = "m2";
@@ -34,6 +36,7 @@ export async function fetchPixels(url) {
   const response = await fetch(`${url}&encoding=${PIXEL_ENCODING}&meta=${META_VERSION}`, { headers });
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   const meta = JSON.parse(response.headers.get(META_HEADER) ?? "{}");
+  if (meta.encoding === "jpeg2000") return fromCodestream(meta, new Uint8Array(await response.arrayBuffer()));
   const inflated = new Response(response.body.pipeThrough(new DecompressionStream("deflate")));
   const bytes = new Uint8Array(await inflated.arrayBuffer());
   return { meta, data: valuesFromPlanes(bytes, meta.rows, meta.columns), buffer: bytes.buffer };
@@ -52,6 +55,53 @@ export function valuesFromPlanes(bytes, rows, columns) {
     out[i] = value;
   }
   return out;
+}
+
+// A `jpeg2000` body (app/viewer/jpeg2000.py): the codestream, decoded in the worker, then the raw body's tail
+// (grey-level tables). Rebuilt in the raw body's layout: stored value = sample + sample_shift.
+async function fromCodestream(meta, body) {
+  const { info, samples } = await decodeJpeg2000(body.subarray(0, meta.codestream_length));
+  const count = meta.rows * meta.columns;
+  if (info.width !== meta.columns || info.height !== meta.rows || info.componentCount !== 1) {
+    throw new Error(`the codestream is ${info.width} x ${info.height} x ${info.componentCount}, not the frame`);
+  }
+  const wide = samples.byteLength === 2 * count;
+  const Samples = info.isSigned ? (wide ? Int16Array : Int8Array) : wide ? Uint16Array : Uint8Array;
+  const decoded = new Samples(samples, 0, count);
+  const tail = body.subarray(meta.codestream_length);
+  const bytes = new Uint8Array(2 * count + tail.length);
+  const data = new Uint16Array(bytes.buffer, 0, count);
+  const shift = meta.sample_shift;
+  for (let i = 0; i < count; i += 1) data[i] = decoded[i] + shift;
+  bytes.set(tail, 2 * count);
+  return { meta, data, buffer: bytes.buffer };
+}
+
+let jpeg2000Worker = null;
+let jpeg2000Calls = 0;
+const jpeg2000Waiting = new Map(); // call id -> { resolve, reject }
+
+// One worker for the page, started on the first codestream; each call gets its own answer.
+function decodeJpeg2000(codestream) {
+  if (!jpeg2000Worker) {
+    jpeg2000Worker = new Worker("/static/jpeg2000_worker.js");
+    jpeg2000Worker.onmessage = ({ data }) => {
+      const waiting = jpeg2000Waiting.get(data.id);
+      jpeg2000Waiting.delete(data.id);
+      if (data.error) waiting?.reject(new Error(`JPEG 2000 decode: ${data.error}`));
+      else waiting?.resolve(data);
+    };
+    jpeg2000Worker.onerror = (event) => {
+      for (const waiting of jpeg2000Waiting.values()) waiting.reject(new Error(`JPEG 2000 worker: ${event.message}`));
+      jpeg2000Waiting.clear();
+    };
+  }
+  const id = (jpeg2000Calls += 1);
+  const copy = codestream.slice(); // transferred: the response's bytes stay whole
+  return new Promise((resolve, reject) => {
+    jpeg2000Waiting.set(id, { resolve, reject });
+    jpeg2000Worker.postMessage({ id, codestream: copy }, [copy.buffer]);
+  });
 }
 
 // A full-resolution colour frame decoded off the main thread, without colour management: the server decodes

@@ -25,6 +25,9 @@ class PixelEncoding(StrEnum):
 
     raw = "raw"
     up_zigzag_shuffle_deflate = "up-zigzag-shuffle-deflate"
+    # The stored JPEG 2000 codestream where it maps exactly onto the raw values (app/viewer/jpeg2000.py), else
+    # up-zigzag-shuffle-deflate: the response's meta says which was sent.
+    jpeg2000 = "jpeg2000"
 
 
 def residual_planes(values: np.ndarray) -> bytes:

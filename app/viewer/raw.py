@@ -29,7 +29,7 @@ import numpy as np
 
 from app.ingest import pixels as ingest_pixels
 from app.tables import Heatmap, Instance
-from app.viewer import encodings, geometry, images
+from app.viewer import encodings, geometry, images, jpeg2000
 from app.viewer import frames as viewer_frames
 from app.viewer.images import FrameOutOfRange
 from models import grayscale
@@ -137,12 +137,17 @@ def encoded_frame(instance: Instance, *, frame: int, encoding: encodings.PixelEn
         raise FrameOutOfRange(f"instance {instance.id} has {instance.frames} frame(s), not frame {frame}")
     kept = images.kept(
         f"{instance.sha256}-pixels-{META_VERSION}-{frame}-{encoding}",
-        lambda: _packed(_encoded(raw_frame(instance, frame=frame), encoding)),
+        lambda: _packed(_encoded(instance, frame, raw_frame(instance, frame=frame), encoding)),
     )
     return _unpacked(kept)
 
 
-def _encoded(frame: RawFrame, encoding: encodings.PixelEncoding) -> RawFrame:
+def _encoded(instance: Instance, index: int, frame: RawFrame, encoding: encodings.PixelEncoding) -> RawFrame:
+    if encoding is encodings.PixelEncoding.jpeg2000:
+        passed = jpeg2000.codestream_frame(instance, frame=index, raw_meta=frame.meta, raw_body=frame.body)
+        if passed is not None:
+            return RawFrame(body=passed[1], meta=passed[0])
+        encoding = encodings.PixelEncoding.up_zigzag_shuffle_deflate
     rows, columns = frame.meta["rows"], frame.meta["columns"]
     values = np.frombuffer(frame.body, dtype="<u2", count=rows * columns).reshape(rows, columns)
     body = encodings.encode(values, tail=frame.body[values.nbytes :])

@@ -14,8 +14,8 @@ from app.config import get_settings
 from app.main import create_app
 
 POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
-    "base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
+    "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
 )
 FIXED = {
     "x-frame-options": "DENY",
@@ -57,7 +57,7 @@ def test_the_docs_page_allows_its_own_inline_script_by_hash_and_nothing_else(app
     scripts = re.findall(r"<script>(.*?)</script>", page.text, flags=re.DOTALL)
     assert len(scripts) == 1 and "SwaggerUIBundle(" in scripts[0]
     digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
-    expected = POLICY.replace("script-src 'self';", f"script-src 'self' 'sha256-{digest}';")
+    expected = POLICY.replace("'wasm-unsafe-eval';", f"'wasm-unsafe-eval' 'sha256-{digest}';")
     assert page.headers["content-security-policy"] == expected
     assert "unsafe-inline" not in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY"

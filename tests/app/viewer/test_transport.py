@@ -184,3 +184,41 @@ def test_every_pixel_response_is_immutable_private_and_revalidates(app_client, a
         assert other.status_code == 200, url
         etags.add(etag)
     assert len(etags) == len(urls)  # a different form is a different tag
+
+
+@pytest.mark.parametrize(("name", "passed"), [("RG1_J2KI.dcm", True), ("RG3_J2KI.dcm", True), ("MR2_J2KI.dcm", False)])
+def test_a_jpeg2000_frame_is_sent_as_its_codestream_where_samples_map_onto_the_values(
+    app_client, auth_headers, monkeypatch, name, passed
+):
+    """RG1 and RG3: the stored codestream, which OpenJPEG (here pylibjpeg-openjpeg, in the browser its WebAssembly
+    build) decodes to samples that are the raw values less `sample_shift`. MR2's rescale slope is 3.77: its raw
+    values are not samples plus a shift, so it is sent deflated, and the meta says so."""
+    from openjpeg import decode as openjpeg_decode
+
+    instance = _upload(app_client, auth_headers, name, fresh_dicom(FIXTURES / "dicom" / name))
+    url = f"/api/instances/{instance['id']}/pixels"
+    headers = auth_headers("reader")
+    raw = app_client.get(url, headers=headers)
+    sent = app_client.get(f"{url}?encoding=jpeg2000", headers=headers)
+    assert sent.status_code == 200, sent.text
+    meta, raw_meta = json.loads(sent.headers[META]), json.loads(raw.headers[META])
+    rows, columns = raw_meta["rows"], raw_meta["columns"]
+    if not passed:
+        assert meta == {**raw_meta, "encoding": "up-zigzag-shuffle-deflate"}
+        values, tail = encodings.decode(sent.content, rows=rows, columns=columns)
+        assert values.tobytes() + tail == raw.content
+        return
+    extra = {"codestream_length", "sample_shift", "sample_bytes", "signed"}
+    assert meta["encoding"] == "jpeg2000" and set(meta) == set(raw_meta) | extra | {"encoding"}
+    assert {key: meta[key] for key in raw_meta} == raw_meta
+    codestream = sent.content[: meta["codestream_length"]]
+    samples = openjpeg_decode(codestream).astype(np.int64)
+    expected = np.frombuffer(raw.content, dtype="<u2", count=rows * columns).reshape(rows, columns)
+    np.testing.assert_array_equal(samples + meta["sample_shift"], expected)
+    assert sent.content[meta["codestream_length"] :] == raw.content[expected.nbytes :]
+    assert len(sent.content) < 0.1 * len(raw.content)
+    assert sent.headers["etag"] not in (raw.headers["etag"], app_client.get(f"{url}?encoding={ENCODING}",
+                                                                           headers=headers).headers["etag"])
+    viewer_frames.clear_cache()
+    _no_decoding(monkeypatch)  # kept: read back without decoding the file again
+    assert app_client.get(f"{url}?encoding=jpeg2000", headers=headers).content == sent.content
