@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_color_lut, convert_color_space, pixel_array
 from pydicom.pixels.utils import get_expected_length, get_nr_frames
-from pydicom.uid import JPEGBaseline8Bit
+from pydicom.uid import HTJ2K, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, JPEG2000Lossless, JPEGBaseline8Bit
 
 from models import grayscale
 
@@ -31,6 +31,7 @@ PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 IMAGE_FORMATS = ("png", "jpeg")
 # Percentiles of the automatic window when the header has none: robust to a few hot or dead pixels.
 AUTO_WINDOW_PERCENTILES = (1.0, 99.0)
+_OPENJPEG_FIRST = {JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K}
 # JPEG Baseline DICOM decoded at a reduced DCT scale for a model (load_model_frame): samples, photometric.
 _REDUCIBLE_JPEG = {(1, "MONOCHROME2"), (3, "YBR_FULL_422"), (3, "YBR_FULL"), (3, "RGB")}
 
@@ -194,7 +195,7 @@ def decode_frame(ds: Dataset, *, frame: int = 0) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # YBR_* become RGB here (pydicom's default processing).
-            array = pixel_array(ds, index=frame)
+            array = _pixel_array(ds, frame)
         photometric = str(ds.get("PhotometricInterpretation", "")).strip()
         if photometric == "PALETTE COLOR":
             rgb = apply_color_lut(array, ds)
@@ -208,6 +209,17 @@ def decode_frame(ds: Dataset, *, frame: int = 0) -> np.ndarray:
         raise PixelDecodeError(f"no decoder for this encoding: {reason_of(exc)}") from exc
     except Exception as exc:  # decoder plugins raise RuntimeError, ValueError, AttributeError...
         raise PixelDecodeError(f"undecodable pixel data: {reason_of(exc)}") from exc
+
+
+def _pixel_array(ds: Dataset, frame: int) -> np.ndarray:
+    """pydicom's decode of one frame, JPEG 2000 by pylibjpeg's OpenJPEG first: pydicom tries GDCM first, which gave
+    the same values on every JPEG 2000 file of the tests' corpora in twice the time (RG1: 0.29 s against 0.15 s)."""
+    if ds.file_meta.get("TransferSyntaxUID") in _OPENJPEG_FIRST:
+        try:
+            return pixel_array(ds, index=frame, decoding_plugin="pylibjpeg")
+        except Exception as exc:  # not installed, or a stream it refuses: pydicom's own order says why, if it fails
+            logger.debug("pylibjpeg did not decode a JPEG 2000 frame (%s); trying pydicom's other decoders", exc)
+    return pixel_array(ds, index=frame)
 
 
 def check_decodable(ds: Dataset) -> np.ndarray:

@@ -100,7 +100,7 @@ def test_reading_room(server, browser, make_user, test_output):
     assert page.locator(f'tr[data-study-id="{fundus}"]').is_hidden()
     page.keyboard.press("Escape")
     page.keyboard.press("j")
-    assert page.get_attribute(f'tr[data-study-id="{radiograph}"]', "class") == "selected"
+    page.wait_for_selector(f'tr[data-study-id="{radiograph}"].selected', timeout=5_000)
     page.keyboard.press("Enter")
     page.wait_for_url(f"{server}/studies/{radiograph}/read")
 

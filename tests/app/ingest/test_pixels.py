@@ -239,3 +239,16 @@ def test_a_fundus_cameras_jpeg_baseline_dicom_is_decoded_reduced_for_a_model() -
     assert np.abs(frame.array.astype(np.float32) - shrunk).mean() < 3
     # Multi-frame, other encodings and a min_side above the image: the full decode.
     assert pixels.load_model_frame(data, "dicom", min_side=4000).array.shape == (2848, 4288, 3)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", ["RG1_J2KI.dcm", "RG3_J2KI.dcm", "MR2_J2KI.dcm", "US1_J2KR.dcm", "US1_J2KI.dcm"])
+def test_jpeg2000_decoded_by_openjpeg_first_gives_gdcms_values(name: str) -> None:
+    from pydicom.pixels import pixel_array
+
+    ds = pixels.read_dicom(_dicom(name))
+    for frame in range(min(pixels.dataset_frame_count(ds), 2)):
+        ours = pixels._pixel_array(ds, frame)
+        gdcm = pixel_array(pixels.read_dicom(_dicom(name)), index=frame, decoding_plugin="gdcm")
+        assert ours.dtype == gdcm.dtype
+        np.testing.assert_array_equal(ours, gdcm)
