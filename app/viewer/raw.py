@@ -142,12 +142,19 @@ def encoded_frame(instance: Instance, *, frame: int, encoding: encodings.PixelEn
     return _unpacked(kept)
 
 
+# The codestream is sent only when it is at most this fraction of the deflated body: the browser's WebAssembly
+# decode takes several times as long as its inflate (RG1: about 300 ms against 80), so a codestream about the
+# deflated size (a lossless JPEG 2000 of smooth content) would cost more time than its bytes save.
+CODESTREAM_MAX_FRACTION = 0.5
+
+
 def _encoded(instance: Instance, index: int, frame: RawFrame, encoding: encodings.PixelEncoding) -> RawFrame:
     if encoding is encodings.PixelEncoding.jpeg2000:
+        deflated = _encoded(instance, index, frame, encodings.PixelEncoding.up_zigzag_shuffle_deflate)
         passed = jpeg2000.codestream_frame(instance, frame=index, raw_meta=frame.meta, raw_body=frame.body)
-        if passed is not None:
+        if passed is not None and len(passed[1]) <= CODESTREAM_MAX_FRACTION * len(deflated.body):
             return RawFrame(body=passed[1], meta=passed[0])
-        encoding = encodings.PixelEncoding.up_zigzag_shuffle_deflate
+        return deflated
     rows, columns = frame.meta["rows"], frame.meta["columns"]
     values = np.frombuffer(frame.body, dtype="<u2", count=rows * columns).reshape(rows, columns)
     body = encodings.encode(values, tail=frame.body[values.nbytes :])

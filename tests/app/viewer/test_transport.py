@@ -222,3 +222,23 @@ def test_a_jpeg2000_frame_is_sent_as_its_codestream_where_samples_map_onto_the_v
     viewer_frames.clear_cache()
     _no_decoding(monkeypatch)  # kept: read back without decoding the file again
     assert app_client.get(f"{url}?encoding=jpeg2000", headers=headers).content == sent.content
+
+
+def test_a_jpeg2000_codestream_no_smaller_than_half_the_deflated_body_is_sent_deflated(app_client, auth_headers):
+    """Noise coded losslessly is as large either way: the browser's inflate is faster than its WebAssembly decode,
+    so the deflated form is sent (raw.CODESTREAM_MAX_FRACTION)."""
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless, generate_uid
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    noise = np.random.default_rng(3).integers(0, 4096, size=(ds.Rows, ds.Columns)).astype(np.int16)
+    ds.compress(JPEG2000Lossless, noise, encoding_plugin="pylibjpeg")
+    ds.SOPInstanceUID = generate_uid()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    instance = _upload(app_client, auth_headers, "noise.dcm", buffer.getvalue())
+    url = f"/api/instances/{instance['id']}/pixels"
+    headers = auth_headers("reader")
+    sent = app_client.get(f"{url}?encoding=jpeg2000", headers=headers)
+    assert json.loads(sent.headers[META])["encoding"] == "up-zigzag-shuffle-deflate"
+    assert sent.content == app_client.get(f"{url}?encoding={ENCODING}", headers=headers).content
