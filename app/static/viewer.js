@@ -31,12 +31,20 @@ export async function fetchRaw(url) {
 
 // A grayscale frame: its meta, its uint16 values (rows x columns, C order) and the raw body's bytes (inflated),
 // in which the presets' grey-level tables lie at their byte offsets.
-export async function fetchPixels(url) {
+export async function fetchPixels(url, { encoding = PIXEL_ENCODING } = {}) {
   const headers = { Accept: "application/octet-stream" };
-  const response = await fetch(`${url}&encoding=${PIXEL_ENCODING}&meta=${META_VERSION}`, { headers });
+  const response = await fetch(`${url}&encoding=${encoding}&meta=${META_VERSION}`, { headers });
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   const meta = JSON.parse(response.headers.get(META_HEADER) ?? "{}");
-  if (meta.encoding === "jpeg2000") return fromCodestream(meta, new Uint8Array(await response.arrayBuffer()));
+  if (meta.encoding === "jpeg2000") {
+    try {
+      return await fromCodestream(meta, new Uint8Array(await response.arrayBuffer()));
+    } catch (error) {
+      // No WebAssembly here (an old browser, a stricter policy in front of Lumen): the deflated form instead.
+      console.warn("JPEG 2000 frame not decoded here; asking for it deflated:", error);
+      return fetchPixels(url, { encoding: "up-zigzag-shuffle-deflate" });
+    }
+  }
   const inflated = new Response(response.body.pipeThrough(new DecompressionStream("deflate")));
   const bytes = new Uint8Array(await inflated.arrayBuffer());
   return { meta, data: valuesFromPlanes(bytes, meta.rows, meta.columns), buffer: bytes.buffer };

@@ -53,11 +53,14 @@ def _upload(server: str, token: str, name: str, data: bytes) -> dict:
     return response.json()
 
 
-def _open(browser, server: str, user, *, study_id: int, mark: str):
-    """A signed-in page at 1280x800 in the reading room of the study, once `lumen:<mark>` is measured."""
+def _open(browser, server: str, user, *, study_id: int, mark: str, console: list[str] | None = None):
+    """A signed-in page at 1280x800 in the reading room of the study, once `lumen:<mark>` is measured; the console's
+    messages go to `console` when given."""
     page = browser.new_page(viewport=VIEWPORT)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    if console is not None:
+        page.on("console", lambda message: console.append(message.text))
     page.goto(f"{server}/login")
     page.fill('input[name="email"]', user.email)
     page.fill('input[name="password"]', PASSWORD)
