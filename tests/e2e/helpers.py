@@ -1,4 +1,5 @@
-"""Helpers for end-to-end tests: fresh copies of real demo files, free ports, waiting for a condition."""
+"""Helpers for end-to-end tests: fresh copies of real demo files, free ports, waiting for a condition, signing a
+browser page in."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ DEMO = Path(__file__).resolve().parents[2] / "demo"
 # need a model's prediction: their gates refuse the demo's JPEG, IDRiD_02 (docs/models.md).
 FUNDUS_IN_DOMAIN = Path(__file__).resolve().parents[2] / "data" / "idrid" / "IDRiD_05.jpg"
 T = TypeVar("T")
+
+
+def sign_in(page, server: str, email: str) -> None:
+    """Sign the Playwright page in through the login form as `email` (make_user's password), landing on the
+    worklist."""
+    from tests.app.auth.helpers import PASSWORD
+
+    page.goto(f"{server}/login")
+    page.fill('input[name="email"]', email)
+    page.fill('input[name="password"]', PASSWORD)
+    page.click('button[type="submit"]')
+    page.wait_for_url(f"{server}/")
 
 
 def fresh_dicom(path: Path) -> bytes:

@@ -12,8 +12,8 @@ from sqlalchemy import update
 
 from app.db import session_scope
 from app.tables import Prediction
-from tests.app.auth.helpers import PASSWORD
 from tests.app.viewer import factories
+from tests.e2e.helpers import sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -37,11 +37,7 @@ def test_assistance_off_on_the_study_page_hides_ai_on_the_worklist(server, brows
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', user.email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_url(server + "/")
+    sign_in(page, server, user.email)
     row = f'tr[data-study-id="{study_id}"]'
     assert page.locator(f"{row} .ai-label").inner_text() == "abnormal"
     assert page.locator(f"{row} .badge-refer").is_visible()

@@ -12,10 +12,9 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.tables import Read
-from tests.app.auth.helpers import PASSWORD
 from tests.app.reading.conftest import fundus_jpeg
 from tests.app.viewer import factories
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import sign_in, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -40,11 +39,7 @@ def _reading_room(server, browser, make_user):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', reader.email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_url(server + "/")
+    sign_in(page, server, reader.email)
     return reader, page, errors
 
 

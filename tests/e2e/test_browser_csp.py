@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tests.app import world as world_module
-from tests.app.auth.helpers import PASSWORD
+from tests.e2e.helpers import sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -81,11 +81,7 @@ def test_every_page_passes_the_policy(server, browser, world) -> None:
         context.add_init_script(_RECORD_VIOLATIONS)
         if role != "anonymous":
             page = context.new_page()
-            page.goto(f"{server}/login")
-            page.fill('input[name="email"]', world.users[role].email)
-            page.fill('input[name="password"]', PASSWORD)
-            page.click('button[type="submit"]')
-            page.wait_for_url(f"{server}/")
+            sign_in(page, server, world.users[role].email)
             page.close()
         for path in paths:
             problems += _visit(context, server, path)

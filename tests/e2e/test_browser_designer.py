@@ -16,9 +16,8 @@ import pytest
 
 from app.db import session_scope
 from app.tables import Study
-from tests.app.auth.helpers import PASSWORD
 from tests.conftest import FIXTURES
-from tests.e2e.helpers import fresh_dicom
+from tests.e2e.helpers import fresh_dicom, sign_in
 from tests.e2e.test_browser_reading import fundus_with_heatmaps
 
 pytestmark = pytest.mark.browser
@@ -38,14 +37,6 @@ def _screenshot(target, folders: list[Path], name: str) -> None:
     """A screenshot of `target` (a page or one element of it) into each folder."""
     for folder in folders:
         target.screenshot(path=str(folder / name))
-
-
-def _sign_in(page, server: str, email: str) -> None:
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_load_state()
 
 
 def _upload(server: str, token: str, name: str) -> int:
@@ -93,7 +84,7 @@ def test_a_coordinator_designs_a_three_arm_study_without_typing_json(server, bro
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    _sign_in(page, server, coordinator.email)
+    sign_in(page, server, coordinator.email)
     page.goto(f"{server}/reader-studies")
     assert page.locator('#new-study textarea[name="conditions"]').count() == 0  # no JSON to type
     assert _beside(page, "#new-study label.check")
@@ -172,7 +163,7 @@ def test_a_coordinator_designs_a_three_arm_study_without_typing_json(server, bro
     # The reader: each arm shows only what it shows; no method list or rating form where there is no heatmap.
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.on("pageerror", lambda error: errors.append(str(error)))
-    _sign_in(page, server, reader.email)
+    sign_in(page, server, reader.email)
     page.goto(f"{server}/reader-studies")
     page.click("#my-studies a.button-primary")
     seen = {}

@@ -17,9 +17,8 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.tables import Read, ReadState, Study
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import sign_in, wait_for
 from tests.e2e.test_browser_measure import PLACEMENT  # the stage's box and the image's size
-from tests.e2e.test_browser_reader_study import _sign_in
 from tests.e2e.test_browser_reading import fundus_with_heatmaps
 
 pytestmark = pytest.mark.browser
@@ -98,7 +97,7 @@ def test_a_reader_marks_evidence_and_the_dashboard_compares_it(server, browser, 
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    _sign_in(page, server, reader.email)
+    sign_in(page, server, reader.email)
     page.goto(f"{server}/reader-studies")
     page.click("#my-studies a.button-primary")
     page.wait_for_url(f"{server}/assignments/*/read")
@@ -177,7 +176,7 @@ def test_a_reader_marks_evidence_and_the_dashboard_compares_it(server, browser, 
     assert dice["pairs"] == 1 and 0.5 < dice["dice"] < 1  # the same box; the first reader's stroke besides
 
     page = browser.new_page(viewport={"width": 1280, "height": 800})
-    _sign_in(page, server, coordinator.email)
+    sign_in(page, server, coordinator.email)
     page.goto(f"{server}/reader-studies/{sid}")
     row = page.locator('#evidence-table tr[data-method="gradcam"][data-condition="all"] td')
     cells = row.all_inner_texts()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from app.db import session_scope
-from tests.app.auth.helpers import PASSWORD
 from tests.app.live.conftest import LiveJob, queued_study
+from tests.e2e.helpers import sign_in
 
 pytestmark = pytest.mark.browser
 VIEWPORT = {"width": 1280, "height": 800}
@@ -24,11 +24,7 @@ def _signed_in(browser, server: str, user, *, without_event_source: bool = False
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', user.email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_url(f"{server}/")
+    sign_in(page, server, user.email)
     return context, page, errors
 
 

@@ -21,7 +21,7 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import generate_uid
 
 from tests.conftest import FIXTURES
-from tests.e2e.test_browser_reader_study import _sign_in
+from tests.e2e.helpers import sign_in
 from tests.e2e.test_browser_viewer import _open, _upload
 
 pytestmark = pytest.mark.browser
@@ -287,7 +287,7 @@ def test_the_overlay_names_the_patient_in_a_clinical_read_and_only_the_case_in_a
         assert response.status_code == 200, response.text
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.on("pageerror", lambda error: errors.append(str(error)))
-    _sign_in(page, server, reader.email)
+    sign_in(page, server, reader.email)
     page.goto(f"{server}/reader-studies")
     page.click("#my-studies a.button-primary")
     page.wait_for_url(f"{server}/assignments/*/read")

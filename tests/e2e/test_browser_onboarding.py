@@ -17,7 +17,8 @@ from app.ai_models.sync import sync_now
 from app.config import get_settings
 from app.db import session_scope
 from app.tables import ModelOnboarding, OnboardingState
-from tests.e2e.test_browser_designer import _screenshot, _shots, _sign_in
+from tests.e2e.helpers import sign_in
+from tests.e2e.test_browser_designer import _screenshot, _shots
 from tests.models.onboarding.bundles import LABELS, make_bundle, trained_retina_net
 from tests.workers.onboarding_fixtures import retinamnist_set
 from workers import onboarding
@@ -52,7 +53,7 @@ def test_a_coordinator_onboards_a_monai_bundle(server, browser, make_user, tmp_p
     user, _ = make_user("coordinator")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
-        _sign_in(page, server, user.email)
+        sign_in(page, server, user.email)
         page.goto(f"{server}/admin/models")
         page.click("#add-model")
         page.wait_for_selector("#add-model-form")

@@ -14,20 +14,12 @@ from sqlalchemy import select
 from app.db import session_scope
 from app.reader_studies import demo
 from app.tables import AiModel, ExplanationRating, Read, Study
-from tests.app.auth.helpers import PASSWORD
 from tests.app.reader_studies.conftest import CHEST_LABELS, chest_case
 from tests.conftest import ROOT
+from tests.e2e.helpers import sign_in
 from tests.e2e.test_browser_reading import fundus_with_heatmaps
 
 pytestmark = pytest.mark.browser
-
-
-def _sign_in(page, server: str, email: str) -> None:
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_load_state()
 
 
 def _answer_dr(page) -> None:
@@ -59,7 +51,7 @@ def test_sequential_read_in_the_browser(server, browser, make_user, test_output)
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    _sign_in(page, server, reader.email)
+    sign_in(page, server, reader.email)
     page.goto(f"{server}/reader-studies")
     page.click("#my-studies a.button-primary")
     page.wait_for_url(f"{server}/assignments/*/read")
@@ -104,7 +96,7 @@ def test_sequential_read_in_the_browser(server, browser, make_user, test_output)
 
     # The coordinator's dashboard shows the two reads and exports them.
     page = browser.new_page(viewport={"width": 1280, "height": 800})
-    _sign_in(page, server, coordinator.email)
+    sign_in(page, server, coordinator.email)
     page.goto(f"{server}/reader-studies/{sid}")
     assert page.inner_text("#progress-total") == "2/2"
     assert page.locator('#results-table tr[data-condition="aided"]').count() == 1
@@ -122,7 +114,7 @@ def test_coordinator_designs_and_opens_a_study_in_the_browser(server, browser, m
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    _sign_in(page, server, coordinator.email)
+    sign_in(page, server, coordinator.email)
     page.goto(f"{server}/reader-studies")
     page.fill('#new-study input[name="name"]', "browser designed study")
     page.select_option('#new-study select[name="scheme"]', "counterbalanced")
@@ -192,7 +184,7 @@ def test_the_demo_effusion_study_asks_about_effusion_and_shows_its_probability(
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        _sign_in(page, server, coordinator.email)
+        sign_in(page, server, coordinator.email)
 
         # The designer: a binary-finding study names its finding, chosen from the served model's labels.
         page.goto(f"{server}/reader-studies")
@@ -229,7 +221,7 @@ def test_the_demo_effusion_study_asks_about_effusion_and_shows_its_probability(
 
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.on("pageerror", lambda error: errors.append(str(error)))
-        _sign_in(page, server, reader.email)
+        sign_in(page, server, reader.email)
         page.goto(f"{server}/reader-studies/{sid}/queue?go=next")
         kinds = set()
         for number in range(3):

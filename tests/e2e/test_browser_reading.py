@@ -15,11 +15,10 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.tables import AiModel, AssistanceEvent, ExplanationRating, Job, JobState, Prediction, Read
-from tests.app.auth.helpers import PASSWORD
 from tests.app.reading.conftest import add_heatmap
 from tests.app.viewer import factories
 from tests.conftest import FIXTURES
-from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg
+from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -85,22 +84,26 @@ def test_reading_room(server, browser, make_user, test_output):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', reader.email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_load_state()
-    assert page.url == server + "/"
+    sign_in(page, server, reader.email)
 
     # The worklist: filter, then j and Enter open the reading room. A reader's worklist names patients by
-    # pseudonym (app/visibility.py): filter by the radiograph's.
+    # pseudonym (app/visibility.py): filter by the radiograph's. Every upload of RG1 in this session's database
+    # is the same patient, so the filter keeps them all: j walks down them to this test's.
     pseudonym = page.inner_text(f'tr[data-study-id="{radiograph}"] a.patient')
     assert pseudonym.startswith("P-") and "RG1" not in page.content()
     page.fill("#filter-text", pseudonym)
     assert page.locator(f'tr[data-study-id="{fundus}"]').is_hidden()
+    shown = page.eval_on_selector_all("tr[data-study-id]", "rows => rows.filter((r) => !r.hidden).map((r) => "
+                                      "r.querySelector('a.patient').textContent)")
+    assert shown and set(shown) == {pseudonym}
     page.keyboard.press("Escape")
-    page.keyboard.press("j")
-    page.wait_for_selector(f'tr[data-study-id="{radiograph}"].selected', timeout=5_000)
+    walked = []
+    for _ in shown:
+        page.keyboard.press("j")
+        walked.append(page.evaluate("() => document.querySelector('tr.selected')?.dataset.studyId"))
+        if walked[-1] == str(radiograph):
+            break
+    assert walked[-1] == str(radiograph) and len(set(walked)) == len(walked), walked  # one row further each time
     page.keyboard.press("Enter")
     page.wait_for_url(f"{server}/studies/{radiograph}/read")
 

@@ -15,10 +15,9 @@ import pytest
 
 from app.db import session_scope
 from app.tables import AiModel, Job, JobState, Prediction
-from tests.app.auth.helpers import PASSWORD
 from tests.app.reading.conftest import add_heatmap
 from tests.conftest import FIXTURES
-from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg
+from tests.e2e.helpers import DEMO, fresh_dicom, fresh_jpeg, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -61,11 +60,7 @@ def _open(browser, server: str, user, *, study_id: int, mark: str, console: list
     page.on("pageerror", lambda error: errors.append(str(error)))
     if console is not None:
         page.on("console", lambda message: console.append(message.text))
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', user.email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_load_state()
+    sign_in(page, server, user.email)
     page.goto(f"{server}/studies/{study_id}/read")
     page.wait_for_function(f"() => performance.getEntriesByName('lumen:{mark}').length > 0", timeout=30_000)
     return page, errors

@@ -15,9 +15,8 @@ from app.ai_models import sync as models_sync
 from app.db import session_scope
 from app.jobs import service as jobs_service
 from app.tables import AiModel, Job, Prediction
-from tests.app.auth.helpers import PASSWORD
 from tests.app.viewer import factories
-from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg
+from tests.e2e.helpers import FUNDUS_IN_DOMAIN, fresh_jpeg, sign_in
 from tests.workers.conftest import no_leftover_queued_jobs  # noqa: F401 (autouse: run_job runs older urgent jobs first)
 from tests.workers.jobs import queued_photo_job
 from workers import pipeline
@@ -53,11 +52,7 @@ def test_the_worklist_shows_the_job_end_without_a_reload(server, browser, make_u
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{server}/login")
-    page.fill('input[name="email"]', user.email)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_url(f"{server}/")
+    sign_in(page, server, user.email)
     row = page.locator(f'tr[data-study-id="{study_id}"]')
     assert row.locator(".badge-queued").is_visible()
     page.wait_for_function("(mode) => window.lumen.live.follower.mode === mode", arg=mode)
