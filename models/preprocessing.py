@@ -56,7 +56,6 @@ class InputRegion:
     height: int
     width: int
 
-
     def on_image_of_shape(self, shape: tuple[int, int]) -> InputRegion:
         """The same region on the image at another scale (`shape` its rows, columns): where a reduced decode's
         region lies on the full image."""

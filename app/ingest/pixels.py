@@ -113,12 +113,9 @@ def load_model_frame(data: bytes, source_format: str, *, min_side: int) -> Model
     """Frame 0 for a model whose input needs `min_side` pixels along the image's shorter side: a JPEG is decoded
     at the coarsest DCT scale (1/2, 1/4 or 1/8: libjpeg's scaled inverse DCT, a fraction of the work of a full
     decode) that keeps at least that many; other files in full (see load_frame_and_voi)."""
-    if source_format == "jpeg":
-        array, full_shape = _decode_image(data, min_side=min_side)
-        return ModelFrame(array, None, full_shape)
     if source_format in IMAGE_FORMATS:
-        array = load_image(data)
-        return ModelFrame(array, None, (int(array.shape[0]), int(array.shape[1])))
+        array, full_shape = _decode_image(data, min_side=min_side)  # a PNG decodes in full
+        return ModelFrame(array, None, full_shape)
     ds = read_dicom(data)
     reduced = _reduced_jpeg_baseline(ds, min_side=min_side)
     array = reduced if reduced is not None else decode_frame(ds, frame=0)
@@ -144,10 +141,8 @@ def _reduced_jpeg_baseline(ds: Dataset, *, min_side: int) -> np.ndarray | None:
     try:
         stream = next(generate_frames(ds.PixelData, number_of_frames=1))
         with Image.open(io.BytesIO(stream), formats=("JPEG",)) as image:
-            ratio = min_side / min(image.size)
-            size = (math.ceil(image.size[0] * ratio), math.ceil(image.size[1] * ratio))
             # pydicom keeps a colour stream's samples as stored unless an Adobe marker says how they are held.
-            image.draft("YCbCr" if samples == 3 and "adobe_transform" not in image.info else image.mode, size)
+            _draft(image, "YCbCr" if samples == 3 and "adobe_transform" not in image.info else image.mode, min_side)
             image.load()
             array = np.asarray(image)
         if samples == 1:
@@ -158,6 +153,13 @@ def _reduced_jpeg_baseline(ds: Dataset, *, min_side: int) -> np.ndarray | None:
     except Exception as exc:  # a stream Pillow cannot scale: the full decode says what is wrong, if anything
         logger.info("JPEG Baseline frame not decoded at a reduced scale: %s", reason_of(exc))
         return None
+
+
+def _draft(image: Image.Image, mode: str, min_side: int) -> None:
+    """Have Pillow decode the JPEG `image` in `mode` at the coarsest DCT scale whose shorter side keeps `min_side`
+    pixels (draft() picks the smallest scale whose size is at least the one asked for)."""
+    ratio = min_side / min(image.size)
+    image.draft(mode, (math.ceil(image.size[0] * ratio), math.ceil(image.size[1] * ratio)))
 
 
 def load_image(data: bytes) -> np.ndarray:
@@ -172,9 +174,7 @@ def _decode_image(data: bytes, *, min_side: int | None) -> tuple[np.ndarray, tup
         with Image.open(io.BytesIO(data)) as image:
             columns, rows = image.size
             if min_side is not None and image.format == "JPEG" and min(rows, columns) > min_side:
-                # draft() picks the smallest scale whose size is at least the one asked for.
-                ratio = min_side / min(rows, columns)
-                image.draft(image.mode, (math.ceil(columns * ratio), math.ceil(rows * ratio)))
+                _draft(image, image.mode, min_side)
             image.load()
             if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
                 gray = image.convert("L") if image.mode in ("1", "LA") else image
@@ -195,7 +195,7 @@ def decode_frame(ds: Dataset, *, frame: int = 0) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # YBR_* become RGB here (pydicom's default processing).
-            array = _pixel_array(ds, frame)
+            array = frame_samples(ds, frame)
         photometric = str(ds.get("PhotometricInterpretation", "")).strip()
         if photometric == "PALETTE COLOR":
             rgb = apply_color_lut(array, ds)
@@ -211,9 +211,10 @@ def decode_frame(ds: Dataset, *, frame: int = 0) -> np.ndarray:
         raise PixelDecodeError(f"undecodable pixel data: {reason_of(exc)}") from exc
 
 
-def _pixel_array(ds: Dataset, frame: int) -> np.ndarray:
-    """pydicom's decode of one frame, JPEG 2000 by pylibjpeg's OpenJPEG first: pydicom tries GDCM first, which gave
-    the same values on every JPEG 2000 file of the tests' corpora in twice the time (RG1: 0.29 s against 0.15 s)."""
+def frame_samples(ds: Dataset, frame: int) -> np.ndarray:
+    """One frame's samples as pydicom decodes them (no modality LUT), JPEG 2000 by pylibjpeg's OpenJPEG first:
+    pydicom tries GDCM first, which gave the same values on every JPEG 2000 file of the tests' corpora in twice
+    the time (RG1: 0.29 s against 0.15 s)."""
     if ds.file_meta.get("TransferSyntaxUID") in _OPENJPEG_FIRST:
         try:
             return pixel_array(ds, index=frame, decoding_plugin="pylibjpeg")

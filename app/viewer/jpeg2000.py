@@ -20,31 +20,31 @@ import warnings
 
 import numpy as np
 from pydicom.encaps import generate_frames
-from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_j2k_parameters
 from pydicom.uid import JPEG2000, JPEG2000Lossless
 
 from app.ingest import pixels as ingest_pixels
 from app.storage import get_blob_store
 from app.tables import Instance
+from app.viewer.encodings import PixelEncoding
 
 logger = logging.getLogger(__name__)
 
-ENCODING = "jpeg2000"
 TRANSFER_SYNTAXES = (JPEG2000Lossless, JPEG2000)
 
 
 def codestream_frame(instance: Instance, *, frame: int, raw_meta: dict, raw_body: bytes) -> tuple[dict, bytes] | None:
     """The frame's meta and body in the `jpeg2000` form, from its raw form (`raw.raw_frame`); None where the
     frame is not a grayscale JPEG 2000 codestream whose samples map onto the raw values by an integer shift."""
-    if instance.source_format != "dicom" or raw_meta.get("scale") != 1.0:
+    # The instance row names its transfer syntax: other files are not read again to find out.
+    if (
+        instance.source_format != "dicom"
+        or instance.transfer_syntax_uid not in TRANSFER_SYNTAXES
+        or raw_meta.get("scale") != 1.0
+    ):
         return None
     ds = ingest_pixels.read_dicom(get_blob_store().get(instance.storage_key))
-    if (
-        ds.file_meta.get("TransferSyntaxUID") not in TRANSFER_SYNTAXES
-        or int(ds.get("SamplesPerPixel") or 1) != 1
-        or int(ds.get("BitsAllocated") or 0) not in (8, 16)
-    ):
+    if int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("BitsAllocated") or 0) not in (8, 16):
         return None
     count = ingest_pixels.dataset_frame_count(ds)
     try:
@@ -52,16 +52,16 @@ def codestream_frame(instance: Instance, *, frame: int, raw_meta: dict, raw_body
             stream for index, stream in enumerate(generate_frames(ds.PixelData, number_of_frames=count))
             if index == frame
         )
+        # The browser's decoder gives the codestream's own samples: where its sign is not the header's (pydicom
+        # then corrects the samples), or it is a JP2 file rather than a codestream, only the raw values say.
+        parameters = get_j2k_parameters(codestream)
+        if parameters.get("is_signed") != bool(ds.get("PixelRepresentation")) or parameters.get("jp2", False):
+            return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            samples = pixel_array(ds, index=frame)
+            samples = ingest_pixels.frame_samples(ds, frame)
     except Exception as exc:  # an odd encapsulation: the deflate form is sent instead
         logger.info("instance %s frame %s not sent as JPEG 2000: %s", instance.id, frame, exc)
-        return None
-    # The browser's decoder gives the codestream's own samples: where its sign is not the header's (pydicom then
-    # corrects the samples), or it is a JP2 file rather than a codestream, only the raw values say what they are.
-    parameters = get_j2k_parameters(codestream)
-    if parameters.get("is_signed") != bool(ds.get("PixelRepresentation")) or parameters.get("jp2", False):
         return None
     rows, columns = raw_meta["rows"], raw_meta["columns"]
     stored = np.frombuffer(raw_body, dtype="<u2", count=rows * columns).reshape(rows, columns).astype(np.int64)
@@ -72,7 +72,7 @@ def codestream_frame(instance: Instance, *, frame: int, raw_meta: dict, raw_body
         return None  # a modality LUT that is more than a shift: only the raw values say it
     meta = {
         **raw_meta,
-        "encoding": ENCODING,
+        "encoding": str(PixelEncoding.jpeg2000),
         "codestream_length": len(codestream),
         "sample_shift": shift,
         "sample_bytes": samples.dtype.itemsize,

@@ -248,7 +248,7 @@ def test_jpeg2000_decoded_by_openjpeg_first_gives_gdcms_values(name: str) -> Non
 
     ds = pixels.read_dicom(_dicom(name))
     for frame in range(min(pixels.dataset_frame_count(ds), 2)):
-        ours = pixels._pixel_array(ds, frame)
+        ours = pixels.frame_samples(ds, frame)
         gdcm = pixel_array(pixels.read_dicom(_dicom(name)), index=frame, decoding_plugin="gdcm")
         assert ours.dtype == gdcm.dtype
         np.testing.assert_array_equal(ours, gdcm)
